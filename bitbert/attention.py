@@ -1,0 +1,117 @@
+"""Binary self-attention plugged into stock transformers models via the attention registry.
+
+``binarize`` registers the name ``"bitbert"`` in transformers' ``AttentionInterface`` (and the
+eager additive mask for it) and attaches a :class:`BinaryAttention` to every self-attention module
+as ``module.bitbert``; the model's own forward then calls :func:`bitbert_attention` with the
+projected Q, K, V. No modeling file is forked.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import QuantConfig
+from .estimators import LowRankResidual
+from .quantizers import ActQuantizer, BoolSTE, SignSTE
+
+ATTENTION_NAME = "bitbert"
+
+
+class BinaryAttention(nn.Module):
+    """Quantized scaled-dot-product attention for one layer (owns its quantizers).
+
+    Q, K, V are binarized signed; the map is softmax kept (``softmax``), softmax then {0, α}
+    (``softmax_elastic``, BiT), softmax then ±1 (``softmax_sign``, baseline) or BiBERT's
+    bool(QKᵀ/√d + mask) without softmax (``bool``). Optional BiPFT low-rank residual estimators.
+    """
+
+    def __init__(self, config: QuantConfig, hidden: int, heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.mode = config.attention_probs
+        bits, kind = config.act_bits, config.act_quantizer
+        qkv = config.binarize_qkv
+        self.q_quant = ActQuantizer(bits, True, kind) if qkv else None
+        self.k_quant = ActQuantizer(bits, True, kind) if qkv else None
+        self.v_quant = ActQuantizer(bits, True, kind) if qkv else None
+        self.p_quant = ActQuantizer(bits, False, "elastic") if self.mode == "softmax_elastic" else None
+        self.residual = LowRankResidual(hidden, heads, head_dim, config.residual_rank) if config.residual_rank else None
+        # The layer input, needed by the residual estimators; set by a pre-hook for one forward.
+        self._h: torch.Tensor | None = None
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                scaling: float, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.q_quant is not None:
+            q, k, v = self.q_quant(q), self.k_quant(k), self.v_quant(v)
+        scores = q @ k.transpose(-1, -2)
+        h = self._h
+        if self.residual is not None and h is not None:
+            scores = scores + self.residual.score_residual(h)
+        scores = scores * scaling
+        if mask is not None:
+            scores = scores + mask
+        if self.mode == "bool":
+            probs = BoolSTE.apply(scores)
+        else:
+            probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            if self.mode == "softmax_elastic":
+                probs = self.p_quant(probs)
+            elif self.mode == "softmax_sign":
+                probs = SignSTE.apply(probs)
+        if mask is not None and self.mode != "softmax":
+            # A quantized masked probability need not be 0 (sign, bool, or a learned β < 0): padding
+            # must stay out of the context.
+            probs = probs * (mask > torch.finfo(mask.dtype).min / 2).to(probs.dtype)
+        probs = F.dropout(probs, p=dropout, training=self.training)
+        context = probs @ v
+        if self.residual is not None and h is not None:
+            context = context + probs @ self.residual.value_residual(h)
+        return context.transpose(1, 2).contiguous(), probs
+
+
+def bitbert_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      attention_mask: torch.Tensor | None, scaling: float | None = None,
+                      dropout: float = 0.0, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The function registered as ``attn_implementation="bitbert"`` (transformers' signature)."""
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        attention_mask = torch.zeros_like(attention_mask, dtype=query.dtype).masked_fill(
+            ~attention_mask, torch.finfo(query.dtype).min)
+    binary = getattr(module, "bitbert", None)
+    if binary is None:  # e.g. a cross-attention we did not convert: plain eager attention
+        binary = _PLAIN
+    return binary(query, key, value, attention_mask, scaling, dropout)
+
+
+_PLAIN = BinaryAttention(QuantConfig(), 1, 1, 1)
+
+
+def _stash_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    hidden = kwargs.get("hidden_states", args[0] if args else None)
+    module.bitbert._h = hidden
+
+
+def _clear_input(module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+    module.bitbert._h = None
+
+
+def register() -> None:
+    """Register the attention function and its mask builder with transformers (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+
+    AttentionInterface.register(ATTENTION_NAME, bitbert_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, eager_mask)
+
+
+def attach(self_attention: nn.Module, config: QuantConfig, hidden: int) -> BinaryAttention:
+    """Give a stock self-attention module its BinaryAttention (and the input hook for BiPFT)."""
+    heads = self_attention.num_attention_heads
+    head_dim = self_attention.attention_head_size
+    binary = BinaryAttention(config, hidden, heads, head_dim).to(self_attention.query.weight.device)
+    self_attention.bitbert = binary
+    if binary.residual is not None:
+        self_attention.register_forward_pre_hook(_stash_input, with_kwargs=True)
+        self_attention.register_forward_hook(_clear_input, with_kwargs=True)
+    return binary

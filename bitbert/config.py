@@ -1,0 +1,164 @@
+"""`QuantConfig`: the one frozen object that says how a model is binarized.
+
+Bits are written E-W-A (embedding-weight-activation) as in the papers: ``1-1-1`` is a fully binary
+model, ``1-1-2`` binary weights with 2-bit activations, ``32-32-32`` full precision.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+EMBED_BITS = (1, 32)
+WEIGHT_BITS = (1, 32)
+ACT_BITS = (1, 2, 4, 8, 32)
+PRESETS = ("bit", "bibert", "baseline", "fp")
+ATTENTION_PROBS = ("softmax", "softmax_elastic", "softmax_sign", "bool")
+ACT_QUANTIZERS = ("elastic", "sign")
+FFN_ACTS = ("keep", "relu", "gelu")
+SIGNEDNESS = ("signed", "unsigned")
+WEIGHT_SCALES = ("tensor", "row")
+EMBEDDINGS = ("word", "position", "token_type")
+
+
+class ConfigError(ValueError):
+    """An invalid quantization setting; the message lists what is valid."""
+
+
+def parse_bits(bits: str) -> tuple[int, int, int]:
+    """Parse an E-W-A string such as ``"1-1-2"`` into (embedding, weight, activation) bits."""
+    parts = str(bits).strip().split("-")
+    try:
+        e, w, a = (int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"bits must look like E-W-A, e.g. 1-1-1 or 1-1-2; got {bits!r}") from None
+    for name, value, valid in (("embedding", e, EMBED_BITS), ("weight", w, WEIGHT_BITS),
+                               ("activation", a, ACT_BITS)):
+        if value not in valid:
+            raise ConfigError(f"{name} bits {value} in {bits!r} not supported; valid: {list(valid)}")
+    return e, w, a
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How every quantization site of a BERT-family encoder is treated.
+
+    Attributes:
+        embed_bits, weight_bits, act_bits: E-W-A precision.
+        weight_centering: subtract the mean before sign (BiT §3.2); False is BWN (BinaryBERT).
+        weight_scale: ``tensor`` (one mean|W| per linear, BiT) or ``row`` (per output row, BiBERT).
+            Embeddings are always scaled per row (one scale per token vector).
+        act_quantizer: ``elastic`` (BiT: learned scale α and threshold β) or ``sign`` (plain sign,
+            clipped straight-through gradient, no scale: BiBERT and the baseline). Multi-bit
+            activations always use the elastic (LSQ) quantizer.
+        binarize_qkv: binarize the Q, K, V projections' outputs (signed) before the attention products.
+        attention_probs: ``softmax`` (kept in full precision), ``softmax_elastic`` (softmax, then the
+            unsigned elastic binarizer to {0, α}: BiT), ``softmax_sign`` (softmax then ±1 sign: the
+            naive baseline), ``bool`` (BiBERT Bi-Attention: 1[QKᵀ/√d + mask ≥ 0], no softmax).
+        ffn_act: ``keep`` the model's activation, or replace it by ``relu`` / ``gelu``.
+        ffn2_input: ``unsigned`` ({0, α}, for ReLU outputs: BiT) or ``signed`` (BiPFT).
+        binarize_pooler: quantize the pooler dense layer (BiT does).
+        binarize_classifier: quantize task heads (never done by the papers).
+        embeddings: which embedding tables are quantized at ``embed_bits``.
+        residual_rank: BiPFT low-rank estimators of the binarization residual in attention (0 = off).
+        preset: the preset this config came from (informational).
+    """
+
+    embed_bits: int = 32
+    weight_bits: int = 32
+    act_bits: int = 32
+    weight_centering: bool = True
+    weight_scale: str = "tensor"
+    act_quantizer: str = "elastic"
+    binarize_qkv: bool = False
+    attention_probs: str = "softmax"
+    ffn_act: str = "keep"
+    ffn2_input: str = "signed"
+    binarize_pooler: bool = False
+    binarize_classifier: bool = False
+    embeddings: tuple[str, ...] = ("word",)
+    residual_rank: int = 0
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "embeddings", tuple(self.embeddings))
+        parse_bits(self.bits)
+        for field, valid in (("weight_scale", WEIGHT_SCALES), ("act_quantizer", ACT_QUANTIZERS),
+                             ("attention_probs", ATTENTION_PROBS), ("ffn_act", FFN_ACTS),
+                             ("ffn2_input", SIGNEDNESS)):
+            if getattr(self, field) not in valid:
+                raise ConfigError(f"{field}={getattr(self, field)!r} is not valid; choose one of {list(valid)}")
+        bad = [e for e in self.embeddings if e not in EMBEDDINGS]
+        if bad:
+            raise ConfigError(f"unknown embeddings {bad}; valid: {list(EMBEDDINGS)}")
+        if self.ffn2_input == "unsigned" and self.ffn_act != "relu" and self.act_bits < 32:
+            raise ConfigError("ffn2_input='unsigned' needs non-negative FFN outputs: set ffn_act='relu' "
+                              "or ffn2_input='signed'")
+        if self.act_bits == 32 and (self.binarize_qkv or self.attention_probs in ("softmax_elastic", "softmax_sign")):
+            raise ConfigError("binarize_qkv / quantized attention probabilities need act_bits < 32")
+        if not isinstance(self.residual_rank, int) or self.residual_rank < 0:
+            raise ConfigError(f"residual_rank must be an int >= 0, got {self.residual_rank!r}")
+
+    @property
+    def bits(self) -> str:
+        return f"{self.embed_bits}-{self.weight_bits}-{self.act_bits}"
+
+    @property
+    def is_identity(self) -> bool:
+        """True when converting with this config leaves the model's function unchanged."""
+        return (self.bits == "32-32-32" and self.attention_probs == "softmax" and self.ffn_act == "keep"
+                and self.residual_rank == 0)
+
+    @classmethod
+    def from_preset(cls, name: str, bits: str = "1-1-1") -> "QuantConfig":
+        """A named method at a given E-W-A precision.
+
+        ``bit``: BiT (centred BWN, elastic binarizers, softmax + {0, α} attention, ReLU FFN with
+        unsigned FFN2 input, binarized pooler). ``bibert``: BiBERT (row-wise centred weights, sign
+        activations, bool Bi-Attention, GELU kept). ``baseline``: BinaryBERT-style (BWN without
+        centring, ±1 sign activations everywhere including attention probabilities). ``fp``: full
+        precision. Any preset at ``32-32-32`` is the identity conversion; override fields with
+        ``dataclasses.replace`` (e.g. ``ffn_act="relu"`` for a full-precision ReLU stage).
+        """
+        key = str(name).lower()
+        if key not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; valid presets: {list(PRESETS)}")
+        e, w, a = parse_bits(bits)
+        if key == "fp" or (e, w, a) == (32, 32, 32):
+            if key == "fp" and (e, w, a) != (32, 32, 32) and bits != "1-1-1":
+                raise ConfigError(f"preset 'fp' is full precision; bits must be 32-32-32, got {bits!r}")
+            return cls(preset=key)
+        quant_acts = a < 32
+        common: dict[str, Any] = dict(embed_bits=e, weight_bits=w, act_bits=a, preset=key)
+        if key == "bit":
+            return cls(**common, weight_centering=True, weight_scale="tensor", act_quantizer="elastic",
+                       binarize_qkv=quant_acts, attention_probs="softmax_elastic" if quant_acts else "softmax",
+                       ffn_act="relu", ffn2_input="unsigned" if quant_acts else "signed",
+                       binarize_pooler=True)
+        if key == "bibert":
+            return cls(**common, weight_centering=True, weight_scale="row", act_quantizer="sign",
+                       binarize_qkv=quant_acts, attention_probs="bool" if quant_acts else "softmax",
+                       ffn_act="keep", ffn2_input="signed", binarize_pooler=True)
+        return cls(**common, weight_centering=False, weight_scale="tensor", act_quantizer="sign",
+                   binarize_qkv=quant_acts, attention_probs="softmax_sign" if quant_acts else "softmax",
+                   ffn_act="keep", ffn2_input="signed", binarize_pooler=True)
+
+    def replace(self, **changes: Any) -> "QuantConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["embeddings"] = list(self.embeddings)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "QuantConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown QuantConfig fields {unknown}; valid: {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)

@@ -1,0 +1,131 @@
+"""binarize / summary / save / load on tiny random models."""
+import copy
+import dataclasses
+
+import pytest
+import torch
+from transformers import (BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification, BertModel,
+                          DistilBertConfig, DistilBertModel, RobertaForSequenceClassification)
+
+import bitbert
+from bitbert.layers import QuantEmbedding, QuantLinear
+from bitbert.quantizers import ActQuantizer
+
+
+def test_identity_conversion_gives_identical_outputs(tiny_config, batch):
+    model = BertForSequenceClassification(tiny_config).eval()
+    ref = model(**batch).logits
+    for preset in ("fp", "bit", "bibert", "baseline"):
+        conv = bitbert.binarize(copy.deepcopy(model), bitbert.QuantConfig.from_preset(preset, "32-32-32"))
+        assert torch.equal(conv(**batch).logits, ref)
+
+
+@pytest.mark.parametrize("preset", ["bit", "bibert", "baseline"])
+@pytest.mark.parametrize("bits", ["1-1-1", "1-1-2", "1-1-4", "1-1-8"])
+def test_binarize_every_preset_and_precision_trains(tiny_config, batch, preset, bits):
+    model = BertForSequenceClassification(tiny_config)
+    cfg = bitbert.QuantConfig.from_preset(preset, bits)
+    bitbert.binarize(model, cfg)
+    bitbert.calibrate(model, [batch])
+    out = model(**batch, labels=torch.tensor([0, 1, 0]))
+    out.loss.backward()
+    sa = model.bert.encoder.layer[0].attention.self
+    assert isinstance(sa.query, QuantLinear) and sa.query.weight.grad is not None
+    assert isinstance(model.bert.embeddings.word_embeddings, QuantEmbedding)
+    assert model.config._attn_implementation == "bitbert"
+    assert not isinstance(model.classifier, QuantLinear)  # heads stay full precision
+    if cfg.act_quantizer == "elastic":
+        assert sa.bitbert.q_quant.alpha.grad is not None  # quantizer params live on their modules
+    if preset == "bit":
+        assert isinstance(model.bert.encoder.layer[0].intermediate.intermediate_act_fn, torch.nn.ReLU)
+        assert model.bert.encoder.layer[0].output.dense.act_quant.signed is False
+
+
+def test_binary_forward_really_is_binary(tiny_config, batch):
+    model = bitbert.binarize(BertModel(tiny_config), bitbert.QuantConfig.from_preset("bit"))
+    bitbert.calibrate(model, [batch])
+    seen = []
+    q = model.encoder.layer[1].intermediate.dense
+    q.register_forward_hook(lambda m, a, o: seen.append(m.act_quant(a[0]).unique().numel()))
+    model(**batch)
+    assert seen == [2]
+    w = q.quantized_weight()
+    assert w.unique().numel() == 2
+    emb = model.embeddings.word_embeddings(batch["input_ids"])
+    assert all(row.unique().numel() <= 2 for row in emb.reshape(-1, emb.shape[-1]))
+
+
+def test_roberta_and_other_heads(tiny_roberta_config, tiny_config, batch):
+    ids = {**batch, "input_ids": batch["input_ids"].clamp(min=3)}
+    for model in (RobertaForSequenceClassification(tiny_roberta_config), BertForMaskedLM(tiny_config),
+                  BertForQuestionAnswering(tiny_config)):
+        bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-1"))
+        bitbert.calibrate(model, [ids])
+        out = model(**ids)
+        assert torch.isfinite(out[0]).all()
+
+
+def test_unsupported_model_is_a_clear_error():
+    model = DistilBertModel(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32))
+    with pytest.raises(bitbert.UnsupportedModelError, match="supported model types.*bert.*roberta"):
+        bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit"))
+
+
+def test_config_validation_messages():
+    with pytest.raises(bitbert.ConfigError, match="valid presets.*bit.*bibert.*baseline.*fp"):
+        bitbert.QuantConfig.from_preset("xnor")
+    with pytest.raises(bitbert.ConfigError, match="activation bits 3"):
+        bitbert.QuantConfig.from_preset("bit", "1-1-3")
+    with pytest.raises(bitbert.ConfigError, match="E-W-A"):
+        bitbert.QuantConfig.from_preset("bit", "one")
+    cfg = bitbert.QuantConfig.from_preset("bit")
+    with pytest.raises(bitbert.ConfigError, match="ffn_act='relu'"):
+        dataclasses.replace(cfg, ffn_act="gelu")
+    with pytest.raises(bitbert.ConfigError, match="attention_probs"):
+        dataclasses.replace(cfg, attention_probs="sparsemax")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.act_bits = 2
+    assert dataclasses.replace(cfg, residual_rank=2).residual_rank == 2
+    assert bitbert.QuantConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_save_load_roundtrip_identical(tmp_path, tiny_config, batch):
+    model = BertForSequenceClassification(tiny_config)
+    bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-2").replace(residual_rank=1))
+    bitbert.calibrate(model, [batch])
+    with torch.no_grad():  # make the learned params non-trivial
+        for m in model.modules():
+            if isinstance(m, ActQuantizer):
+                m.beta.add_(0.01)
+    model.eval()
+    ref = model(**batch).logits
+    bitbert.save(model, tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = bitbert.load(tmp_path / "m")
+    assert torch.equal(loaded(**batch).logits, ref)
+    assert loaded.bitbert_config == model.bitbert_config
+
+
+def test_rebinarize_previous_student(tiny_config, batch):
+    model = BertForSequenceClassification(tiny_config)
+    bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-2"))
+    bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-1"))
+    assert model.bert.encoder.layer[0].attention.self.query.act_quant.bits == 1
+    bitbert.binarize(model, bitbert.QuantConfig.from_preset("fp"))
+    assert type(model.bert.encoder.layer[0].attention.self.query) is torch.nn.Linear
+
+
+def test_summary_bert_base_near_paper():
+    from transformers import BertConfig
+
+    model = BertForSequenceClassification(BertConfig(num_labels=2))
+    fp = bitbert.summary(model)
+    assert abs(fp.size_mb - 418) < 2 and abs(fp.gflops - 22.5) < 0.5
+    bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-1"))
+    s = bitbert.summary(model, seq_len=128)
+    assert 13.0 < s.size_mb < 16.0  # BiT Table 1: 13.4 MB (README explains the difference)
+    assert 0.3 < s.gflops < 0.45  # BiT Table 1: 0.4 GFLOPs
+    assert s.params_by_bits[1] == 12 * 7_077_888 + 589_824 + 30522 * 768
+    assert "total" in str(s) and abs(s.fp32_size_mb - fp.size_mb) < 1e-6
+    two = bitbert.summary(bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-2")))
+    assert 1.8 < two.gflops / s.gflops < 2.2  # BiT: 0.4 -> 0.8
