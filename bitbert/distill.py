@@ -1,0 +1,213 @@
+"""Knowledge distillation and BiT's multi-distillation schedule (Algorithm 1).
+
+Each stage quantizes the previous student (the full-precision teacher for the first stage),
+distills from it and hands it on as the next stage's teacher and initialization.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import io
+from .calibration import calibrate
+from .config import QuantConfig
+from .losses import attention_mse, capture_qkv, dmd_loss, hidden_mse, logit_loss
+from .pipeline import TaskData, make_evaluator
+from .tasks import TaskSpec
+from .train import RunReport, TrainConfig, make_accelerator, train
+
+log = logging.getLogger("bitbert")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the distillation terms. Defaults per method: :func:`method_losses`."""
+
+    logits: float = 1.0
+    hidden: float = 1.0
+    attention: float = 0.0
+    dmd: float = 0.0
+    ground_truth: float = 0.0
+    temperature: float = 1.0
+
+
+def method_losses(method: str) -> LossWeights:
+    """BiT: logits + hidden states. BiBERT: + DMD on Q/K/V. Baseline (BinaryBERT-style): + attention MSE."""
+    return {"bit": LossWeights(), "bibert": LossWeights(dmd=1.0),
+            "baseline": LossWeights(attention=1.0), "fp": LossWeights()}[method]
+
+
+def ground_truth_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    if regression:
+        return F.mse_loss(logits.float().squeeze(-1), labels.float())
+    return F.cross_entropy(logits.float(), labels)
+
+
+class DistillLoss:
+    """loss(student, batch) against a frozen teacher that is always in eval mode."""
+
+    def __init__(self, teacher: nn.Module, spec: TaskSpec, weights: LossWeights) -> None:
+        self.teacher, self.spec, self.w = teacher.eval(), spec, weights
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        if weights.attention and teacher.config._attn_implementation not in ("eager", "bitbert"):
+            teacher.config._attn_implementation = "eager"  # sdpa returns no attention maps
+        self.heads = teacher.config.num_attention_heads
+
+    def _forward(self, model: nn.Module, inputs: dict):
+        want_attn = bool(self.w.attention)
+        if self.w.dmd:
+            with capture_qkv(model) as cap:
+                out = model(**inputs, output_hidden_states=True, output_attentions=want_attn)
+            return out, cap.tensors
+        return model(**inputs, output_hidden_states=True, output_attentions=want_attn), []
+
+    def __call__(self, student: nn.Module, batch: dict) -> torch.Tensor:
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        self.teacher.eval()
+        with torch.no_grad():
+            t_out, t_qkv = self._forward(self.teacher, inputs)
+        s_out, s_qkv = self._forward(student, inputs)
+        mask = inputs["attention_mask"]
+        w = self.w
+        loss = w.logits * logit_loss(s_out.logits, t_out.logits, self.spec.is_regression, w.temperature)
+        if w.hidden:
+            loss = loss + w.hidden * hidden_mse(s_out.hidden_states, t_out.hidden_states, mask)
+        if w.attention:
+            loss = loss + w.attention * attention_mse(s_out.attentions, t_out.attentions)
+        if w.dmd:
+            loss = loss + w.dmd * dmd_loss(s_qkv, t_qkv, self.heads, mask)
+        if w.ground_truth:
+            loss = loss + w.ground_truth * ground_truth_loss(s_out.logits, batch["labels"], self.spec.is_regression)
+        return loss
+
+
+def supervised_loss(spec: TaskSpec):
+    """Plain task loss: fine-tuning a teacher, or a binary pretrained model without distillation."""
+
+    def loss(model: nn.Module, batch: dict) -> torch.Tensor:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    token_type_ids=batch.get("token_type_ids"))
+        return ground_truth_loss(out.logits, batch["labels"], spec.is_regression)
+
+    return loss
+
+
+@dataclass
+class StageResult:
+    bits: str
+    method: str
+    report: RunReport | None
+    model_dir: str
+    skipped: bool = False
+
+    def to_dict(self) -> dict:
+        d = {"bits": self.bits, "method": self.method, "model_dir": self.model_dir, "skipped": self.skipped}
+        if self.report is not None:
+            d.update(best=self.report.best, final=self.report.final, steps=self.report.steps,
+                     wall_s=self.report.wall_s, examples_per_s=self.report.examples_per_s)
+        return d
+
+
+@dataclass
+class ScheduleResult:
+    stages: list[StageResult] = field(default_factory=list)
+    student: nn.Module | None = None
+
+
+def parse_schedule(schedule: str | list[str]) -> list[str]:
+    stages = schedule.split(",") if isinstance(schedule, str) else list(schedule)
+    stages = [s.strip() for s in stages if s.strip()]
+    if not stages:
+        raise ValueError("empty schedule; e.g. 32-32-32,1-1-2,1-1-1")
+    for s in stages:
+        QuantConfig.from_preset("bit", s)  # validates the E-W-A string with a clear message
+    return stages
+
+
+def _stage_done(stage_dir: Path) -> bool:
+    report = stage_dir / "report.json"
+    if not (report.is_file() and (stage_dir / "model" / "model.safetensors").is_file()):
+        return False
+    d = json.loads(report.read_text())
+    return d["steps"] >= d["total_steps"] > 0
+
+
+def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str | list[str], cfg: TrainConfig,
+                 out_dir: str | Path, tokenizer=None, losses: LossWeights | None = None,
+                 quant_overrides: dict | None = None, resume: bool = False) -> ScheduleResult:
+    """BiT Algorithm 1: for each E-W-A stage, quantize the current teacher into a student, distill,
+    and make the student the next teacher. Stage ``i`` lives in ``out_dir/stage{i}-{bits}`` with
+    its checkpoint, metrics and final model; ``resume`` skips finished stages and continues the
+    interrupted one from its checkpoint."""
+    out_dir = Path(out_dir)
+    result = ScheduleResult()
+    weights = losses or method_losses(method)
+    acc = make_accelerator(cfg)
+    current = teacher.to(acc.device).eval()
+    for i, bits in enumerate(parse_schedule(schedule)):
+        qcfg = QuantConfig.from_preset(method, bits)
+        if quant_overrides:
+            qcfg = qcfg.replace(**quant_overrides)
+        stage_dir = out_dir / f"stage{i}-{bits}"
+        if qcfg.is_identity:
+            log.info("stage %s is the full-precision teacher itself: nothing to distill", bits)
+            result.stages.append(StageResult(bits, method, None, "", skipped=True))
+            continue
+        if resume and _stage_done(stage_dir):
+            log.info("stage %s already finished: loading %s", bits, stage_dir / "model")
+            current = io.load(stage_dir / "model", device=acc.device)
+            rep = json.loads((stage_dir / "report.json").read_text())
+            run = RunReport(**rep)
+            result.stages.append(StageResult(bits, method, run, str(stage_dir / "model")))
+            continue
+        student = copy.deepcopy(current)
+        from .convert import binarize
+
+        binarize(student, qcfg)
+        student.train()
+        for p in student.parameters():
+            p.requires_grad_(True)
+        calibrate(student, data.calibration_batches(cfg.batch_size))
+        report = train(student, DistillLoss(current, data.spec, weights),
+                       data.train_batches(cfg.batch_size, cfg.seed, acc.device.type == "cuda"),
+                       make_evaluator(data, cfg.eval_batch_size), cfg, stage_dir,
+                       main_metric=data.spec.main_key, resume=resume, accelerator=acc)
+        if not report.finished:  # stopped by max_steps: resume later
+            result.stages.append(StageResult(bits, method, report, ""))
+            result.student = student
+            return result
+        student = acc.unwrap_model(student)
+        if acc.is_main_process:
+            io.save(student, stage_dir / "model", tokenizer)
+        result.stages.append(StageResult(bits, method, report, str(stage_dir / "model")))
+        current = student.eval()
+    result.student = current
+    if acc.is_main_process:
+        io.atomic_write(out_dir / "schedule.json", lambda p: p.write_text(json.dumps(
+            {"method": method, "schedule": list(parse_schedule(schedule)),
+             "stages": [s.to_dict() for s in result.stages]}, indent=2)))
+    return result
+
+
+def finetune(model: nn.Module, data: TaskData, cfg: TrainConfig, out_dir: str | Path, tokenizer=None,
+             resume: bool = False) -> RunReport:
+    """Supervised fine-tuning (a full-precision teacher, or a BiPFT binary model without a teacher).
+    The model is saved to ``out_dir/model``."""
+    out_dir = Path(out_dir)
+    acc = make_accelerator(cfg)
+    if any(getattr(m, "kind", None) == "elastic" and not bool(m.calibrated) for m in model.modules()):
+        calibrate(model, data.calibration_batches(cfg.batch_size))
+    report = train(model, supervised_loss(data.spec), data.train_batches(cfg.batch_size, cfg.seed,
+                   acc.device.type == "cuda"), make_evaluator(data, cfg.eval_batch_size), cfg, out_dir,
+                   main_metric=data.spec.main_key, resume=resume, accelerator=acc)
+    if report.finished and acc.is_main_process:
+        io.save(acc.unwrap_model(model), out_dir / "model", tokenizer)
+    return report

@@ -1,0 +1,135 @@
+"""Task data for fine-tuning and distillation: load, tokenize once, batch, evaluate.
+
+Per-task defaults are those of BiT's public scripts (epochs / max length / batch / lr).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .batching import BucketBatcher, TokenizedSplit, tokenize
+from .metrics import compute_metrics
+from .tasks import DataError, TaskSpec, get_task, load_custom, load_glue, load_glue_hub, load_split
+from .train import evaluate_batches
+
+log = logging.getLogger("bitbert")
+
+# task: (epochs, max_length, batch_size, lr) of BiT's scripts; WNLI and custom tasks take RTE's.
+PAPER_DEFAULTS: dict[str, tuple[float, int, int, float]] = {
+    "cola": (50, 64, 16, 5e-4), "mnli": (6, 128, 16, 2e-4), "mrpc": (20, 128, 8, 5e-4),
+    "sst2": (10, 64, 8, 1e-4), "stsb": (20, 128, 8, 5e-4), "qqp": (6, 128, 32, 2e-4),
+    "qnli": (10, 128, 8, 2e-4), "rte": (20, 128, 8, 5e-4), "wnli": (20, 128, 8, 5e-4),
+}
+
+
+# BiPFT fine-tunes without distillation with one setting for all tasks (lr 2e-5 constant, batch 32,
+# seq 128); only the epochs differ.
+BIPFT_FINETUNE_EPOCHS = {"cola": 50, "mnli": 6, "mrpc": 20, "sst2": 10, "stsb": 20, "qqp": 6, "qnli": 10, "rte": 20}
+
+
+def paper_defaults(task: str) -> dict[str, Any]:
+    epochs, max_length, batch, lr = PAPER_DEFAULTS.get(task, PAPER_DEFAULTS["rte"])
+    return {"epochs": epochs, "max_length": max_length, "batch_size": batch, "lr": lr}
+
+
+@dataclass
+class TaskData:
+    spec: TaskSpec
+    train: TokenizedSplit
+    dev: dict[str, TokenizedSplit]
+    pad_id: int
+
+    def train_batches(self, batch_size: int, seed: int, device_is_gpu: bool = False) -> BucketBatcher:
+        return BucketBatcher(self.train, batch_size, shuffle=True, seed=seed, pad_id=self.pad_id,
+                             pad_to_multiple_of=8 if device_is_gpu else None)
+
+    def dev_batches(self, batch_size: int) -> dict[str, BucketBatcher]:
+        return {name: BucketBatcher(split, batch_size, shuffle=False, seed=0, pad_id=self.pad_id)
+                for name, split in self.dev.items()}
+
+    def calibration_batches(self, batch_size: int, n: int = 4) -> list[dict[str, torch.Tensor]]:
+        batcher = BucketBatcher(self.train, batch_size, shuffle=False, seed=0, pad_id=self.pad_id)
+        return [batcher.collate(idx) for idx in batcher.batch_indices()[:n]]
+
+
+def load_task_data(task: str, tokenizer, max_length: int, data_dir: str | Path | None = None,
+                   train_file: str | Path | None = None, dev_file: str | Path | None = None,
+                   text_columns: list[str] | None = None, label_column: str = "label",
+                   regression: bool = False, max_train_examples: int = 0) -> TaskData:
+    """Load a GLUE task (from ``data_dir``, else the Hub) or a custom task from files."""
+    if train_file is not None:
+        if not text_columns:
+            raise DataError("a custom task needs --text-columns (one or two column names)")
+        if dev_file is None:
+            raise DataError("a custom task needs --dev-file as well as --train-file")
+        spec, train = load_custom(train_file, text_columns, label_column, regression=regression)
+        devs = {"dev": load_split(spec, dev_file)}
+    else:
+        spec = get_task(task)
+        if data_dir is not None:
+            train = load_glue(spec, data_dir, "train")
+            devs = {s: load_glue(spec, data_dir, s) for s in spec.dev_splits}
+        else:
+            train = load_glue_hub(spec, "train")
+            devs = {s: load_glue_hub(spec, s) for s in spec.dev_splits}
+    if max_train_examples and len(train) > max_train_examples:
+        rng = np.random.default_rng(0)
+        keep = np.sort(rng.choice(len(train), max_train_examples, replace=False))
+        train = type(train)([train.texts_a[i] for i in keep],
+                            None if train.texts_b is None else [train.texts_b[i] for i in keep],
+                            train.labels[keep], f"{train.source}[{max_train_examples} sampled]")
+    return TaskData(spec, tokenize(tokenizer, train, max_length),
+                    {k: tokenize(tokenizer, v, max_length) for k, v in devs.items()},
+                    tokenizer.pad_token_id)
+
+
+def make_evaluator(data: TaskData, batch_size: int):
+    """``evaluate(model) -> metrics``: the first dev split's metrics unprefixed, others prefixed."""
+    dev = data.dev_batches(batch_size)
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        out: dict[str, float] = {}
+        for i, (name, batches) in enumerate(dev.items()):
+            logits, labels = evaluate_batches(model, batches, device)
+            preds = logits.squeeze(-1) if data.spec.is_regression else logits.argmax(-1)
+            metrics = compute_metrics(data.spec, preds.cpu().numpy(), labels.cpu().numpy())
+            out.update(metrics if i == 0 else {f"{name}/{k}": v for k, v in metrics.items()})
+        return out
+
+    return evaluate
+
+
+def load_classifier(path: str | Path, spec: TaskSpec) -> nn.Module:
+    """A teacher/student for ``spec``: a bitbert directory, or any HF checkpoint (local or hub id),
+    given a fresh classification head of ``spec.num_labels`` outputs when it has none."""
+    from . import io
+
+    path_s = str(path)
+    if Path(path_s, "config.json").is_file():
+        import json
+
+        cfg = json.loads(Path(path_s, "config.json").read_text())
+        if "bitbert" in cfg:
+            model = io.load(path_s)
+            _check_head(model, spec, path_s)
+            return model
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path_s, num_labels=spec.num_labels, dtype=torch.float32,
+        problem_type="regression" if spec.is_regression else "single_label_classification")
+    _check_head(model, spec, path_s)
+    return model
+
+
+def _check_head(model: nn.Module, spec: TaskSpec, path: str) -> None:
+    n = getattr(model.config, "num_labels", None)
+    if n != spec.num_labels:
+        raise DataError(f"model {path} has {n} outputs but task {spec.name} has {spec.num_labels} labels")

@@ -1,0 +1,283 @@
+"""The training loop shared by fine-tuning, distillation and pretraining.
+
+On accelerate: CPU, one GPU (bf16 autocast) or several GPUs under ``accelerate launch``.
+Checkpoints hold everything needed to continue bit-for-bit on CPU (weights, optimizer, schedule,
+RNG, data position) and are written atomically; ``resume=True`` continues from the last one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from .convert import quantizer_parameters
+from .io import atomic_write
+
+log = logging.getLogger("bitbert")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one training run (one stage of a schedule)."""
+
+    epochs: float = 3.0
+    lr: float = 5e-5
+    quant_lr: float = 1e-4  # α/β: own group, no weight decay (BiT)
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    max_length: int = 128
+    warmup_ratio: float = 0.1
+    schedule: str = "linear"  # or "constant" (BiPFT fine-tuning)
+    max_grad_norm: float = 1.0
+    eval_every: int = 0  # steps; 0 = at the end of every epoch
+    log_every: int = 50
+    seed: int = 42
+    mixed_precision: str = "auto"  # auto: bf16 on GPU, none on CPU
+    max_steps: int = 0  # > 0: stop (checkpointed) after this many steps; resume continues the schedule
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+class Batches(Protocol):
+    def __iter__(self): ...
+    def __len__(self) -> int: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class RunReport:
+    """What a run achieved: metrics at every evaluation, the best and the final one."""
+
+    main_metric: str
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    final: dict | None = None
+    steps: int = 0
+    total_steps: int = 0
+    wall_s: float = 0.0
+    examples_per_s: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.total_steps > 0 and self.steps >= self.total_steps
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    quant = {id(p) for p in quantizer_parameters(model)}
+    decay, no_decay, qparams = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in quant:
+            qparams.append(p)
+        elif p.dim() < 2 or "LayerNorm" in name or name.endswith("bias"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+              {"params": no_decay, "weight_decay": 0.0, "lr": cfg.lr}]
+    if qparams:
+        groups.append({"params": qparams, "weight_decay": 0.0, "lr": cfg.quant_lr})
+    kwargs = {"fused": True} if torch.cuda.is_available() else {}
+    return torch.optim.AdamW([g for g in groups if g["params"]], **kwargs)
+
+
+def lr_lambda(total: int, cfg: TrainConfig) -> Callable[[int], float]:
+    warmup = int(total * cfg.warmup_ratio)
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.schedule == "constant":
+            return 1.0
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+class MetricsLog:
+    """JSONL (always) and TensorBoard (when installed) logging of scalars."""
+
+    def __init__(self, out_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = out_dir / "metrics.jsonl"
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+            except Exception:  # tensorboard is optional
+                self.tb = None
+
+    def write(self, step: int, values: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+
+
+def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], batches: Batches,
+          evaluate: Callable[[nn.Module], dict] | None, cfg: TrainConfig, out_dir: str | Path,
+          main_metric: str = "loss", resume: bool = False, accelerator=None,
+          on_step: Callable[[int], None] | None = None) -> RunReport:
+    """Train ``model`` on ``batches`` minimising ``loss_fn(model, batch)``.
+
+    Evaluates with ``evaluate(model) -> metrics`` every ``cfg.eval_every`` steps (or each epoch)
+    and at the end; keeps a checkpoint in ``out_dir/checkpoint.pt`` after each evaluation. With
+    ``resume`` an existing checkpoint is loaded and training continues where it stopped. Under
+    several processes each takes every world_size-th batch.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    acc = accelerator or make_accelerator(cfg)
+    torch.manual_seed(cfg.seed)
+    optimizer = make_optimizer(model, cfg)
+    per_epoch = len(batches) // acc.num_processes
+    if per_epoch < 1:
+        raise ValueError(f"{len(batches)} batches cannot feed {acc.num_processes} processes: too little data")
+    total = max(1, math.ceil(per_epoch * cfg.epochs))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg))
+    model, optimizer = acc.prepare(model, optimizer)
+    report = RunReport(main_metric)
+    step = 0
+    ckpt_path = out_dir / "checkpoint.pt"
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        acc.unwrap_model(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        batches.load_state_dict(state["batches"])
+        _set_rng_state(state["rng"])
+        step = int(state["step"])
+        report = RunReport(**json.loads(state["report"]))
+        log.info("resumed from %s at step %d", ckpt_path, step)
+
+    def checkpoint() -> None:
+        if not acc.is_main_process:
+            return
+        state = {"model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "batches": batches.state_dict(), "rng": _rng_state(),
+                 "step": step, "report": json.dumps(report.to_dict())}
+        atomic_write(ckpt_path, lambda p: torch.save(state, p))
+
+    logger = MetricsLog(out_dir, acc.is_main_process)
+    better = (lambda a, b: a < b) if main_metric == "loss" else (lambda a, b: a > b)
+
+    def run_eval() -> None:
+        if evaluate is None:
+            return
+        model.eval()
+        with torch.no_grad(), acc.autocast():
+            metrics = evaluate(acc.unwrap_model(model))
+        model.train()
+        metrics = {"step": step, **metrics}
+        report.history.append(metrics)
+        report.final = metrics
+        if report.best is None or better(metrics[main_metric], report.best[main_metric]):
+            report.best = metrics
+        logger.write(step, {f"eval/{k}": v for k, v in metrics.items() if k != "step"})
+
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=total, initial=step, disable=not acc.is_main_process, desc=out_dir.name, leave=False)
+    eval_every = cfg.eval_every or per_epoch
+    model.train()
+    t0, seen, running = time.perf_counter(), 0, None
+    epoch = batches.state_dict()["epoch"]
+    stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
+    while step < stop_at:
+        batches.set_epoch(epoch)
+        for batch in batches:
+            if (batches.state_dict()["batches_done"] - 1) % acc.num_processes != acc.process_index:
+                continue
+            batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+            with acc.autocast():
+                loss = loss_fn(model, batch)
+            acc.backward(loss)
+            if cfg.max_grad_norm:
+                acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seen += batch["input_ids"].shape[0]
+            running = loss.detach() if running is None else 0.9 * running + 0.1 * loss.detach()
+            progress.update(1)
+            if step % cfg.log_every == 0:  # the only host sync of the step loop
+                logger.write(step, {"train/loss": float(running), "train/lr": scheduler.get_last_lr()[0]})
+            if step % eval_every == 0 or step == total:
+                run_eval()
+                checkpoint()
+            elif step == stop_at:
+                checkpoint()
+            if on_step is not None:
+                on_step(step)
+            if step >= stop_at:
+                break
+        epoch += 1
+    progress.close()
+    report.steps, report.total_steps = step, total
+    report.wall_s = time.perf_counter() - t0
+    report.examples_per_s = seen * acc.num_processes / max(report.wall_s, 1e-9)
+    if step == total and (report.final is None or report.final.get("step") != step):
+        run_eval()
+        checkpoint()
+    if acc.is_main_process:
+        atomic_write(out_dir / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
+    return report
+
+
+def evaluate_batches(model: nn.Module, batches: Iterable[dict], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenated logits and labels of ``model`` over ``batches`` (in order)."""
+    logits, labels = [], []
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    token_type_ids=batch.get("token_type_ids"))
+        logits.append(out.logits.float())
+        labels.append(batch["labels"])
+    return torch.cat(logits), torch.cat(labels)
