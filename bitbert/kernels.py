@@ -18,7 +18,10 @@ The tile is emitted as LLVM IR (``_tile``) because LLVM's loop vectorizer, given
 numba source, keeps the accumulators in memory or not depending on pass heuristics (measured
 300-1100 Gbit-MAC/s across equivalent formulations). ``llvm.ctpop`` on <8 x i64> becomes VPOPCNTQ
 with AVX-512 VPOPCNTDQ, and LLVM's PSHUFB nibble-table popcount on AVX2-only CPUs (same code, the
-fallback is the compiler's; tests check it with NUMBA_CPU_NAME=haswell).
+fallback is the compiler's; tests check it with NUMBA_CPU_NAME=haswell). Scalar popcounts in numba
+code use the SWAR idiom (``popcount64``), which LLVM turns into POPCNT / vectorised VPOPCNTQ.
+Threads split the column panels (not the rows): each panel is re-laid out once, and M = 1 still
+parallelises.
 """
 
 from __future__ import annotations
@@ -72,9 +75,9 @@ def _splat(builder: ir.IRBuilder, value: ir.Value, n: int) -> ir.Value:
 
 
 def _ctpop(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
-    """llvm.ctpop on a scalar or vector (llvmlite's builder.ctpop accepts scalars only)."""
+    """llvm.ctpop on an integer vector (llvmlite's builder.ctpop accepts scalars only)."""
     t = value.type
-    name = f"llvm.ctpop.v{t.count}i{t.element.width}" if isinstance(t, ir.VectorType) else f"llvm.ctpop.i{t.width}"
+    name = f"llvm.ctpop.v{t.count}i{t.element.width}"
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t]), name)
     return builder.call(fn, [value])
 
@@ -110,40 +113,42 @@ def _ge_mask64(typingctx, x, row, k0, beta, thr):
 
 
 @intrinsic
-def _tile(typingctx, a, m0, panel, K, dst, d0, d1, use_and):
+def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and):
     """One _MR x _NB output tile: dst[d0 + i, d1 + j] for rows m0 + i of `a` and panel column j.
 
-    a: (M, Kw) uint64 C; panel: (Kw, _NB) uint64 C (word-major weight panel); dst: int32 C with room
-    for the whole tile. Rows past M repeat row M - 1 (results the caller discards).
+    a: (M, Kw) uint64 C; rowpop: (M,) int64 popcount(a[m]) (read only when use_and); panel: (Kw, _NB)
+    uint64 C (word-major weight panel); dst: int32 C with room for the whole tile. Rows past M
+    repeat row M - 1 (results the caller discards).
     use_and (literal): False -> K - 2 popcount(a ^ w); True -> 2 popcount(a & w) - popcount(a).
     """
     if not isinstance(use_and, types.BooleanLiteral):
         return None
     is_and = use_and.literal_value
-    sig = types.void(a, m0, panel, K, dst, d0, d1, use_and)
+    sig = types.void(a, rowpop, m0, panel, K, dst, d0, d1, use_and)
 
     def codegen(context, builder, sig, args):
-        a_v, m0_v, panel_v, K_v, dst_v, d0_v, d1_v, _ = args
+        a_v, rowpop_v, m0_v, panel_v, K_v, dst_v, d0_v, d1_v, _ = args
         intp = context.get_value_type(types.intp)
         as_intp = lambda v, ty: context.cast(builder, v, ty, types.intp)  # noqa: E731
-        m0_v, K_v, d0_v, d1_v = (as_intp(v, sig.args[i]) for v, i in ((m0_v, 1), (K_v, 3), (d0_v, 5), (d1_v, 6)))
+        m0_v, K_v, d0_v, d1_v = (as_intp(v, sig.args[i]) for v, i in ((m0_v, 2), (K_v, 4), (d0_v, 6), (d1_v, 7)))
         aa = context.make_array(sig.args[0])(context, builder, a_v)
-        pa = context.make_array(sig.args[2])(context, builder, panel_v)
-        da = context.make_array(sig.args[4])(context, builder, dst_v)
+        ra = context.make_array(sig.args[1])(context, builder, rowpop_v)
+        pa = context.make_array(sig.args[3])(context, builder, panel_v)
+        da = context.make_array(sig.args[5])(context, builder, dst_v)
         M, Kw = cgutils.unpack_tuple(builder, aa.shape, 2)
         ldd = cgutils.unpack_tuple(builder, da.shape, 2)[1]
         i64, v8 = ir.IntType(64), ir.VectorType(ir.IntType(64), 8)
         zero_v = ir.Constant(v8, None)
 
         last = builder.sub(M, ir.Constant(intp, 1))
-        rows = []
+        rows, pops = [], []
         for i in range(_MR):
             r = builder.add(m0_v, ir.Constant(intp, i))
             r = builder.select(builder.icmp_signed("<", r, M), r, last)
             rows.append(builder.gep(aa.data, [builder.mul(r, Kw)]))
+            pops.append(builder.gep(ra.data, [r]))
         # Accumulators live in allocas that SROA promotes to registers: the canonical numba pattern.
         acc = [[cgutils.alloca_once_value(builder, zero_v) for _ in range(_NV)] for _ in range(_MR)]
-        rowpop = [cgutils.alloca_once_value(builder, ir.Constant(i64, 0)) for _ in range(_MR)]
 
         with cgutils.for_range(builder, Kw) as loop:
             q = loop.index
@@ -151,10 +156,7 @@ def _tile(typingctx, a, m0, panel, K, dst, d0, d1, use_and):
             wv = [builder.load(_vec_ptr(builder, pa.data, builder.add(prow, ir.Constant(intp, 8 * v)), v8), align=8)
                   for v in range(_NV)]
             for i in range(_MR):
-                s = builder.load(builder.gep(rows[i], [q]))
-                sv = _splat(builder, s, 8)
-                if is_and:
-                    builder.store(builder.add(builder.load(rowpop[i]), _ctpop(builder, s)), rowpop[i])
+                sv = _splat(builder, builder.load(builder.gep(rows[i], [q])), 8)
                 for v in range(_NV):
                     x = builder.and_(sv, wv[v]) if is_and else builder.xor(sv, wv[v])
                     builder.store(builder.add(builder.load(acc[i][v]), _ctpop(builder, x)), acc[i][v])
@@ -165,7 +167,7 @@ def _tile(typingctx, a, m0, panel, K, dst, d0, d1, use_and):
             for v in range(_NV):
                 twice = builder.shl(builder.load(acc[i][v]), _splat(builder, ir.Constant(i64, 1), 8))
                 if is_and:
-                    res = builder.sub(twice, _splat(builder, builder.load(rowpop[i]), 8))
+                    res = builder.sub(twice, _splat(builder, builder.load(pops[i]), 8))
                 else:
                     res = builder.sub(_splat(builder, K_v, 8), twice)
                 off = builder.add(drow, builder.add(d1_v, ir.Constant(intp, 8 * v)))
@@ -199,6 +201,13 @@ def _gemm_panels(a, w, K, out, p_lo, p_hi, use_and):
     """Output columns of panels [p_lo, p_hi): out[:, p*_NB : (p+1)*_NB]."""
     M, Kw = a.shape
     N = w.shape[0]
+    # popcount(a) per row for the AND form, once per call: inside the tile it would cost a
+    # scalar popcount and a GPR->vector broadcast per word (measured -20%).
+    rowpop = np.zeros(M, np.int64)
+    if use_and:
+        for m in range(M):
+            for q in range(Kw):
+                rowpop[m] += popcount64(a[m, q])
     panel = np.zeros((Kw, _NB), np.uint64)  # columns past N (last panel) only feed discarded outputs
     edge = np.empty((_MR, _NB), np.int32)  # landing tile for partial tiles at the M / N borders
     for p in range(p_lo, p_hi):
@@ -209,9 +218,9 @@ def _gemm_panels(a, w, K, out, p_lo, p_hi, use_and):
                 panel[q, j] = w[n0 + j, q]
         for m0 in range(0, M, _MR):
             if nn == _NB and m0 + _MR <= M:
-                _tile(a, m0, panel, K, out, m0, n0, use_and)
+                _tile(a, rowpop, m0, panel, K, out, m0, n0, use_and)
             else:
-                _tile(a, m0, panel, K, edge, 0, 0, use_and)
+                _tile(a, rowpop, m0, panel, K, edge, 0, 0, use_and)
                 for i in range(min(_MR, M - m0)):
                     for j in range(nn):
                         out[m0 + i, n0 + j] = edge[i, j]

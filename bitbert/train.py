@@ -175,6 +175,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     out_dir.mkdir(parents=True, exist_ok=True)
     acc = accelerator or make_accelerator(cfg)
     torch.manual_seed(cfg.seed)
+    model.to(acc.device)
     optimizer = make_optimizer(model, cfg)
     per_epoch = len(batches) // acc.num_processes
     if per_epoch < 1:
@@ -223,7 +224,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
 
     from tqdm.auto import tqdm
 
-    progress = tqdm(total=total, initial=step, disable=not acc.is_main_process, desc=out_dir.name, leave=False)
+    progress = tqdm(total=total, initial=step, disable=True if not acc.is_main_process else None, desc=out_dir.name, leave=False)
     eval_every = cfg.eval_every or per_epoch
     model.train()
     t0, seen, running = time.perf_counter(), 0, None

@@ -1,0 +1,73 @@
+"""Training throughput of a W1A1 BiT distillation step (teacher forward + student forward/backward +
+optimizer step), examples/s, on SST-2-length batches (bucketed, max length 64).
+
+    python benchmarks/distill_speed.py --model DIR --data-dir GLUE/SST-2 --out speed.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shlex
+import sys
+import time
+
+import torch
+
+import bitbert
+from bitbert.distill import DistillLoss, method_losses
+from bitbert.pipeline import load_classifier, load_task_data
+from bitbert.train import TrainConfig, make_optimizer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--batch-sizes", default="32,64,128,256")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--method", default="bit")
+    args = ap.parse_args()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(args.model)
+    data = load_task_data("sst2", tok, 64, data_dir=args.data_dir)
+    teacher = load_classifier(args.model, data.spec).to(dev).eval()
+    results = []
+    for bs in map(int, args.batch_sizes.split(",")):
+        student = bitbert.binarize(copy.deepcopy(teacher), bitbert.QuantConfig.from_preset(args.method, "1-1-1")).train()
+        for p in student.parameters():
+            p.requires_grad_(True)
+        bitbert.calibrate(student, [{k: v.to(dev) for k, v in b.items()} for b in data.calibration_batches(bs, 2)])
+        loss_fn = DistillLoss(teacher, data.spec, method_losses(args.method))
+        opt = make_optimizer(student, TrainConfig())
+        batches = data.train_batches(bs, 0, dev.type == "cuda")
+        it = iter(batches)
+        seen, t0 = 0, None
+        for step in range(args.steps + 10):
+            if step == 10:  # warm-up excluded
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                t0, seen = time.perf_counter(), 0
+            batch = {k: v.to(dev, non_blocking=True) for k, v in next(it).items()}
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                loss = loss_fn(student, batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            seen += batch["input_ids"].shape[0]
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        results.append({"batch_size": bs, "examples_per_s": seen / dt, "steps": args.steps, "wall_s": dt})
+        print(results[-1], flush=True)
+    record = {"what": f"W1A1 {args.method} distillation step (teacher fwd + student fwd/bwd + AdamW), SST-2, "
+                      "max length 64, bucketed batches, bf16 autocast on GPU",
+              "hardware": torch.cuda.get_device_name(0) if dev.type == "cuda" else "CPU",
+              "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "results": results}
+    with open(args.out, "w") as f:
+        json.dump(record, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

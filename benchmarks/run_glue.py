@@ -1,0 +1,115 @@
+"""GLUE results for issue 3: FP teacher, baseline / BiBERT / BiT students on one task.
+
+    python benchmarks/run_glue.py --task mrpc --model DIR --data-dir GLUE/MRPC --out runs/glue \
+        --epochs 10 --batch-size 32 [--resume]
+
+Fine-tunes the teacher with `finetune`, then runs each (method, schedule) with `run_schedule` and
+writes one JSON record per (task, method, schedule) to ``OUT/{task}.json``. Resumable: finished
+runs are read back, an interrupted one continues from its checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import bitbert
+from bitbert.distill import finetune, run_schedule
+from bitbert.io import atomic_write
+from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
+from bitbert.train import TrainConfig
+
+RUNS = [("baseline", "1-1-1"), ("bibert", "1-1-1"), ("bit", "1-1-1"), ("bit", "1-1-2,1-1-1"), ("bit", "1-1-4")]
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"CPU {platform.processor() or platform.machine()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--epochs", type=float, required=True, help="distillation epochs per stage")
+    ap.add_argument("--teacher-epochs", type=float, default=3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--eval-every", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--max-steps", type=int, default=0, help="per run; for smoke tests")
+    ap.add_argument("--max-train-examples", type=int, default=0)
+    ap.add_argument("--runs", default="all", help="comma list of method:schedule, or all")
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args()
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    out = Path(args.out) / args.task
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(args.model)
+    d = paper_defaults(args.task)
+    data = load_task_data(args.task, tok, d["max_length"], data_dir=args.data_dir,
+                          max_train_examples=args.max_train_examples)
+    key = data.spec.main_key
+    records_path = Path(args.out) / f"{args.task}.json"
+    records = json.loads(records_path.read_text()) if records_path.is_file() and args.resume else []
+    done = {(r["method"], r["schedule"]) for r in records}
+
+    # 1. full-precision teacher
+    tcfg = TrainConfig(epochs=args.teacher_epochs, lr=5e-5, batch_size=32, max_length=d["max_length"],
+                       seed=args.seed, eval_every=args.eval_every)
+    t0 = time.perf_counter()
+    if not (out / "teacher" / "model" / "config.json").is_file():
+        from bitbert.pipeline import load_classifier
+
+        report = finetune(load_classifier(args.model, data.spec), data, tcfg, out / "teacher", tokenizer=tok,
+                          resume=args.resume)
+        if ("fp", "32-32-32") not in done:
+            records.append({"task": data.spec.name, "method": "fp", "schedule": "32-32-32", "bits": "32-32-32",
+                            "metric": key, "best": report.best[key], "final": report.final[key],
+                            "teacher_metric": report.final[key], "epochs": args.teacher_epochs, "seed": args.seed,
+                            "lr": 5e-5, "batch_size": 32, "max_length": d["max_length"],
+                            "examples_per_s": report.examples_per_s, "command": command, "hardware": hardware(),
+                            "wall_s": time.perf_counter() - t0})
+    teacher = bitbert.load(out / "teacher" / "model")
+    teacher_metric = make_evaluator(data, 256)(teacher.to("cuda" if torch.cuda.is_available() else "cpu"))[key]
+
+    cfg = TrainConfig(epochs=args.epochs, lr=d["lr"], batch_size=args.batch_size, max_length=d["max_length"],
+                      seed=args.seed, eval_every=args.eval_every, max_steps=args.max_steps)
+    wanted = RUNS if args.runs == "all" else [tuple(r.split(":")) for r in args.runs.split(",")]
+    for method, schedule in wanted:
+        if (method, schedule) in done:
+            continue
+        t0 = time.perf_counter()
+        run_dir = out / f"{method}-{schedule.replace(',', '_')}"
+        result = run_schedule(teacher, data, method, schedule, cfg, run_dir, tokenizer=tok, resume=args.resume)
+        if not result.stages[-1].report.finished:
+            print(f"{method} {schedule}: stopped at max-steps; rerun with --resume", flush=True)
+            continue
+        wall = time.perf_counter() - t0
+        for i, stage in enumerate(result.stages):
+            sched = ",".join(s.bits for s in result.stages[: i + 1])
+            rec_key = (method, sched)
+            if rec_key in done or stage.report is None:
+                continue
+            records.append({"task": data.spec.name, "method": method, "schedule": sched, "bits": stage.bits,
+                            "metric": key, "best": stage.report.best[key], "final": stage.report.final[key],
+                            "teacher_metric": teacher_metric, "epochs": args.epochs, "seed": args.seed,
+                            "lr": cfg.lr, "quant_lr": cfg.quant_lr, "batch_size": cfg.batch_size,
+                            "max_length": cfg.max_length, "examples_per_s": stage.report.examples_per_s,
+                            "command": command, "hardware": hardware(),
+                            "wall_s": stage.report.wall_s if len(result.stages) > 1 else wall})
+            done.add(rec_key)
+        atomic_write(records_path, lambda p: p.write_text(json.dumps(records, indent=2)))
+        print(json.dumps(records[-1]), flush=True)
+    atomic_write(records_path, lambda p: p.write_text(json.dumps(records, indent=2)))
+
+
+if __name__ == "__main__":
+    main()
