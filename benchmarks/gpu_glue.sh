@@ -4,7 +4,7 @@
 set -u
 OUT=${1:-runs/gpu}
 mkdir -p "$OUT" runs
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false BITBERT_CACHE=runs/cache
+export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false BITBERT_CACHE=runs/cache
 M=.devdata/minilm-l6-h384-fp16
 G=.devdata/glue
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -20,4 +20,4 @@ timeout $T python benchmarks/run_glue.py --task sst2 --model $M --data-dir $G/SS
   --teacher-epochs 1 --batch-size 64 --eval-every 200 > "$OUT/sst2.log" 2>&1 &
 wait
 cp runs/glue/*.json "$OUT/" 2>/dev/null
-tail -3 "$OUT"/*.log
+tail -n 3 "$OUT"/*.log
