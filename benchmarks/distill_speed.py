@@ -28,30 +28,32 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="32,64,128,256")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--method", default="bit")
+    ap.add_argument("--compile", default="on,off", help="comma list of on/off to measure")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tok = __import__("transformers").AutoTokenizer.from_pretrained(args.model)
     data = load_task_data("sst2", tok, 64, data_dir=args.data_dir)
     teacher = load_classifier(args.model, data.spec).to(dev).eval()
     results = []
-    for bs in map(int, args.batch_sizes.split(",")):
+    for compiled, bs in [(c == "on", int(b)) for c in args.compile.split(",") for b in args.batch_sizes.split(",")]:
         student = bitbert.binarize(copy.deepcopy(teacher), bitbert.QuantConfig.from_preset(args.method, "1-1-1")).train()
         for p in student.parameters():
             p.requires_grad_(True)
         bitbert.calibrate(student, [{k: v.to(dev) for k, v in b.items()} for b in data.calibration_batches(bs, 2)])
-        loss_fn = DistillLoss(teacher, data.spec, method_losses(args.method))
+        loss_fn = DistillLoss(teacher, data.spec, method_losses(args.method), compile=compiled)
+        fwd = torch.compile(student, dynamic=True) if compiled else student
         opt = make_optimizer(student, TrainConfig())
         batches = data.train_batches(bs, 0, dev.type == "cuda")
         it = iter(batches)
         seen, t0 = 0, None
-        for step in range(args.steps + 10):
-            if step == 10:  # warm-up excluded
+        for step in range(args.steps + 15):
+            if step == 15:  # warm-up (and compilation) excluded
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 t0, seen = time.perf_counter(), 0
             batch = {k: v.to(dev, non_blocking=True) for k, v in next(it).items()}
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                loss = loss_fn(student, batch)
+                loss = loss_fn(fwd, batch)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -59,7 +61,7 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        results.append({"batch_size": bs, "examples_per_s": seen / dt, "steps": args.steps, "wall_s": dt})
+        results.append({"compiled": compiled, "batch_size": bs, "examples_per_s": seen / dt, "steps": args.steps, "wall_s": dt})
         print(results[-1], flush=True)
     record = {"what": f"W1A1 {args.method} distillation step (teacher fwd + student fwd/bwd + AdamW), SST-2, "
                       "max length 64, bucketed batches, bf16 autocast on GPU",

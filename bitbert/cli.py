@@ -207,12 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(d)
     d.set_defaults(fn=cmd_distill)
 
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    from .cli_deploy import add_deploy_commands
+    from .cli_pretrain import add_pretrain_commands
+
+    add_deploy_commands(sub)
+    add_pretrain_commands(sub)
     return p
-
-
-_EXTRA_COMMANDS: list = []  # export / predict / bench / pretrain register themselves here
 
 
 def main(argv: list[str] | None = None) -> int:

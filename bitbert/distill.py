@@ -21,7 +21,7 @@ from .config import QuantConfig
 from .losses import attention_mse, capture_qkv, dmd_loss, hidden_mse, logit_loss
 from .pipeline import TaskData, make_evaluator
 from .tasks import TaskSpec
-from .train import RunReport, TrainConfig, make_accelerator, train
+from .train import RunReport, TrainConfig, make_accelerator, should_compile, train
 
 log = logging.getLogger("bitbert")
 
@@ -53,13 +53,18 @@ def ground_truth_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bo
 class DistillLoss:
     """loss(student, batch) against a frozen teacher that is always in eval mode."""
 
-    def __init__(self, teacher: nn.Module, spec: TaskSpec, weights: LossWeights) -> None:
+    def __init__(self, teacher: nn.Module, spec: TaskSpec, weights: LossWeights, compile: bool = False) -> None:
         self.teacher, self.spec, self.w = teacher.eval(), spec, weights
+        self.compilable = not weights.dmd
+        self.teacher_fwd = torch.compile(teacher, dynamic=True) if compile and self.compilable else teacher
         for p in teacher.parameters():
             p.requires_grad_(False)
         if weights.attention and teacher.config._attn_implementation not in ("eager", "bitbert"):
             teacher.config._attn_implementation = "eager"  # sdpa returns no attention maps
         self.heads = teacher.config.num_attention_heads
+
+    def disable_compile(self) -> None:
+        self.teacher_fwd = self.teacher
 
     def _forward(self, model: nn.Module, inputs: dict):
         want_attn = bool(self.w.attention)
@@ -73,7 +78,7 @@ class DistillLoss:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         self.teacher.eval()
         with torch.no_grad():
-            t_out, t_qkv = self._forward(self.teacher, inputs)
+            t_out, t_qkv = self._forward(self.teacher_fwd, inputs)
         s_out, s_qkv = self._forward(student, inputs)
         mask = inputs["attention_mask"]
         w = self.w
@@ -176,7 +181,8 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
         for p in student.parameters():
             p.requires_grad_(True)
         calibrate(student, data.calibration_batches(cfg.batch_size))
-        report = train(student, DistillLoss(current, data.spec, weights),
+        loss = DistillLoss(current, data.spec, weights, compile=should_compile(cfg, acc.device))
+        report = train(student, loss,
                        data.train_batches(cfg.batch_size, cfg.seed, acc.device.type == "cuda"),
                        make_evaluator(data, cfg.eval_batch_size), cfg, stage_dir,
                        main_metric=data.spec.main_key, resume=resume, accelerator=acc)

@@ -87,26 +87,36 @@ def _vec_ptr(builder: ir.IRBuilder, base: ir.Value, offset: ir.Value, vec_t: ir.
 
 
 @intrinsic
-def _ge_mask64(typingctx, x, row, k0, beta, thr):
-    """uint64 whose bit b is (x[row, k0 + b] - beta[k0 + b] >= thr), b < 64 (caller keeps k0 + 64 <= K).
+def _mask64(typingctx, x, row, k0, beta, alpha, thr, divide):
+    """uint64 whose bit b is the binarization of x[row, k0 + b], b < 64 (caller keeps k0 + 64 <= K).
 
-    One <64 x float> compare that LLVM lowers to 4 VCMPPS into mask registers (AVX-512) or
-    VCMPPS + VMOVMSKPS (AVX2): no per-bit shifts.
+    divide (literal) False: x - beta[k] >= thr; True: (x - beta[k]) / alpha > thr, the elastic
+    unsigned rule round(clip((x - beta) / alpha, 0, 1)) == 1 with the same float32 operations as
+    PyTorch (round half to even: exactly 0.5 rounds to 0). One <64 x float> compare that LLVM
+    lowers to 4 VCMPPS into mask registers (AVX-512) or VCMPPS + VMOVMSKPS (AVX2): no per-bit shifts.
     """
-    sig = types.uint64(x, row, k0, beta, thr)
+    if not isinstance(divide, types.BooleanLiteral):
+        return None
+    is_div = divide.literal_value
+    sig = types.uint64(x, row, k0, beta, alpha, thr, divide)
 
     def codegen(context, builder, sig, args):
-        x_v, row_v, k0_v, beta_v, thr_v = args
+        x_v, row_v, k0_v, beta_v, alpha_v, thr_v, _ = args
         xa = context.make_array(sig.args[0])(context, builder, x_v)
         ba = context.make_array(sig.args[3])(context, builder, beta_v)
         K = cgutils.unpack_tuple(builder, xa.shape, 2)[1]
         row_v = context.cast(builder, row_v, sig.args[1], types.intp)
         k0_v = context.cast(builder, k0_v, sig.args[2], types.intp)
-        thr_v = context.cast(builder, thr_v, sig.args[4], types.float32)
+        thr_v = context.cast(builder, thr_v, sig.args[5], types.float32)
         f32x64 = ir.VectorType(ir.FloatType(), 64)
         xv = builder.load(_vec_ptr(builder, xa.data, builder.add(builder.mul(row_v, K), k0_v), f32x64), align=4)
         bv = builder.load(_vec_ptr(builder, ba.data, k0_v, f32x64), align=4)
-        bits = builder.fcmp_ordered(">=", builder.fsub(xv, bv), _splat(builder, thr_v, 64))
+        u = builder.fsub(xv, bv)
+        if is_div:
+            alpha_f = context.cast(builder, alpha_v, sig.args[4], types.float32)
+            bits = builder.fcmp_ordered(">", builder.fdiv(u, _splat(builder, alpha_f, 64)), _splat(builder, thr_v, 64))
+        else:
+            bits = builder.fcmp_ordered(">=", u, _splat(builder, thr_v, 64))
         return builder.bitcast(bits, ir.IntType(64))
 
     return sig, codegen
@@ -179,20 +189,41 @@ def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and):
 # ----------------------------------------------------------------------------- numba kernels
 
 
-@njit(cache=True)
-def _binarize_pack(x, beta, thr, out):
-    """out[m] = pack(x[m] - beta >= thr); x (M, K) float32 C, beta (K,) float32."""
-    M, K = x.shape
+@njit(inline="always")
+def _pack_rows(x, beta, alpha, thr, out, r_lo, r_hi, divide):
+    K = x.shape[1]
     full = K // 64
-    for m in range(M):
+    for m in range(r_lo, r_hi):
         for q in range(full):
-            out[m, q] = _ge_mask64(x, m, q * 64, beta, thr)
+            out[m, q] = _mask64(x, m, q * 64, beta, alpha, thr, divide)
         if full * 64 < K:
             word = np.uint64(0)
             for k in range(full * 64, K):
-                if x[m, k] - beta[k] >= thr:
+                u = x[m, k] - beta[k]
+                if (u / alpha > thr) if divide else (u >= thr):
                     word |= np.uint64(1) << np.uint64(k - full * 64)
             out[m, full] = word
+
+
+@njit(cache=True)
+def _binarize_pack(x, beta, alpha, thr, out, divide):
+    """out[m] = pack(rule(x[m] - beta)); x (M, K) float32 C, beta (K,) float32; rule: see _mask64."""
+    if divide:
+        _pack_rows(x, beta, alpha, thr, out, 0, x.shape[0], True)
+    else:
+        _pack_rows(x, beta, alpha, thr, out, 0, x.shape[0], False)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _binarize_pack_parallel(x, beta, alpha, thr, out, divide, nthreads):
+    M = x.shape[0]
+    for c in prange(nthreads):
+        lo, hi = c * M // nthreads, (c + 1) * M // nthreads
+        if divide:
+            _pack_rows(x, beta, alpha, thr, out, lo, hi, True)
+        else:
+            _pack_rows(x, beta, alpha, thr, out, lo, hi, False)
     return out
 
 

@@ -43,6 +43,7 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 42
     mixed_precision: str = "auto"  # auto: bf16 on GPU, none on CPU
+    compile: str = "auto"  # torch.compile the forward: auto = on GPU (fuses the quantizers' many small ops)
     max_steps: int = 0  # > 0: stop (checkpointed) after this many steps; resume continues the schedule
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -151,6 +152,12 @@ def _set_rng_state(state: Mapping[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def should_compile(cfg: TrainConfig, device: torch.device) -> bool:
+    if cfg.compile not in ("auto", "on", "off"):
+        raise ValueError(f"compile must be auto, on or off; got {cfg.compile!r}")
+    return cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+
+
 def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
 
@@ -206,6 +213,10 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
         atomic_write(ckpt_path, lambda p: torch.save(state, p))
 
     logger = MetricsLog(out_dir, acc.is_main_process)
+    # Losses that hook into modules per step (DMD) say compilable=False: hooks would force recompiles.
+    fwd = model
+    if should_compile(cfg, acc.device) and getattr(loss_fn, "compilable", True):
+        fwd = torch.compile(model, dynamic=True)
     better = (lambda a, b: a < b) if main_metric == "loss" else (lambda a, b: a > b)
 
     def run_eval() -> None:
@@ -229,6 +240,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     model.train()
     t0, seen, running = time.perf_counter(), 0, None
     epoch = batches.state_dict()["epoch"]
+    start_step = step
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     while step < stop_at:
         batches.set_epoch(epoch)
@@ -237,7 +249,15 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
                 continue
             batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
             with acc.autocast():
-                loss = loss_fn(model, batch)
+                try:
+                    loss = loss_fn(fwd, batch)
+                except Exception as e:  # a compiler failure must not cost the run: go eager
+                    if fwd is model or step > start_step:
+                        raise
+                    log.warning("torch.compile failed (%s: %s); continuing without it", type(e).__name__, e)
+                    fwd = model
+                    getattr(loss_fn, "disable_compile", lambda: None)()
+                    loss = loss_fn(fwd, batch)
             acc.backward(loss)
             if cfg.max_grad_norm:
                 acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

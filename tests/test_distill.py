@@ -1,0 +1,121 @@
+"""Fine-tune → multi-distillation schedule → resume, on a tiny random model and a tiny custom task."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertForSequenceClassification
+
+import bitbert
+from bitbert.batching import TokenizedSplit
+from bitbert.distill import DistillLoss, LossWeights, finetune, method_losses, parse_schedule, run_schedule
+from bitbert.pipeline import TaskData
+from bitbert.tasks import get_task
+from bitbert.train import TrainConfig
+
+
+def tiny_task(n=48, seed=0, regression=False) -> TaskData:
+    rng = np.random.default_rng(seed)
+    ids = [np.concatenate([[2], rng.integers(5, 120, rng.integers(4, 14)), [3]]).astype(np.int32) for _ in range(n)]
+    labels = (np.array([x[1] % 2 for x in ids]) if not regression else np.array([x[1] / 120 for x in ids])).astype(
+        np.float32 if regression else np.int64)
+    split = TokenizedSplit(ids, [np.zeros_like(x) for x in ids], labels, "tiny")
+    spec = get_task("stsb" if regression else "sst2")
+    return TaskData(spec, split, {"dev": TokenizedSplit(ids[:16], [np.zeros_like(x) for x in ids[:16]], labels[:16])}, 0)
+
+
+CFG = TrainConfig(epochs=2, lr=1e-3, batch_size=8, eval_batch_size=16, eval_every=4, seed=1, log_every=2)
+
+
+def test_schedule_hands_over_and_reports(tmp_path, tiny_config):
+    data = tiny_task()
+    teacher = BertForSequenceClassification(tiny_config)
+    finetune(teacher, data, CFG, tmp_path / "teacher")
+    teacher = bitbert.load(tmp_path / "teacher" / "model")
+    res = run_schedule(teacher, data, "bit", "32-32-32,1-1-2,1-1-1", CFG, tmp_path / "d")
+    assert [s.bits for s in res.stages] == ["32-32-32", "1-1-2", "1-1-1"]
+    assert res.stages[0].skipped
+    for st in res.stages[1:]:
+        assert st.report.finished and st.report.best is not None and st.report.final["step"] == st.report.steps
+    # stage 2 starts from stage 1's weights (the student becomes the next initialization)
+    s1 = bitbert.load(tmp_path / "d" / "stage1-1-1-2" / "model")
+    s2 = bitbert.load(tmp_path / "d" / "stage2-1-1-1" / "model")
+    assert s1.bitbert_config.act_bits == 2 and s2.bitbert_config.act_bits == 1
+    summary = json.loads((tmp_path / "d" / "schedule.json").read_text())
+    assert len(summary["stages"]) == 3 and "best" in summary["stages"][2]
+    lines = (tmp_path / "d" / "stage2-1-1-1" / "metrics.jsonl").read_text().splitlines()
+    assert any("eval/accuracy" in l for l in lines) and any("train/loss" in l for l in lines)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_after_kill_matches_uninterrupted(tmp_path, tiny_config):
+    data = tiny_task()
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(tiny_config).eval()
+    straight = run_schedule(teacher, data, "bit", "1-1-2,1-1-1", CFG, tmp_path / "a")
+    # kill in the middle of stage 1 (after a checkpoint at step 4, before the one at 8) ...
+    class Killed(Exception):
+        pass
+
+    import bitbert.train as T
+
+    orig = T.train
+
+    def killing_train(*a, **k):
+        def on_step(step):
+            if step == 6 and "stage1" in str(a[5]):
+                raise Killed
+        return orig(*a, **k, on_step=on_step)
+
+    T_distill = __import__("bitbert.distill", fromlist=["train"])
+    T_distill.train = killing_train
+    try:
+        with pytest.raises(Killed):
+            run_schedule(teacher, data, "bit", "1-1-2,1-1-1", CFG, tmp_path / "b")
+    finally:
+        T_distill.train = orig
+    assert (tmp_path / "b" / "stage0-1-1-2" / "model").is_dir() and not (tmp_path / "b" / "stage1-1-1-1" / "model").exists()
+    resumed = run_schedule(teacher, data, "bit", "1-1-2,1-1-1", CFG, tmp_path / "b", resume=True)
+    a, b = _weights(straight.student), _weights(resumed.student)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert straight.stages[-1].report.final == resumed.stages[-1].report.final
+
+
+def test_max_steps_then_resume(tmp_path, tiny_config):
+    data = tiny_task()
+    teacher = BertForSequenceClassification(tiny_config).eval()
+    part = run_schedule(teacher, data, "bit", "1-1-1", CFG.replace(max_steps=3), tmp_path / "c")
+    assert not part.stages[0].report.finished
+    done = run_schedule(teacher, data, "bit", "1-1-1", CFG, tmp_path / "c", resume=True)
+    assert done.stages[0].report.finished
+
+
+@pytest.mark.parametrize("method", ["bibert", "baseline"])
+def test_other_methods_run(tmp_path, tiny_config, method):
+    data = tiny_task()
+    teacher = BertForSequenceClassification(tiny_config).eval()
+    res = run_schedule(teacher, data, method, "1-1-1", CFG.replace(epochs=1), tmp_path / method)
+    assert res.stages[0].report.finished
+
+
+def test_regression_distillation_trains_logits(tiny_config):
+    data = tiny_task(regression=True)
+    teacher = BertForSequenceClassification(tiny_config.__class__(**{**tiny_config.to_dict(), "num_labels": 1})).eval()
+    student = bitbert.binarize(BertForSequenceClassification(teacher.config), bitbert.QuantConfig.from_preset("bit"))
+    loss = DistillLoss(teacher, data.spec, LossWeights(hidden=0.0))
+    batch = data.train_batches(8, 0).collate(np.arange(8))
+    value = loss(student, batch)
+    value.backward()
+    assert value > 0 and student.classifier.weight.grad.abs().sum() > 0  # MSE, not a zero soft-CE
+    assert not loss.teacher.training
+
+
+def test_method_losses_and_schedule_validation():
+    assert method_losses("bibert").dmd == 1.0 and method_losses("bit").dmd == 0.0
+    with pytest.raises(bitbert.ConfigError):
+        parse_schedule("1-1-1,1-1-3")
