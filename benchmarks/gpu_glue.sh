@@ -10,14 +10,14 @@ G=.devdata/glue
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 timeout 150 python benchmarks/distill_speed.py --model $M --data-dir $G/SST-2 --out "$OUT/distill_speed.json" \
-  --batch-sizes 32,64,128,256 --steps 40 2>&1 | grep -v Warn | tail -6
-T=${GLUE_TIMEOUT:-400}
-timeout $T python benchmarks/run_glue.py --task mrpc --model $M --data-dir $G/MRPC --out runs/glue --epochs 10 \
+  --batch-sizes ${SPEED_BATCHES:-128,256} --steps 40 2>&1 | grep -v Warn | tail -6
+T=${GLUE_TIMEOUT:-420}
+timeout $T python benchmarks/run_glue.py --task mrpc --model $M --data-dir $G/MRPC --out runs/glue --epochs ${MRPC_EPOCHS:-10} \
   --teacher-epochs 3 --batch-size 32 --eval-every 50 > "$OUT/mrpc.log" 2>&1 &
-timeout $T python benchmarks/run_glue.py --task cola --model $M --data-dir $G/CoLA --out runs/glue --epochs 8 \
+timeout $T python benchmarks/run_glue.py --task cola --model $M --data-dir $G/CoLA --out runs/glue --epochs ${COLA_EPOCHS:-10} \
   --teacher-epochs 3 --batch-size 32 --eval-every 100 > "$OUT/cola.log" 2>&1 &
-timeout $T python benchmarks/run_glue.py --task sst2 --model $M --data-dir $G/SST-2 --out runs/glue --epochs 1 \
-  --teacher-epochs 1 --batch-size 64 --eval-every 200 > "$OUT/sst2.log" 2>&1 &
+timeout $T python benchmarks/run_glue.py --task sst2 --model $M --data-dir $G/SST-2 --out runs/glue --epochs ${SST2_EPOCHS:-2} \
+  --teacher-epochs 2 --batch-size 64 --eval-every 200 > "$OUT/sst2.log" 2>&1 &
 wait
 cp runs/glue/*.json "$OUT/" 2>/dev/null
 tail -n 3 "$OUT"/*.log

@@ -38,6 +38,9 @@ __all__ = [
     "unpack_bits",
     "binarize_pack_signed",
     "binarize_pack_unsigned",
+    "binarize_pack_elastic",
+    "PackedWeights",
+    "prepack",
     "xnor_gemm",
     "and_gemm",
     "popcount64",
@@ -228,10 +231,15 @@ def _binarize_pack_parallel(x, beta, alpha, thr, out, divide, nthreads):
 
 
 @njit(inline="always")
-def _gemm_panels(a, w, K, out, p_lo, p_hi, use_and):
-    """Output columns of panels [p_lo, p_hi): out[:, p*_NB : (p+1)*_NB]."""
+def _gemm_panels(a, w, panels, K, out, p_lo, p_hi, use_and):
+    """Output columns of panels [p_lo, p_hi): out[:, p*_NB : (p+1)*_NB].
+
+    Weights come either as rows w (N, Kw), re-laid out here one panel at a time (panels is empty),
+    or as panels (npan, Kw, _NB) laid out once by `prepack` (w is empty).
+    """
     M, Kw = a.shape
-    N = w.shape[0]
+    N = out.shape[1]
+    relayout = panels.shape[0] == 0
     # popcount(a) per row for the AND form, once per call: inside the tile it would cost a
     # scalar popcount and a GPR->vector broadcast per word (measured -20%).
     rowpop = np.zeros(M, np.int64)
@@ -239,14 +247,18 @@ def _gemm_panels(a, w, K, out, p_lo, p_hi, use_and):
         for m in range(M):
             for q in range(Kw):
                 rowpop[m] += popcount64(a[m, q])
-    panel = np.zeros((Kw, _NB), np.uint64)  # columns past N (last panel) only feed discarded outputs
+    scratch = np.zeros((Kw, _NB), np.uint64)  # columns past N (last panel) only feed discarded outputs
     edge = np.empty((_MR, _NB), np.int32)  # landing tile for partial tiles at the M / N borders
     for p in range(p_lo, p_hi):
         n0 = p * _NB
         nn = min(_NB, N - n0)
-        for j in range(nn):
-            for q in range(Kw):
-                panel[q, j] = w[n0 + j, q]
+        if relayout:
+            for j in range(nn):
+                for q in range(Kw):
+                    scratch[q, j] = w[n0 + j, q]
+            panel = scratch
+        else:
+            panel = panels[p]
         for m0 in range(0, M, _MR):
             if nn == _NB and m0 + _MR <= M:
                 _tile(a, rowpop, m0, panel, K, out, m0, n0, use_and)
@@ -258,29 +270,38 @@ def _gemm_panels(a, w, K, out, p_lo, p_hi, use_and):
 
 
 @njit(cache=True)
-def _gemm_serial(a, w, K, out, use_and):
-    npan = (w.shape[0] + _NB - 1) // _NB
+def _gemm_serial(a, w, panels, K, out, use_and):
+    npan = (out.shape[1] + _NB - 1) // _NB
     if use_and:
-        _gemm_panels(a, w, K, out, 0, npan, True)
+        _gemm_panels(a, w, panels, K, out, 0, npan, True)
     else:
-        _gemm_panels(a, w, K, out, 0, npan, False)
+        _gemm_panels(a, w, panels, K, out, 0, npan, False)
     return out
 
 
 @njit(cache=True, parallel=True)
-def _gemm_parallel(a, w, K, out, use_and, nthreads):
+def _gemm_parallel(a, w, panels, K, out, use_and, nthreads):
     # Parallel over column panels: each weight panel is re-laid out once and shared by all rows,
     # and this also splits work at M = 1 (one token), where row-parallelism could not.
-    npan = (w.shape[0] + _NB - 1) // _NB
+    npan = (out.shape[1] + _NB - 1) // _NB
     nchunks = min(npan, nthreads)
     for c in prange(nchunks):
         lo = c * npan // nchunks
         hi = (c + 1) * npan // nchunks
         if use_and:
-            _gemm_panels(a, w, K, out, lo, hi, True)
+            _gemm_panels(a, w, panels, K, out, lo, hi, True)
         else:
-            _gemm_panels(a, w, K, out, lo, hi, False)
+            _gemm_panels(a, w, panels, K, out, lo, hi, False)
     return out
+
+
+@njit(cache=True)
+def _relayout(w, panels):
+    N, Kw = w.shape
+    for n in range(N):
+        for q in range(Kw):
+            panels[n // _NB, q, n % _NB] = w[n, q]
+    return panels
 
 
 # ----------------------------------------------------------------------------- public API
@@ -306,30 +327,90 @@ def unpack_bits(words: np.ndarray, K: int) -> np.ndarray:
     return np.unpackbits(words.view(np.uint8), axis=-1, count=K, bitorder="little")
 
 
-def binarize_pack_unsigned(x: np.ndarray, beta: np.ndarray, threshold: float) -> np.ndarray:
-    """Fused {0,1} binarize-and-pack: bit[m, k] = (x[m, k] - beta[k] >= threshold), float32 arithmetic.
+class PackedWeights:
+    """Packed ±1 weight rows laid out once, at load time, in the GEMMs' word-major panels.
 
-    x: (M, K) float32, beta: (K,) float32 -> (M, ceil(K/64)) uint64. One pass, no temporary floats.
+    Pass it to xnor_gemm / and_gemm instead of the (N, Kw) rows to skip the per-call re-layout.
+    Attributes: panels (ceil(N / 16), Kw, 16) uint64, n (N), k (K).
     """
+
+    __slots__ = ("panels", "n", "k")
+
+    def __init__(self, w: np.ndarray, K: int) -> None:
+        w = np.ascontiguousarray(w, dtype=np.uint64)
+        if w.ndim != 2 or w.shape[1] != _words(K) or K < 1:
+            raise ValueError(f"expected packed rows (N, {_words(K)}) for K={K}, got {w.shape}")
+        self.n, self.k = w.shape[0], K
+        self.panels = _relayout(w, np.zeros(((self.n + _NB - 1) // _NB, w.shape[1], _NB), np.uint64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.panels.nbytes
+
+
+def prepack(w: np.ndarray, K: int) -> PackedWeights:
+    """Lay packed ±1 weight rows w (N, ceil(K/64)) out for the GEMMs once (see PackedWeights)."""
+    return PackedWeights(w, K)
+
+
+def _check_rows(x: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.ascontiguousarray(x, dtype=np.float32)
     beta = np.ascontiguousarray(beta, dtype=np.float32)
     if x.ndim != 2 or beta.shape != (x.shape[1],):
         raise ValueError(f"expected x (M, K) and beta (K,), got {x.shape} and {beta.shape}")
-    out = np.empty((x.shape[0], _words(x.shape[1])), np.uint64)
-    return _binarize_pack(x, beta, np.float32(threshold), out)
+    return x, beta
 
 
-def binarize_pack_signed(x: np.ndarray, beta: np.ndarray) -> np.ndarray:
+def _binarize(x: np.ndarray, beta: np.ndarray, alpha: float, threshold: float, divide: bool,
+              out: np.ndarray | None) -> np.ndarray:
+    x, beta = _check_rows(x, beta)
+    shape = (x.shape[0], _words(x.shape[1]))
+    if out is None:
+        out = np.empty(shape, np.uint64)
+    elif out.shape != shape or out.dtype != np.uint64 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous uint64 array of shape {shape}")
+    threads = numba.get_num_threads()
+    if threads > 1 and x.shape[0] * x.shape[1] >= _PARALLEL_MIN_ELEMENTS:
+        return _binarize_pack_parallel(x, beta, np.float32(alpha), np.float32(threshold), out, divide,
+                                       min(threads, x.shape[0]))
+    return _binarize_pack(x, beta, np.float32(alpha), np.float32(threshold), out, divide)
+
+
+def binarize_pack_unsigned(x: np.ndarray, beta: np.ndarray, threshold: float,
+                           out: np.ndarray | None = None) -> np.ndarray:
+    """Fused {0,1} binarize-and-pack: bit[m, k] = (x[m, k] - beta[k] >= threshold), float32 arithmetic.
+
+    x: (M, K) float32, beta: (K,) float32 -> (M, ceil(K/64)) uint64. One pass, no temporary floats.
+    """
+    return _binarize(x, beta, 1.0, threshold, False, out)
+
+
+def binarize_pack_signed(x: np.ndarray, beta: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Fused sign binarize-and-pack: bit[m, k] = (x[m, k] - beta[k] >= 0), i.e. +1 where set."""
-    return binarize_pack_unsigned(x, beta, 0.0)
+    return _binarize(x, beta, 1.0, 0.0, False, out)
 
 
-def _gemm(a: np.ndarray, w: np.ndarray, K: int, out: np.ndarray | None, use_and: bool) -> np.ndarray:
+def binarize_pack_elastic(x: np.ndarray, beta: np.ndarray, alpha: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Fused binarize-and-pack of BiT's unsigned elastic binarizer (value alpha where set):
+    bit[m, k] = round(clip((x[m, k] - beta[k]) / alpha, 0, 1)) = ((x - beta) / alpha > 0.5),
+    in the float32 operations PyTorch uses (round half to even: exactly 0.5 gives 0)."""
+    return _binarize(x, beta, alpha, 0.5, True, out)
+
+
+def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None, use_and: bool) -> np.ndarray:
     a = np.ascontiguousarray(a, dtype=np.uint64)
-    w = np.ascontiguousarray(w, dtype=np.uint64)
-    if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[1] or a.shape[1] != _words(K) or K < 1:
-        raise ValueError(f"expected a (M, {_words(K)}) and w (N, {_words(K)}) for K={K}, got {a.shape}, {w.shape}")
-    M, N = a.shape[0], w.shape[0]
+    if isinstance(w, PackedWeights):
+        panels, N, rows = w.panels, w.n, _NO_ROWS
+        if w.k != K:
+            raise ValueError(f"weights were packed for K={w.k}, called with K={K}")
+    else:
+        rows = np.ascontiguousarray(w, dtype=np.uint64)
+        panels, N = _NO_PANELS, rows.shape[0]
+        if rows.ndim != 2 or rows.shape[1] != _words(K):
+            raise ValueError(f"expected w (N, {_words(K)}) for K={K}, got {rows.shape}")
+    if a.ndim != 2 or a.shape[1] != _words(K) or K < 1:
+        raise ValueError(f"expected a (M, {_words(K)}) for K={K}, got {a.shape}")
+    M = a.shape[0]
     if out is None:
         out = np.empty((M, N), np.int32)
     elif out.shape != (M, N) or out.dtype != np.int32 or not out.flags.c_contiguous:
@@ -338,14 +419,14 @@ def _gemm(a: np.ndarray, w: np.ndarray, K: int, out: np.ndarray | None, use_and:
         return out
     threads = numba.get_num_threads()
     if threads > 1 and N > _NB:
-        return _gemm_parallel(a, w, K, out, use_and, threads)
-    return _gemm_serial(a, w, K, out, use_and)
+        return _gemm_parallel(a, rows, panels, K, out, use_and, threads)
+    return _gemm_serial(a, rows, panels, K, out, use_and)
 
 
 def xnor_gemm(a: np.ndarray, w: np.ndarray, K: int, out: np.ndarray | None = None) -> np.ndarray:
     """±1 GEMM on packed rows: out[m, n] = sum_k a[m,k] w[n,k] = K - 2 popcount(a[m] XOR w[n]).
 
-    a: (M, Kw) uint64, w: (N, Kw) uint64, Kw = ceil(K/64), zero padding -> (M, N) int32.
+    a: (M, Kw) uint64, w: (N, Kw) uint64 or PackedWeights, Kw = ceil(K/64), zero padding -> (M, N) int32.
     Uses numba's thread pool when numba.get_num_threads() > 1 (see set_num_threads).
     """
     return _gemm(a, w, K, out, False)
@@ -357,6 +438,12 @@ def and_gemm(a01: np.ndarray, w: np.ndarray, K: int, out: np.ndarray | None = No
     Same shapes and threading as xnor_gemm; a01 bits are {0,1} values, w bits are ±1 signs.
     """
     return _gemm(a01, w, K, out, True)
+
+
+_NO_ROWS = np.zeros((0, 1), np.uint64)
+_NO_PANELS = np.zeros((0, 1, _NB), np.uint64)
+# Below this many elements a parallel binarize-and-pack costs more in thread wake-up than it saves.
+_PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
 def set_num_threads(n: int) -> None:
