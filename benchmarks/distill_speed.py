@@ -63,9 +63,13 @@ def main() -> None:
         dt = time.perf_counter() - t0
         results.append({"compiled": compiled, "batch_size": bs, "examples_per_s": seen / dt, "steps": args.steps, "wall_s": dt})
         print(results[-1], flush=True)
+        write(args, results)
+
+
+def write(args, results) -> None:
     record = {"what": f"W1A1 {args.method} distillation step (teacher fwd + student fwd/bwd + AdamW), SST-2, "
                       "max length 64, bucketed batches, bf16 autocast on GPU",
-              "hardware": torch.cuda.get_device_name(0) if dev.type == "cuda" else "CPU",
+              "hardware": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU",
               "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "results": results}
     with open(args.out, "w") as f:
         json.dump(record, f, indent=2)

@@ -9,7 +9,7 @@ M=.devdata/minilm-l6-h384-fp16
 G=.devdata/glue
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-timeout 150 python benchmarks/distill_speed.py --model $M --data-dir $G/SST-2 --out "$OUT/distill_speed.json" \
+timeout 170 python benchmarks/distill_speed.py --model $M --data-dir $G/SST-2 --out "$OUT/distill_speed.json" \
   --batch-sizes ${SPEED_BATCHES:-128,256} --steps 40 2>&1 | grep -v Warn | tail -6
 T=${GLUE_TIMEOUT:-420}
 timeout $T python benchmarks/run_glue.py --task mrpc --model $M --data-dir $G/MRPC --out runs/glue --epochs ${MRPC_EPOCHS:-10} \

@@ -423,7 +423,7 @@ def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray 
     return _gemm_serial(a, rows, panels, K, out, use_and)
 
 
-def xnor_gemm(a: np.ndarray, w: np.ndarray, K: int, out: np.ndarray | None = None) -> np.ndarray:
+def xnor_gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None) -> np.ndarray:
     """±1 GEMM on packed rows: out[m, n] = sum_k a[m,k] w[n,k] = K - 2 popcount(a[m] XOR w[n]).
 
     a: (M, Kw) uint64, w: (N, Kw) uint64 or PackedWeights, Kw = ceil(K/64), zero padding -> (M, N) int32.
@@ -432,7 +432,7 @@ def xnor_gemm(a: np.ndarray, w: np.ndarray, K: int, out: np.ndarray | None = Non
     return _gemm(a, w, K, out, False)
 
 
-def and_gemm(a01: np.ndarray, w: np.ndarray, K: int, out: np.ndarray | None = None) -> np.ndarray:
+def and_gemm(a01: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None) -> np.ndarray:
     """{0,1} x ±1 GEMM: out[m, n] = sum_k a01[m,k] w[n,k] = 2 popcount(a01[m] AND w[n]) - popcount(a01[m]).
 
     Same shapes and threading as xnor_gemm; a01 bits are {0,1} values, w bits are ±1 signs.
