@@ -25,7 +25,7 @@ from bitbert.io import atomic_write
 from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
 from bitbert.train import TrainConfig
 
-RUNS = [("baseline", "1-1-1"), ("bibert", "1-1-1"), ("bit", "1-1-1"), ("bit", "1-1-2,1-1-1"), ("bit", "1-1-4")]
+RUNS = [("bit", "1-1-1"), ("bit", "1-1-2,1-1-1"), ("bibert", "1-1-1"), ("baseline", "1-1-1"), ("bit", "1-1-4")]
 
 
 def hardware() -> str:
@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, required=True, help="distillation epochs per stage")
     ap.add_argument("--teacher-epochs", type=float, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=None, help="distillation lr (default: the paper's for the task)")
     ap.add_argument("--eval-every", type=int, default=0)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--max-steps", type=int, default=0, help="per run; for smoke tests")
@@ -80,7 +81,7 @@ def main() -> None:
     teacher = bitbert.load(out / "teacher" / "model")
     teacher_metric = make_evaluator(data, 256)(teacher.to("cuda" if torch.cuda.is_available() else "cpu"))[key]
 
-    cfg = TrainConfig(epochs=args.epochs, lr=d["lr"], batch_size=args.batch_size, max_length=d["max_length"],
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr or d["lr"], batch_size=args.batch_size, max_length=d["max_length"],
                       seed=args.seed, eval_every=args.eval_every, max_steps=args.max_steps)
     wanted = RUNS if args.runs == "all" else [tuple(r.split(":")) for r in args.runs.split(",")]
     for method, schedule in wanted:

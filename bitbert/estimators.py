@@ -43,8 +43,7 @@ class LowRankResidual(nn.Module):
         return self._heads(self.v_up(self.v_down(h)), self.head_dim)
 
     def num_macs(self, seq_len: int) -> int:
-        """Multiply-accumulates per sequence (all full precision)."""
-        hidden = self.qk.in_features
-        proj = seq_len * (hidden * 4 * self.heads * self.rank + hidden * self.rank + self.rank * self.heads * self.head_dim)
-        products = self.heads * seq_len * seq_len * (2 * self.rank + self.head_dim)
-        return proj + products
+        """Full-precision multiply-accumulates per sequence of the L×L products (the two score terms
+        and A_b·v_p). The projections qk / v_down / v_up are ``nn.Linear`` modules and are counted
+        with the other linears (`bitbert.summary` measures those on a forward), not here."""
+        return self.heads * seq_len * seq_len * (2 * self.rank + self.head_dim)

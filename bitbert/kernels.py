@@ -42,6 +42,9 @@ __all__ = [
     "PackedWeights",
     "prepack",
     "xnor_gemm",
+    "pack_heads",
+    "pack_heads_transposed",
+    "mask64",
     "and_gemm",
     "popcount64",
     "set_num_threads",
@@ -90,8 +93,8 @@ def _vec_ptr(builder: ir.IRBuilder, base: ir.Value, offset: ir.Value, vec_t: ir.
 
 
 @intrinsic
-def _mask64(typingctx, x, row, k0, beta, alpha, thr, divide):
-    """uint64 whose bit b is the binarization of x[row, k0 + b], b < 64 (caller keeps k0 + 64 <= K).
+def mask64(typingctx, x, row, k0, beta, alpha, thr, divide):
+    """(numba intrinsic, callable from other @njit code) uint64 whose bit b is the binarization of x[row, k0 + b], b < 64 (caller keeps k0 + 64 <= K).
 
     divide (literal) False: x - beta[k] >= thr; True: (x - beta[k]) / alpha > thr, the elastic
     unsigned rule round(clip((x - beta) / alpha, 0, 1)) == 1 with the same float32 operations as
@@ -198,7 +201,7 @@ def _pack_rows(x, beta, alpha, thr, out, r_lo, r_hi, divide):
     full = K // 64
     for m in range(r_lo, r_hi):
         for q in range(full):
-            out[m, q] = _mask64(x, m, q * 64, beta, alpha, thr, divide)
+            out[m, q] = mask64(x, m, q * 64, beta, alpha, thr, divide)
         if full * 64 < K:
             word = np.uint64(0)
             for k in range(full * 64, K):
@@ -210,7 +213,7 @@ def _pack_rows(x, beta, alpha, thr, out, r_lo, r_hi, divide):
 
 @njit(cache=True)
 def _binarize_pack(x, beta, alpha, thr, out, divide):
-    """out[m] = pack(rule(x[m] - beta)); x (M, K) float32 C, beta (K,) float32; rule: see _mask64."""
+    """out[m] = pack(rule(x[m] - beta)); x (M, K) float32 C, beta (K,) float32; rule: see mask64."""
     if divide:
         _pack_rows(x, beta, alpha, thr, out, 0, x.shape[0], True)
     else:
@@ -302,6 +305,53 @@ def _relayout(w, panels):
         for q in range(Kw):
             panels[n // _NB, q, n % _NB] = w[n, q]
     return panels
+
+
+# ----------------------------------------------------------------------------- attention operands
+
+@njit(cache=True, parallel=True)
+def _pack_heads(x, beta, heads, out):
+    """out[b, h, i] = pack(x[b*L + i, h*d : (h+1)*d] - beta >= 0): one packed row per head."""
+    B, H, L, dw = out.shape
+    d = x.shape[1] // heads
+    betas = np.full(x.shape[1], beta, np.float32)
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        for i in range(L):
+            m = b * L + i
+            for w in range(dw):
+                k0 = h * d + 64 * w
+                n = min(64, d - 64 * w)
+                if n == 64:
+                    out[b, h, i, w] = mask64(x, m, k0, betas, np.float32(1.0), np.float32(0.0), False)
+                else:
+                    word = np.uint64(0)
+                    for t in range(n):
+                        if x[m, k0 + t] - beta >= 0:
+                            word |= np.uint64(1) << np.uint64(t)
+                    out[b, h, i, w] = word
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _pack_heads_transposed(x, beta, heads, out):
+    """out[b, h, w, t] bit jj = (x[b*L + 64w + jj, h*d + t] - beta >= 0): V packed along keys.
+
+    The inner loop runs over t (contiguous in x and out), so it vectorises.
+    """
+    B, H, Lw, d = out.shape
+    L = x.shape[0] // B
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        for w in range(Lw):
+            for t in range(d):
+                out[b, h, w, t] = 0
+            for jj in range(min(64, L - 64 * w)):
+                m = b * L + 64 * w + jj
+                sh = np.uint64(jj)
+                for t in range(d):
+                    out[b, h, w, t] |= np.uint64(x[m, h * d + t] - beta >= 0) << sh
+    return out
 
 
 # ----------------------------------------------------------------------------- public API
@@ -438,6 +488,22 @@ def and_gemm(a01: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.nda
     Same shapes and threading as xnor_gemm; a01 bits are {0,1} values, w bits are ±1 signs.
     """
     return _gemm(a01, w, K, out, True)
+
+
+def pack_heads(x: np.ndarray, beta: float, batch: int, heads: int) -> np.ndarray:
+    """Binarize-and-pack each head's slice of the rows of x (B*L, heads*d) float32: bit =
+    (x - beta >= 0) -> (B, heads, L, ceil(d/64)) uint64, i.e. one packed row per (sequence, head, token)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    L, d = x.shape[0] // batch, x.shape[1] // heads
+    return _pack_heads(x, np.float32(beta), heads, np.empty((batch, heads, L, _words(d)), np.uint64))
+
+
+def pack_heads_transposed(x: np.ndarray, beta: float, batch: int, heads: int) -> np.ndarray:
+    """Like pack_heads but packed along the tokens: (B, heads, ceil(L/64), d) uint64, word w of
+    column t holding tokens 64w..64w+63 (the ±1 operand of attention-map x V)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    L, d = x.shape[0] // batch, x.shape[1] // heads
+    return _pack_heads_transposed(x, np.float32(beta), heads, np.empty((batch, heads, _words(L), d), np.uint64))
 
 
 _NO_ROWS = np.zeros((0, 1), np.uint64)

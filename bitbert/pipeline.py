@@ -112,19 +112,24 @@ def load_classifier(path: str | Path, spec: TaskSpec) -> nn.Module:
     from . import io
 
     path_s = str(path)
+    problem_type = "regression" if spec.is_regression else "single_label_classification"
     if Path(path_s, "config.json").is_file():
         import json
 
         cfg = json.loads(Path(path_s, "config.json").read_text())
         if "bitbert" in cfg:
-            model = io.load(path_s)
+            archs = cfg.get("architectures") or []
+            # A binary pretrained (BiPFT) encoder, e.g. a BertForMaskedLM: keep it, start a fresh head.
+            new_head = {} if any(a.endswith("ForSequenceClassification") for a in archs) else dict(
+                model_class="AutoModelForSequenceClassification", num_labels=spec.num_labels,
+                problem_type=problem_type)
+            model = io.load(path_s, **new_head)
             _check_head(model, spec, path_s)
             return model
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        path_s, num_labels=spec.num_labels, dtype=torch.float32,
-        problem_type="regression" if spec.is_regression else "single_label_classification")
+        path_s, num_labels=spec.num_labels, dtype=torch.float32, problem_type=problem_type)
     _check_head(model, spec, path_s)
     return model
 

@@ -43,7 +43,9 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 42
     mixed_precision: str = "auto"  # auto: bf16 on GPU, none on CPU
-    compile: str = "auto"  # torch.compile the forward: auto = on GPU (fuses the quantizers' many small ops)
+    # torch.compile the forward ("auto" = on GPU). Off by default: with bucketed variable-length
+    # batches the compile time (minutes, several graphs) outweighed the gain in our runs.
+    compile: str = "off"
     max_steps: int = 0  # > 0: stop (checkpointed) after this many steps; resume continues the schedule
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -170,13 +172,15 @@ def make_accelerator(cfg: TrainConfig):
 def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], batches: Batches,
           evaluate: Callable[[nn.Module], dict] | None, cfg: TrainConfig, out_dir: str | Path,
           main_metric: str = "loss", resume: bool = False, accelerator=None,
-          on_step: Callable[[int], None] | None = None) -> RunReport:
+          on_step: Callable[[int], None] | None = None, presharded: bool = False) -> RunReport:
     """Train ``model`` on ``batches`` minimising ``loss_fn(model, batch)``.
 
     Evaluates with ``evaluate(model) -> metrics`` every ``cfg.eval_every`` steps (or each epoch)
     and at the end; keeps a checkpoint in ``out_dir/checkpoint.pt`` after each evaluation. With
     ``resume`` an existing checkpoint is loaded and training continues where it stopped. Under
-    several processes each takes every world_size-th batch.
+    several processes each takes every world_size-th batch, unless ``presharded``: then each
+    process's ``batches`` already yields only its own shard (a rank-sharded stream), and
+    ``len(batches)`` is the number of batches of one process.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,7 +188,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     torch.manual_seed(cfg.seed)
     model.to(acc.device)
     optimizer = make_optimizer(model, cfg)
-    per_epoch = len(batches) // acc.num_processes
+    per_epoch = len(batches) if presharded else len(batches) // acc.num_processes
     if per_epoch < 1:
         raise ValueError(f"{len(batches)} batches cannot feed {acc.num_processes} processes: too little data")
     total = max(1, math.ceil(per_epoch * cfg.epochs))
@@ -245,7 +249,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     while step < stop_at:
         batches.set_epoch(epoch)
         for batch in batches:
-            if (batches.state_dict()["batches_done"] - 1) % acc.num_processes != acc.process_index:
+            if not presharded and (batches.state_dict()["batches_done"] - 1) % acc.num_processes != acc.process_index:
                 continue
             batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
             with acc.autocast():
