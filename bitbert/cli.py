@@ -9,7 +9,7 @@ from pathlib import Path
 
 log = logging.getLogger("bitbert")
 
-DEMO_TRAIN_EXAMPLES = 4000
+DEMO_TRAIN_EXAMPLES = 2000
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:

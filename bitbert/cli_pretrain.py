@@ -1,5 +1,46 @@
-"""CLI commands (filled in by their issue)."""
+"""``bitbert pretrain``: BiPFT binary pretraining from the command line (thin over
+`bitbert.pretraining`; every `PretrainConfig` field is an option ``--field-name``).
+
+    bitbert pretrain --teacher MINILM_DIR --corpus corpus.txt.xz --out runs/bipft --max-tokens 100000000
+    accelerate launch --num_processes 2 -m bitbert.cli pretrain ...     # data-parallel
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
 
 
 def add_pretrain_commands(sub) -> None:
-    return None
+    """Add the ``pretrain`` subcommand to the subparsers object ``sub``."""
+    from .pretraining import PretrainConfig
+
+    p = sub.add_parser("pretrain", help="BiPFT: pretrain a binary BERT (MLM/NSP + distillation from its FP teacher)")
+    p.add_argument("--teacher", required=True, help="full-precision BERT checkpoint directory (the student's init)")
+    p.add_argument("--corpus", required=True, nargs="+", help="text files (.txt, .xz, .gz, .bz2), one paragraph a line")
+    p.add_argument("--out", required=True, help="run directory: model/, report.json, metrics.jsonl, checkpoint.pt")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    g = p.add_argument_group("pretraining settings (PretrainConfig)")
+    for f in dataclasses.fields(PretrainConfig):
+        flag, help_ = "--" + f.name.replace("_", "-"), f"{f.metadata.get('help', '')} (default: {f.default})"
+        if isinstance(f.default, bool):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            g.add_argument(flag, type=type(f.default), default=None, help=help_)
+    p.set_defaults(fn=cmd_pretrain)
+
+
+def cmd_pretrain(args) -> int:
+    from .pretraining import PretrainConfig, pretrain
+
+    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)
+               if getattr(args, f.name) is not None}
+    report = pretrain(args.teacher, args.corpus, args.out, PretrainConfig(**changes), resume=args.resume)
+    if int(os.environ.get("RANK", "0")):  # under accelerate launch / torchrun: one summary
+        return 0
+    keys = ("finished", "steps", "total_steps", "tokens_seen", "tokens_per_s", "final", "model_dir")
+    print(json.dumps({k: report[k] for k in keys}, indent=2))
+    if not report["finished"]:
+        print(f"stopped at step {report['steps']} of {report['total_steps']}; continue with --resume")
+    return 0

@@ -172,7 +172,7 @@ def make_accelerator(cfg: TrainConfig):
 def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], batches: Batches,
           evaluate: Callable[[nn.Module], dict] | None, cfg: TrainConfig, out_dir: str | Path,
           main_metric: str = "loss", resume: bool = False, accelerator=None,
-          on_step: Callable[[int], None] | None = None, presharded: bool = False) -> RunReport:
+          on_step: Callable[[int], bool | None] | None = None, presharded: bool = False) -> RunReport:
     """Train ``model`` on ``batches`` minimising ``loss_fn(model, batch)``.
 
     Evaluates with ``evaluate(model) -> metrics`` every ``cfg.eval_every`` steps (or each epoch)
@@ -180,7 +180,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     ``resume`` an existing checkpoint is loaded and training continues where it stopped. Under
     several processes each takes every world_size-th batch, unless ``presharded``: then each
     process's ``batches`` already yields only its own shard (a rank-sharded stream), and
-    ``len(batches)`` is the number of batches of one process.
+    ``len(batches)`` is the number of batches of one process. ``on_step(step)`` runs after every
+    step; a true return value stops training there, checkpointed (e.g. a time limit).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -279,8 +280,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
                 checkpoint()
             elif step == stop_at:
                 checkpoint()
-            if on_step is not None:
-                on_step(step)
+            if on_step is not None and on_step(step) and step < stop_at:
+                stop_at = step
+                checkpoint()
             if step >= stop_at:
                 break
         epoch += 1

@@ -1,0 +1,83 @@
+"""Regenerate the README's results tables from benchmarks/results/*.json (run after adding results).
+
+    python benchmarks/tables.py
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _load(name: str):
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def glue_table() -> str:
+    recs = _load("glue_minilm.json")
+    if not recs:
+        return "_no GLUE results yet_"
+    rows = ["| call | task | method | schedule | best | final | teacher | epochs/stage | batch | lr | wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = {"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}
+    for r in sorted(recs, key=lambda r: (r["task"], r.get("device_call", 0), order.get(r["method"], 9), r["schedule"])):
+        rows.append(f"| {r.get('device_call', '')} | {r['task']} ({r['metric']}) | {r['method']} | {r['schedule']} | "
+                    f"{r['best']:.1f} | {r['final']:.1f} | {r['teacher_metric']:.1f} | {r['epochs']:g} | "
+                    f"{r.get('batch_size', '')} | {r.get('lr', '')} | {r['wall_s']:.0f} |")
+    return "\n".join(rows)
+
+
+def speed_table() -> str:
+    rec = _load("distill_speed.json")
+    if not rec:
+        return "_no speed results yet_"
+    rows = [f"{rec['what']}; {rec['hardware']}.", "", "| batch | compiled | examples/s |", "|---|---|---|"]
+    rows += [f"| {r['batch_size']} | {r['compiled']} | {r['examples_per_s']:.0f} |" for r in rec["results"]]
+    return "\n".join(rows)
+
+
+def bench_table() -> str:
+    rec = _load("bench_cpu.json")
+    if not rec:
+        return "_no CPU benchmark yet_"
+    if "table" in rec:
+        return rec["table"]
+    return "```\n" + json.dumps(rec, indent=1)[:3000] + "\n```"
+
+
+def bipft_table() -> str:
+    recs = _load("bipft_minilm.json")
+    if not recs:
+        return "_no BiPFT results yet_"
+    rows = ["| variant | task | best | final | pretrain tokens | rank | wall s |", "|---|---|---|---|---|---|---|"]
+    scaling = []
+    for r in recs:
+        if r["variant"] == "scaling":
+            scaling.append(r)
+            continue
+        rows.append(f"| {r['variant']} | {r['task']} ({r['metric']}) | {r['best']:.1f} | {r['final']:.1f} | "
+                    f"{r.get('pretrain_tokens', 0):,} | {r.get('residual_rank', 0)} | {r.get('wall_s', 0):.0f} |")
+    if scaling:
+        rows += ["", "| GPUs | tokens/s | hardware |", "|---|---|---|"]
+        rows += [f"| {r['gpus']} | {r['tokens_per_s']:.0f} | {r.get('hardware', '')} |" for r in scaling]
+    return "\n".join(rows)
+
+
+SECTIONS = {"glue": glue_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table}
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    for name, fn in SECTIONS.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+        text = pattern.sub(lambda m: m.group(1) + fn() + "\n" + m.group(2), text)
+    readme.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
