@@ -168,7 +168,9 @@ def cmd_distill(args) -> int:
                "stages": [s.to_dict() for s in result.stages]}
     print(json.dumps(summary, indent=2))
     if result.student is not None and result.stages and result.stages[-1].model_dir:
-        print(bitbert.summary(result.student.cpu(), seq_len=cfg.max_length))
+        from .summary import max_positions
+
+        print(bitbert.summary(result.student.cpu(), seq_len=min(cfg.max_length, max_positions(result.student.config))))
         key = data.spec.main_key
         last = result.stages[-1].report
         print(f"teacher {key} {teacher_metrics[key]:.2f} | student ({result.stages[-1].bits}) final {key} "

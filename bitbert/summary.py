@@ -104,6 +104,12 @@ def _group(name: str) -> str:
     return parts[0] if parts[0] not in ("bert", "roberta") else parts[1]
 
 
+def max_positions(config) -> int:
+    """Longest sequence the position embeddings allow (RoBERTa reserves padding_idx + 1 of them)."""
+    offset = config.pad_token_id + 1 if config.model_type == "roberta" else 0
+    return config.max_position_embeddings - offset
+
+
 def _act_bits(module: nn.Module) -> int:
     q = getattr(module, "act_quant", None)
     return q.bits if q is not None else 32
@@ -113,6 +119,9 @@ def _act_bits(module: nn.Module) -> int:
 def summary(model: nn.Module, seq_len: int = 128) -> Summary:
     """Parameters by bit width, size and FLOPs of ``model`` (see the module docstring)."""
     base = base_model(model)
+    limit = max_positions(model.config)
+    if seq_len > limit:
+        raise ValueError(f"seq_len {seq_len} exceeds the model's maximum of {limit} positions")
     rows: dict[str, LayerRow] = {}
     row = lambda name: rows.setdefault(_group(name), LayerRow(_group(name)))
     seen: set[int] = set()

@@ -1,0 +1,72 @@
+"""The command line end to end on a tiny model: finetune → distill (custom TSV task) → summary,
+and clear errors for bad input."""
+import json
+
+import pytest
+from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
+
+from bitbert.cli import main
+from conftest import tiny_bert_config
+
+WORDS = "good bad fine awful great terrible movie plot actor story the a was is very not".split()
+
+
+@pytest.fixture
+def tiny_teacher(tmp_path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    model = BertForSequenceClassification(tiny_bert_config(vocab_size=len(vocab)))
+    d = tmp_path / "base"
+    model.save_pretrained(d)
+    fast.save_pretrained(d)
+    rows = ["sentence\tlabel"] + [f"the movie was {'very ' * (i % 3)}{w}\t{'pos' if w in ('good', 'fine', 'great') else 'neg'}"
+                                  for i, w in enumerate(WORDS[:6] * 6)]
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "dev.tsv").write_text("\n".join(rows[:13]) + "\n")
+    return d
+
+
+def test_finetune_then_distill_custom_task(tmp_path, tiny_teacher, capsys, monkeypatch):
+    monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
+    data = ["--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"),
+            "--text-columns", "sentence", "--label-column", "label"]
+    assert main(["finetune", "--model", str(tiny_teacher), "--out", str(tmp_path / "t"), *data,
+                 "--epochs", "1", "--batch-size", "8"]) == 0
+    capsys.readouterr()
+    assert main(["distill", "--teacher", str(tmp_path / "t" / "model"), "--out", str(tmp_path / "s"), *data,
+                 "--schedule", "1-1-2,1-1-1", "--epochs", "1", "--batch-size", "8", "--eval-every", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "teacher accuracy" in out and "student (1-1-1)" in out and "total" in out
+    report = json.loads((tmp_path / "s" / "schedule.json").read_text())
+    assert [s["bits"] for s in report["stages"]] == ["1-1-2", "1-1-1"]
+    assert main(["summary", str(tmp_path / "s" / "stage1-1-1-1" / "model"), "--seq-len", "32"]) == 0
+    assert main(["summary", str(tmp_path / "s" / "stage1-1-1-1" / "model")]) == 2  # 128 > 64 positions
+
+
+def test_bad_data_is_a_clear_error(tmp_path, tiny_teacher, capsys):
+    (tmp_path / "bad.tsv").write_text("sentence\tlabel\nfine movie\tpos\nbroken row without tab\n")
+    code = main(["finetune", "--model", str(tiny_teacher), "--out", str(tmp_path / "x"),
+                 "--train-file", str(tmp_path / "bad.tsv"), "--dev-file", str(tmp_path / "bad.tsv"),
+                 "--text-columns", "sentence"])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.tsv:3" in err and "Traceback" not in err
+
+
+def test_unknown_preset_and_bits(capsys):
+    assert main(["summary", "minilm-l6", "--preset", "xnor"]) == 2
+    assert "valid presets" in capsys.readouterr().err
+    assert main(["summary", "minilm-l6", "--preset", "bit", "--bits", "1-1-3"]) == 2
+
+
+def test_summary_builtin_shape(capsys):
+    assert main(["summary", "minilm-l6", "--preset", "bit", "--bits", "1-1-1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["params_by_bits"]["1"] > 20_000_000 and d["size_mb"] < 5
