@@ -39,14 +39,14 @@ finetune_all() {  # VARIANT: SST-2, MRPC, CoLA in parallel, reduced epochs (BiPF
 
 if [ "$MODE" = scaling ]; then
   # Fixed steps, same per-process batch: 2 processes see twice the tokens a step. ~250 s each at most.
-  S="$PT --variant scaling --max-steps ${SCALE_STEPS:-400} --eval-every ${SCALE_EVAL:-100} --log-every 10"
+  S="$PT --variant scaling --max-steps ${SCALE_STEPS:-800} --eval-every ${SCALE_EVAL:-200} --log-every 10"
   timeout -k 5 250 python benchmarks/run_bipft.py pretrain $S > "$R/logs/scaling-1.log" 2>&1
   timeout -k 5 "$(left)" accelerate launch --num_processes 2 --num_machines 1 --multi_gpu --mixed_precision bf16 \
     --dynamo_backend no benchmarks/run_bipft.py pretrain $S > "$R/logs/scaling-2.log" 2>&1
 else
   finetune_all no-pretrain &
   for v in bipft-a bipft-b; do
-    ( timeout -k 5 "${PT_TIMEOUT:-260}" python benchmarks/run_bipft.py pretrain --variant $v $PT \
+    ( timeout -k 5 "${PT_TIMEOUT:-300}" python benchmarks/run_bipft.py pretrain --variant $v $PT \
         --max-tokens "${PT_TOKENS:-20000000}" --max-seconds "${PT_SECONDS:-170}" --eval-every "${PT_EVAL:-200}" \
         > "$R/logs/pretrain-$v.log" 2>&1
       [ -f "$R/$v/pretrain/model/model.safetensors" ] && finetune_all $v ) &

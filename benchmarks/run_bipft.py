@@ -54,7 +54,7 @@ def write_json(path: Path, data) -> None:
 def cmd_pretrain(args) -> None:
     from bitbert.pretraining import PretrainConfig, pretrain
 
-    rank = VARIANTS.get(args.variant, 0) if args.residual_rank is None else args.residual_rank
+    rank = VARIANTS.get(args.variant, 1) if args.residual_rank is None else args.residual_rank
     changes = {k: v for k, v in dict(residual_rank=rank, batch_size=args.batch_size, seq_len=args.seq_len,
                                      max_tokens=args.max_tokens, max_steps=args.max_steps,
                                      max_seconds=args.max_seconds, eval_every=args.eval_every,

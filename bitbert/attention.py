@@ -87,13 +87,18 @@ def bitbert_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
 _PLAIN = BinaryAttention(QuantConfig(), 1, 1, 1)
 
 
+# The hooks look the BinaryAttention up at call time: a later binarize() may replace it, or remove
+# it (back to full precision), while the hooks, registered once per module, stay.
 def _stash_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
-    hidden = kwargs.get("hidden_states", args[0] if args else None)
-    module.bitbert._h = hidden
+    binary = getattr(module, "bitbert", None)
+    if binary is not None and binary.residual is not None:
+        binary._h = kwargs.get("hidden_states", args[0] if args else None)
 
 
 def _clear_input(module: nn.Module, args: tuple, kwargs: dict, output) -> None:
-    module.bitbert._h = None
+    binary = getattr(module, "bitbert", None)
+    if binary is not None:
+        binary._h = None
 
 
 def register() -> None:
@@ -111,7 +116,8 @@ def attach(self_attention: nn.Module, config: QuantConfig, hidden: int) -> Binar
     head_dim = self_attention.attention_head_size
     binary = BinaryAttention(config, hidden, heads, head_dim).to(self_attention.query.weight.device)
     self_attention.bitbert = binary
-    if binary.residual is not None:
+    if binary.residual is not None and not getattr(self_attention, "_bitbert_hooked", False):
         self_attention.register_forward_pre_hook(_stash_input, with_kwargs=True)
         self_attention.register_forward_hook(_clear_input, with_kwargs=True)
+        self_attention._bitbert_hooked = True  # re-binarizing (multi-distillation) adds no second pair
     return binary

@@ -14,14 +14,17 @@ from .quantizers import ActQuantizer
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], max_batches: int = 8) -> int:
+def calibrate(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], max_batches: int = 8,
+              only_uncalibrated: bool = False) -> int:
     """Set every elastic quantizer's α from the activations it sees on ``batches``.
 
     Quantizers are initialized in forward order, so each sees inputs produced by already
     calibrated (quantized) layers, as in training. α is averaged over up to ``max_batches``
-    batches. Returns the number of quantizers calibrated.
+    batches. ``only_uncalibrated`` keeps α already learned (e.g. by binary pretraining) and sets only
+    the fresh ones. Returns the number of quantizers calibrated.
     """
-    quantizers = [m for m in model.modules() if isinstance(m, ActQuantizer) and m.kind == "elastic"]
+    quantizers = [m for m in model.modules() if isinstance(m, ActQuantizer) and m.kind == "elastic"
+                  and not (only_uncalibrated and bool(m.calibrated))]
     if not quantizers:
         return 0
     seen: dict[int, int] = {}
@@ -50,7 +53,7 @@ def calibrate(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], m
             h.remove()
         model.train(was_training)
     for q in quantizers:
-        q.calibrated.fill_(id(q) in seen)
+        q.calibrated.fill_(bool(q.calibrated) or id(q) in seen)
     return sum(id(q) in seen for q in quantizers)
 
 

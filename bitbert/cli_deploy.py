@@ -1,5 +1,93 @@
-"""CLI commands (filled in by their issue)."""
+"""``bitbert export`` / ``predict`` / ``bench``: the packed 1-bit file and its CPU engine from the
+command line (thin over `bitbert.packing`, `bitbert.engine` and `bitbert.bench`).
+
+    bitbert export student/model model.bitbert            # a bitbert.save directory -> packed file
+    bitbert predict model.bitbert "a gripping film" "dull"  # JSON lines {"label", "scores"}
+    bitbert predict model.bitbert --input texts.jsonl       # {"text": ..., "text_b": ...} per line
+    bitbert bench --out benchmarks/results/bench_cpu.json   # engine vs FP32 vs int8 PyTorch
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger("bitbert")
 
 
 def add_deploy_commands(sub) -> None:
-    return None
+    """Add the ``export``, ``predict`` and ``bench`` subcommands to the subparsers object ``sub``."""
+    e = sub.add_parser("export", help="write a bitbert.save directory as a packed 1-bit file")
+    e.add_argument("model_dir", help="directory written by bitbert.save (tokenizer files are embedded if present)")
+    e.add_argument("out", help="packed file to write, e.g. model.bitbert")
+    e.add_argument("--float-dtype", default="float32", choices=["float32", "float16"],
+                   help="storage of the non-binary tensors (float16: smaller, no longer bit-exact)")
+    e.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("predict", help="classify texts with a packed model on the CPU (JSON lines out)")
+    p.add_argument("model", help="packed file written by bitbert export")
+    p.add_argument("texts", nargs="*", help="texts to classify")
+    p.add_argument("--input", default=None, help="file: one text per line, or JSONL with 'text' (and 'text_b')")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.set_defaults(fn=cmd_predict)
+
+    b = sub.add_parser("bench", help="packed engine vs FP32 and dynamic-int8 PyTorch; GEMM vs popcount peak")
+    b.add_argument("--model", default=None, help="packed file (default: a random model of --shape, BiT 1-1-1)")
+    b.add_argument("--shape", default="bert-base", help="model shape without --model: bert-base, minilm-l6, tiny")
+    b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    b.add_argument("--seq-len", type=int, default=128)
+    b.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and all)")
+    b.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (the median is reported)")
+    b.add_argument("--no-torch", action="store_true", help="skip the PyTorch FP32 / int8 baselines")
+    b.add_argument("--out", required=True, help="JSON file to write")
+    b.set_defaults(fn=cmd_bench)
+
+
+def read_texts(path: str | Path) -> list:
+    """Texts from a file: JSONL objects with "text" (and optional "text_b": a pair), or plain lines."""
+    lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines or not lines[0].lstrip().startswith("{"):
+        return lines
+    texts = []
+    for n, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            texts.append((row["text"], row["text_b"]) if row.get("text_b") is not None else row["text"])
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{path}:{n}: expected a JSON object with a 'text' field") from None
+    return texts
+
+
+def cmd_export(args) -> int:
+    from .io import load
+    from .packing import export
+
+    tokenizer = Path(args.model_dir) / "tokenizer.json"
+    if not tokenizer.is_file():
+        log.warning("%s has no tokenizer.json: the packed file will run logits() on ids but not predict()", args.model_dir)
+        tokenizer = None
+    path = export(load(args.model_dir), args.out, tokenizer=tokenizer, float_dtype=args.float_dtype)
+    print(json.dumps({"out": str(path), "bytes": path.stat().st_size, "tokenizer": tokenizer is not None}))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .engine import load_packed
+
+    texts = list(args.texts) + (read_texts(args.input) if args.input else [])
+    if not texts:
+        raise SystemExit("error: give texts as arguments or --input FILE")
+    engine = load_packed(args.model, threads=args.threads)
+    for result in engine.predict(texts, batch_size=args.batch_size):
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    result = run_bench(model=args.model, shape=args.shape, batch_sizes=args.batch_sizes, seq_len=args.seq_len,
+                       threads=args.threads, repeats=args.repeats, torch_baselines=not args.no_torch, out=args.out)
+    print(result["table"])
+    return 0

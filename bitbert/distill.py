@@ -209,8 +209,8 @@ def finetune(model: nn.Module, data: TaskData, cfg: TrainConfig, out_dir: str | 
     The model is saved to ``out_dir/model``."""
     out_dir = Path(out_dir)
     acc = make_accelerator(cfg)
-    if any(getattr(m, "kind", None) == "elastic" and not bool(m.calibrated) for m in model.modules()):
-        calibrate(model, data.calibration_batches(cfg.batch_size))
+    # Only fresh quantizers (e.g. a new pooler's) are calibrated: α learned in pretraining is kept.
+    calibrate(model, data.calibration_batches(cfg.batch_size), only_uncalibrated=True)
     report = train(model, supervised_loss(data.spec), data.train_batches(cfg.batch_size, cfg.seed,
                    acc.device.type == "cuda"), make_evaluator(data, cfg.eval_batch_size), cfg, out_dir,
                    main_metric=data.spec.main_key, resume=resume, accelerator=acc)

@@ -34,7 +34,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .config import QuantConfig
-from .kernels import PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, mask64, pack_bits, \
+from .kernels import _splat, PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, mask64, pack_bits, \
     pack_heads, pack_heads_transposed, popcount64, xnor_gemm
 from .packing import PackedFormatError, PackedModel, read_packed
 
@@ -131,31 +131,58 @@ def _add_moments(n_add, m1_add, m2_add, n, m1, m2):
     return total
 
 
+@intrinsic
+def _welford_vectors(typingctx, x, m, base, nvec, out):
+    """Welford over nvec consecutive 8-float vectors of row x[m] from column base, per lane:
+    m1 += (x − m1)/(j+1), m2 += (x − m1_old)(x − m1_new), with PyTorch's FMAs (UpdateMomentsVec).
+    Writes m1 to out[0, :8] and m2 to out[1, :8]. Kept in <8 x float> registers (an IR loop: numba
+    source keeps the lane arrays in memory and runs ~4x slower)."""
+    sig = types.void(x, m, base, nvec, out)
+
+    def codegen(context, builder, sig, args):
+        x_v, m_v, base_v, n_v, out_v = args
+        xa = context.make_array(sig.args[0])(context, builder, x_v)
+        oa = context.make_array(sig.args[4])(context, builder, out_v)
+        cols = cgutils.unpack_tuple(builder, xa.shape, 2)[1]
+        m_v, base_v, n_v = (context.cast(builder, v, sig.args[i], types.intp) for v, i in ((m_v, 1), (base_v, 2), (n_v, 3)))
+        f, v8 = ir.FloatType(), ir.VectorType(ir.FloatType(), _LANES)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fma.v8f32")
+        m1 = cgutils.alloca_once_value(builder, ir.Constant(v8, None))
+        m2 = cgutils.alloca_once_value(builder, ir.Constant(v8, None))
+        start = builder.add(builder.mul(m_v, cols), base_v)
+        with cgutils.for_range(builder, n_v) as loop:
+            j = loop.index
+            ptr = builder.gep(xa.data, [builder.add(start, builder.mul(j, ir.Constant(j.type, _LANES)))])
+            xv = builder.load(builder.bitcast(ptr, v8.as_pointer()), align=4)
+            c = builder.fdiv(ir.Constant(f, 1.0), builder.sitofp(builder.add(j, ir.Constant(j.type, 1)), f))
+            old = builder.load(m1)
+            delta = builder.fsub(xv, old)
+            new = builder.call(fma, [_splat(builder, c, _LANES), delta, old])
+            builder.store(new, m1)
+            builder.store(builder.call(fma, [delta, builder.fsub(xv, new), builder.load(m2)]), m2)
+        ocols = cgutils.unpack_tuple(builder, oa.shape, 2)[1]
+        for r, acc in ((0, m1), (1, m2)):
+            dst = builder.gep(oa.data, [builder.mul(ir.Constant(ocols.type, r), ocols)])
+            builder.store(builder.load(acc), builder.bitcast(dst, v8.as_pointer()), align=4)
+
+    return sig, codegen
+
+
 @njit(inline="always")
-def _moments(x, m, stack1, stack2, counts):
+def _moments(x, m, scratch, counts):
     """(mean, biased variance) of row x[m] exactly as PyTorch's RowwiseMoments (Welford + cascade)."""
     N = x.shape[1]
     n = N // _LANES
     chunks = (n + 15) // 16
     depth = 1 if chunks <= 2 else int(math.ceil(math.log2(chunks)))
+    stack1, stack2, v = scratch[:64], scratch[64:128], scratch[128:]
     stack1[:depth] = 0
     stack2[:depth] = 0
     counts[:depth] = 0
-    v1 = np.empty(_LANES, np.float32)
-    v2 = np.empty(_LANES, np.float32)
     for i in range(chunks):
         m0 = min(16, n - i * 16)
-        v1[:] = 0
-        v2[:] = 0
-        for j in range(m0):
-            c = np.float32(1.0) / np.float32(j + 1)
-            base = (i * 16 + j) * _LANES
-            for lane in range(_LANES):
-                xv = x[m, base + lane]
-                delta = xv - v1[lane]
-                v1[lane] = _fma32(c, delta, v1[lane])
-                v2[lane] = _fma32(delta, xv - v1[lane], v2[lane])
-        counts[0] = _add_moments(m0, v1, v2, counts[0], stack1[0], stack2[0])
+        _welford_vectors(x, m, i * 16 * _LANES, m0, v)
+        counts[0] = _add_moments(m0, v[0], v[1], counts[0], stack1[0], stack2[0])
         mask = i + 1
         j = 1
         while j < depth and (mask & 1) == 0:
@@ -186,9 +213,9 @@ def _moments(x, m, stack1, stack2, counts):
     return mean, m2 / np.float32(N)
 
 
-@njit(inline="always")
-def _layernorm_row(x, m, gamma, beta, eps, out, stack1, stack2, counts):
-    mean, var = _moments(x, m, stack1, stack2, counts)
+@njit(cache=True)  # compiled once, shared by its callers
+def _layernorm_row(x, m, gamma, beta, eps, out, scratch, counts):
+    mean, var = _moments(x, m, scratch, counts)
     rstd = np.float32(1.0) / np.sqrt(max(var, np.float32(0.0)) + eps)
     for k in range(x.shape[1]):
         out[m, k] = _fma32((x[m, k] - mean) * rstd, gamma[k], beta[k])
@@ -196,29 +223,38 @@ def _layernorm_row(x, m, gamma, beta, eps, out, stack1, stack2, counts):
 
 @njit(inline="always")
 def _ln_scratch():
-    return np.zeros((64, _LANES), np.float32), np.zeros((64, _LANES), np.float32), np.zeros(64, np.int64)
+    """Per-task buffers of _moments: cascade stacks of m1 and m2 (64 levels) and one (m1, m2) pair."""
+    return np.zeros((130, _LANES), np.float32), np.zeros(64, np.int64)
+
+
+@njit(inline="always")
+def _row_range(task, tasks, M):
+    return task * M // tasks, (task + 1) * M // tasks
 
 
 # ----------------------------------------------------------------------------- fused row kernels
 
 
 @njit(cache=True, parallel=True)
-def _embed(ids, pos_ids, type_ids, word_bits, word_scale, word_fp, pos, types_, gamma, beta, eps, out):
+def _embed(ids, pos_ids, type_ids, word_bits, word_scale, word_fp, pos, types_, gamma, beta, eps, out, threads):
     """out[m] = LayerNorm((word[ids[m]] + type[type_ids[m]]) + pos[pos_ids[m]]); a binary word row
     is scale · ±1 unpacked on the fly (word_bits empty: word_fp is a float table)."""
     M, H = out.shape
     binary = word_bits.shape[0] > 0
-    for m in prange(M):
-        s1, s2, cnt = _ln_scratch()
-        r = ids[m]
-        for k in range(H):
-            if binary:
-                bit = (word_bits[r, k >> 6] >> np.uint64(k & 63)) & np.uint64(1)
-                w = word_scale[r] if bit else -word_scale[r]
-            else:
-                w = word_fp[r, k]
-            out[m, k] = (w + types_[type_ids[m], k]) + pos[pos_ids[m], k]
-        _layernorm_row(out, m, gamma, beta, eps, out, s1, s2, cnt)
+    tasks = min(M, threads)  # one scratch allocation per task, not per row
+    for task in prange(tasks):
+        scratch, counts = _ln_scratch()
+        lo, hi = _row_range(task, tasks, M)
+        for m in range(lo, hi):
+            r = ids[m]
+            for k in range(H):
+                if binary:
+                    bit = (word_bits[r, k >> 6] >> np.uint64(k & 63)) & np.uint64(1)
+                    w = word_scale[r] if bit else -word_scale[r]
+                else:
+                    w = word_fp[r, k]
+                out[m, k] = (w + types_[type_ids[m], k]) + pos[pos_ids[m], k]
+            _layernorm_row(out, m, gamma, beta, eps, out, scratch, counts)
     return out
 
 
@@ -238,23 +274,40 @@ def _affine(dot, coef, bias, act, out):
 
 
 @njit(cache=True, parallel=True)
-def _affine_residual_layernorm(dot, coef, bias, residual, gamma, beta, eps, out):
-    """out = LayerNorm((float32(dot * coef) + bias) + residual), one row per task."""
+def _affine_residual_layernorm(dot, coef, bias, residual, gamma, beta, eps, out, threads):
+    """out = LayerNorm((float32(dot * coef) + bias) + residual)."""
     M, N = dot.shape
-    for m in prange(M):
-        s1, s2, cnt = _ln_scratch()
-        for n in range(N):
-            out[m, n] = (np.float32(dot[m, n] * coef[n]) + bias[n]) + residual[m, n]
-        _layernorm_row(out, m, gamma, beta, eps, out, s1, s2, cnt)
+    tasks = min(M, threads)  # one scratch allocation per task, not per row
+    for task in prange(tasks):
+        scratch, counts = _ln_scratch()
+        lo, hi = _row_range(task, tasks, M)
+        for m in range(lo, hi):
+            for n in range(N):
+                out[m, n] = (np.float32(dot[m, n] * coef[n]) + bias[n]) + residual[m, n]
+            _layernorm_row(out, m, gamma, beta, eps, out, scratch, counts)
     return out
 
 
-@njit(inline="always")
-def _softmax_inplace(row, L):
-    """PyTorch's CPU softmax of row[0, :L] (AVX-512): max, SLEEF exp(x - max), 16-lane sum, x * (1/sum)."""
-    mx = row[0, 0]
-    for j in range(1, L):
-        mx = max(mx, row[0, j])
+@njit(cache=True)  # compiled once, shared by its callers
+def _softmax_inplace(row, L, lanes):
+    """PyTorch's CPU softmax of row[0, :L] (its AVX-512 kernel): max, SLEEF exp(x − max), a sum in
+    16 lanes (then pairwise across lanes; sequential below 16 elements), x · (1/sum)."""
+    full = L - L % 16
+    if L < 16:
+        mx = row[0, 0]
+        for j in range(1, L):
+            mx = max(mx, row[0, j])
+    else:
+        for lane in range(16):
+            lanes[lane] = row[0, lane]
+        for j0 in range(16, full, 16):
+            for lane in range(16):
+                lanes[lane] = max(lanes[lane], row[0, j0 + lane])
+        for j in range(full, L):
+            lanes[j - full] = max(lanes[j - full], row[0, j])
+        mx = lanes[0]
+        for lane in range(1, 16):
+            mx = max(mx, lanes[lane])
     for j in range(L):
         row[0, j] = _expf(row[0, j] - mx)
     if L < 16:
@@ -262,23 +315,30 @@ def _softmax_inplace(row, L):
         for j in range(1, L):
             total += row[0, j]
     else:
-        acc = np.empty(16, np.float32)
         for lane in range(16):
-            acc[lane] = row[0, lane]
-        for j in range(16, L):
-            acc[j & 15] += row[0, j]
+            lanes[lane] = row[0, lane]
+        for j0 in range(16, full, 16):
+            for lane in range(16):
+                lanes[lane] += row[0, j0 + lane]
+        for j in range(full, L):
+            lanes[j - full] += row[0, j]
         for half in (8, 4, 2, 1):
             for lane in range(half):
-                acc[lane] = acc[lane] + acc[lane + half]
-        total = acc[0]
+                lanes[lane] = lanes[lane] + lanes[lane + half]
+        total = lanes[0]
     inv = np.float32(1.0) / total
     for j in range(L):
         row[0, j] = row[0, j] * inv
 
 
 @njit(cache=True, parallel=True)
-def _attention(qh, kh, vt, qk_coef, scaling, key_add, key_bits, mode, p_alpha, p_beta, pv_coef,
+def _attention(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_alpha, p_beta, pv_coef,
                score_res, value_res, ctx):
+    """Binary attention for every (sequence, head); see binary_attention.
+
+    qh (B, H, L, dw) and kt (B, H, dw, L): packed Q rows and K words (word-major, so the score loop
+    over keys is contiguous); vt (B, H, Lw, d): V packed along the keys.
+    """
     B, H, L, dw = qh.shape
     Lw, d = vt.shape[2], vt.shape[3]
     has_sres, has_vres = score_res.shape[0] > 0, value_res.shape[0] > 0
@@ -287,19 +347,25 @@ def _attention(qh, kh, vt, qk_coef, scaling, key_add, key_bits, mode, p_alpha, p
         # One score row padded to whole words; the padding never survives the AND with key_bits.
         row = np.zeros((1, Lw * 64), np.float32)
         betas = np.full(Lw * 64, p_beta, np.float32)
+        lanes = np.empty(16, np.float32)
         pbits = np.empty(Lw, np.uint64)
+        cnt = np.empty(L, np.int64)
         acc = np.empty(d, np.int64)
         for i in range(L):
+            cnt[:] = 0
+            for w in range(dw):
+                qw = qh[b, h, i, w]
+                for j in range(L):
+                    cnt[j] += np.int64(popcount64(qw ^ kt[b, h, w, j]))
+            for j in range(L):  # the exact dot, rounded once
+                row[0, j] = np.float32((d - 2 * cnt[j]) * qk_coef)
+            if has_sres:
+                for j in range(L):
+                    row[0, j] = row[0, j] + score_res[b, h, i, j]
             for j in range(L):
-                pc = np.int64(0)
-                for w in range(dw):
-                    pc += np.int64(popcount64(qh[b, h, i, w] ^ kh[b, h, j, w]))
-                s = np.float32((d - 2 * pc) * qk_coef)  # the exact dot, rounded once
-                if has_sres:
-                    s = s + score_res[b, h, i, j]
-                row[0, j] = s * scaling + key_add[b, j]
+                row[0, j] = row[0, j] * scaling + key_add[b, j]
             if mode == _ELASTIC:
-                _softmax_inplace(row, L)
+                _softmax_inplace(row, L, lanes)
                 for w in range(Lw):
                     pbits[w] = mask64(row, 0, 64 * w, betas, p_alpha, np.float32(0.5), True) & key_bits[b, w]
             elif mode == _BOOL:
@@ -347,7 +413,8 @@ def binary_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: int, he
     key_mask = np.asarray(key_mask, dtype=bool)
     key_add = np.where(key_mask, np.float32(0.0), _F32_MIN).astype(np.float32)
     empty = np.zeros((0, 0, 0, 0), np.float32)
-    return _attention(pack_heads(q, bq, batch, heads), pack_heads(k, bk, batch, heads),
+    keys = np.ascontiguousarray(pack_heads(k, bk, batch, heads).transpose(0, 1, 3, 2))
+    return _attention(pack_heads(q, bq, batch, heads), keys,
                       pack_heads_transposed(v, bv, batch, heads), float(aq) * float(ak), np.float32(scaling),
                       key_add, pack_bits(key_mask), code, np.float32(pa), np.float32(pb), pa * float(av),
                       empty if score_res is None else np.ascontiguousarray(score_res, np.float32),
@@ -452,7 +519,7 @@ class _Layer:
     def _dense_add_norm(linear: _BinaryLinear, inp: np.ndarray, residual: np.ndarray, ln, eps: np.float32) -> np.ndarray:
         dot = linear.dot(inp)
         return _affine_residual_layernorm(dot, linear.coef, linear.bias, residual, ln[0], ln[1], eps,
-                                          np.empty(dot.shape, np.float32))
+                                          np.empty(dot.shape, np.float32), numba.get_num_threads())
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -466,7 +533,7 @@ class PackedEngine:
     """
 
     def __init__(self, packed: PackedModel, threads: int | None = None) -> None:
-        self.path, self.config = packed.path, packed.config
+        self.path, self.config, self.architecture = packed.path, packed.config, packed.architecture
         self.quant = QuantConfig.from_dict(packed.quant_config)
         _check_supported(packed, self.quant)
         cfg = self.config
@@ -523,7 +590,7 @@ class PackedEngine:
     def _forward(self, ids: np.ndarray, mask: np.ndarray, types_: np.ndarray) -> np.ndarray:
         B, L = ids.shape
         x = _embed(ids.ravel(), np.ascontiguousarray(self._positions(ids)).ravel(), types_.ravel(),
-                   *self.embedding, self.eps, np.empty((B * L, self.hidden), np.float32))
+                   *self.embedding, self.eps, np.empty((B * L, self.hidden), np.float32), self.threads)
         for layer in self.layers:
             x = layer(x, B, mask, self)
         cls = np.ascontiguousarray(x.reshape(B, L, -1)[:, 0])

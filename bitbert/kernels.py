@@ -337,20 +337,21 @@ def _pack_heads(x, beta, heads, out):
 def _pack_heads_transposed(x, beta, heads, out):
     """out[b, h, w, t] bit jj = (x[b*L + 64w + jj, h*d + t] - beta >= 0): V packed along keys.
 
-    The inner loop runs over t (contiguous in x and out), so it vectorises.
+    Each head's (L, d) block is transposed into a (d, 64*Lw) float buffer so that mask64 packs
+    64 keys per compare; the zero padding past L yields bits that callers mask off.
     """
     B, H, Lw, d = out.shape
     L = x.shape[0] // B
+    betas = np.full(Lw * 64, beta, np.float32)
     for bh in prange(B * H):
         b, h = bh // H, bh % H
-        for w in range(Lw):
+        buf = np.zeros((d, Lw * 64), np.float32)
+        for j in range(L):
             for t in range(d):
-                out[b, h, w, t] = 0
-            for jj in range(min(64, L - 64 * w)):
-                m = b * L + 64 * w + jj
-                sh = np.uint64(jj)
-                for t in range(d):
-                    out[b, h, w, t] |= np.uint64(x[m, h * d + t] - beta >= 0) << sh
+                buf[t, j] = x[b * L + j, h * d + t]
+        for t in range(d):
+            for w in range(Lw):
+                out[b, h, w, t] = mask64(buf, t, 64 * w, betas, np.float32(1.0), np.float32(0.0), False)
     return out
 
 

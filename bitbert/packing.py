@@ -150,7 +150,7 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], bytes]:
     try:
         header = json.loads(data[8 : 8 + n])
     except ValueError as e:
-        raise PackedFormatError(f"{where}: corrupted header ({e})") from None
+        raise PackedFormatError(f"{where}: corrupted header, not a bitbert packed file or damaged ({e})") from None
     if not isinstance(header, dict):
         raise PackedFormatError(f"{where}: corrupted header")
     return header, data[8 + n :]

@@ -15,9 +15,9 @@ import numpy as np
 from llvmlite import binding as llvm
 from numba import njit
 
-from bitbert.kernels import pack_bits, popcount64, xnor_gemm
+from bitbert.kernels import pack_bits, popcount64, prepack, xnor_gemm
 
-__all__ = ["measure_popcount_peak", "gemm_efficiency"]
+__all__ = ["measure_popcount_peak", "gemm_efficiency", "cpu_name"]
 
 _WORDS = 1024  # 8 KiB per thread: stays in L1
 _KEYS = 4  # words XORed with each loaded word (register blocking: 1 load feeds 4 XOR+popcount)
@@ -46,7 +46,8 @@ def _xor_popcount_loop(data, reps, seed):
     return total
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """CPU model (from /proc/cpuinfo where available) and LLVM's name for it."""
     model = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -83,24 +84,29 @@ def measure_popcount_peak(seconds: float = 1.0, threads: int = 1) -> dict:
         reps = max(1, int(reps * seconds / 5 / dt))
         best = min(run(reps) for _ in range(5))
     bit_ops = threads * reps * _WORDS * _KEYS * 64
-    return {"gbit_ops_per_s": bit_ops / best / 1e9, "threads": threads, "cpu": _cpu_name()}
+    return {"gbit_ops_per_s": bit_ops / best / 1e9, "threads": threads, "cpu": cpu_name()}
 
 
 def gemm_efficiency(
-    M: int, N: int, K: int, threads: int = 1, peak: float | None = None, seconds: float = 0.5
+    M: int, N: int, K: int, threads: int = 1, peak: float | None = None, seconds: float = 0.5,
+    prepacked: bool = False,
 ) -> dict:
     """Time xnor_gemm on random M x K by N x K packed operands; compare with the popcount peak.
 
     `peak` (Gbit-MAC/s) reuses an earlier measure_popcount_peak result for the same thread count;
-    otherwise it is measured here. Returns {"M", "N", "K", "threads", "seconds_per_call",
-    "gbit_mac_per_s", "peak_gbit_ops_per_s", "fraction_of_peak"}; the time is the best of the calls
-    made in about `seconds`, including the Python call overhead a user pays.
+    otherwise it is measured here. `prepacked` times weights laid out once (kernels.prepack, as the
+    packed engine does) instead of re-laid out per call. Returns {"M", "N", "K", "threads",
+    "prepacked", "seconds_per_call", "gbit_mac_per_s", "peak_gbit_ops_per_s", "fraction_of_peak"};
+    the time is the best of the calls made in about `seconds`, including the Python call overhead a
+    user pays.
     """
     if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(f"threads must be in [1, {numba.config.NUMBA_NUM_THREADS}]")
     rng = np.random.default_rng(0)
     a = pack_bits(rng.integers(0, 2, size=(M, K), dtype=np.uint8))
     w = pack_bits(rng.integers(0, 2, size=(N, K), dtype=np.uint8))
+    if prepacked:
+        w = prepack(w, K)
     out = np.empty((M, N), np.int32)
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
@@ -121,6 +127,7 @@ def gemm_efficiency(
         "N": N,
         "K": K,
         "threads": threads,
+        "prepacked": prepacked,
         "seconds_per_call": best,
         "gbit_mac_per_s": rate,
         "peak_gbit_ops_per_s": peak,

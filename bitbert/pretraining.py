@@ -35,7 +35,7 @@ from . import io
 from .calibration import calibrate
 from .config import PRESETS, ConfigError, QuantConfig
 from .convert import UnsupportedModelError, binarize
-from .corpus import IGNORE_INDEX, CorpusError, CorpusStats, MLMCollator, PackedMLMStream, check_min_sequences, iter_lines
+from .corpus import IGNORE_INDEX, CorpusStats, MLMCollator, PackedMLMStream, check_min_sequences, iter_lines
 from .losses import hidden_mse, soft_cross_entropy
 from .train import TrainConfig, make_accelerator, should_compile, train
 
@@ -402,12 +402,12 @@ def pretrain(teacher_path: str | Path, corpus_paths: Sequence[str | Path] | str 
     if len(tokenizer) > student.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model only {student.config.vocab_size}")
     objective = PretrainingObjective(student, mlm=True, nsp=config.nsp)
-    # The same calibration batches in every process (corpus order, rank 0's view): identical α.
+    # The same calibration batches in every process (corpus order, rank 0's view): identical α. The
+    # encoder holds every quantizer (the heads stay full precision) and skips the full-vocab logits.
     calib_stream = _stream(paths, tokenizer, config, epochs=1, shuffle=False)
-    calibrate(student.to(acc.device), _fixed_batches(calib_stream, tokenizer, config,
-                                                     config.calibration_batches * config.batch_size,
-                                                     config.batch_size, config.seed + 1),
-              max_batches=config.calibration_batches)
+    calib = _fixed_batches(calib_stream, tokenizer, config, config.calibration_batches * config.batch_size,
+                           config.batch_size, config.seed + 1)
+    calibrate(student.to(acc.device).base_model, calib, max_batches=config.calibration_batches)
 
     batches = StreamBatches(train_stream, MLMCollator(tokenizer, config.mlm_probability, seed=config.seed + rank),
                             config.batch_size, total, config.num_workers)

@@ -129,3 +129,17 @@ def test_summary_bert_base_near_paper():
     assert "total" in str(s) and abs(s.fp32_size_mb - fp.size_mb) < 1e-6
     two = bitbert.summary(bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-2")))
     assert 1.8 < two.gflops / s.gflops < 2.2  # BiT: 0.4 -> 0.8
+
+
+def test_calibrate_only_uncalibrated_keeps_learned_alpha(tiny_config, batch):
+    model = bitbert.binarize(BertForSequenceClassification(tiny_config), bitbert.QuantConfig.from_preset("bit"))
+    bitbert.calibrate(model, [batch])
+    q = model.bert.encoder.layer[0].attention.self.query.act_quant
+    with torch.no_grad():
+        q.alpha.fill_(7.0)
+    pooler_q = model.bert.pooler.dense.act_quant
+    pooler_q.calibrated.fill_(False)
+    assert bitbert.calibrate(model, [batch], only_uncalibrated=True) == 1
+    assert q.alpha.item() == 7.0 and bool(pooler_q.calibrated)
+    bitbert.calibrate(model, [batch])
+    assert q.alpha.item() != 7.0

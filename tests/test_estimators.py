@@ -144,3 +144,23 @@ def test_summary_counts_estimators_as_full_precision(hidden, heads, rank):
     assert fp(s1) - fp(s0) == len(ests) * per_layer  # each MAC once, at full precision
     assert binary(s1) == binary(s0)
     assert s1.gflops - s0.gflops == pytest.approx(2 * len(ests) * per_layer / 1e9)
+
+
+def test_rebinarize_keeps_one_hook_pair_and_can_drop_estimators(batch):
+    """binarize() again (multi-distillation) must not stack input hooks, and converting a BiPFT
+    model to a config without estimators (or back to full precision) must still run."""
+    model = BertForSequenceClassification(tiny_bert_config())
+    cfg = bitbert.QuantConfig.from_preset("bit", "1-1-1").replace(residual_rank=1)
+    bitbert.binarize(model, cfg)
+    bitbert.binarize(model, cfg.replace(residual_rank=2))
+    sa = model.bert.encoder.layer[0].attention.self
+    assert len(sa._forward_pre_hooks) == 1 and len(sa._forward_hooks) == 1
+    assert sa.bitbert.residual.rank == 2
+    with torch.no_grad():
+        model(**batch)
+        bitbert.binarize(model, cfg.replace(residual_rank=0))
+        assert sa.bitbert.residual is None and sa.bitbert._h is None
+        model(**batch)
+        bitbert.binarize(model, bitbert.QuantConfig.from_preset("fp"))
+        assert not hasattr(sa, "bitbert")
+        model(**batch)

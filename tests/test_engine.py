@@ -1,0 +1,257 @@
+"""The packed CPU engine against the PyTorch fake-quantized forward (bitbert.engine), its CLI and bench."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, RobertaConfig, RobertaForSequenceClassification
+
+import bitbert
+from bitbert.cli import main
+from bitbert.engine import EngineError
+from test_packing import TINY, binary_model, one_torch_thread, random_batch  # noqa: F401 (autouse fixture)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+WORDS = ("the a an and or but not is was are film movie story actor plot good bad great awful fun dull "
+         "long short funny sad it this that very too so of in on with to for as by at from").split()
+
+
+def tiny_tokenizer():
+    """A WordPiece tokenizer over WORDS (ids < 60), wrapped for bitbert.save."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, ".", ",", "!"])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]",
+                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def tiny_roberta():
+    config = RobertaConfig(**{**TINY, "max_position_embeddings": 66}, pad_token_id=1, type_vocab_size=1)
+    return binary_model("bit", cls=RobertaForSequenceClassification, config=config)
+
+
+MODELS = {
+    "bit": lambda: binary_model("bit"),
+    "bibert": lambda: binary_model("bibert"),
+    "baseline": lambda: binary_model("baseline"),
+    "bipft-rank1": lambda: binary_model("bit", residual_rank=1),
+    "roberta-bit": tiny_roberta,
+}
+
+
+def torch_logits(model, ids, mask, types=None):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.numpy()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_engine_matches_pytorch(name, tmp_path):
+    model = MODELS[name]()
+    engine = bitbert.load_packed(bitbert.export(model, tmp_path / "m.bitbert"), threads=1)
+    pad = model.config.pad_token_id or 0
+    for seed, (n, length) in enumerate([(1, 7), (5, 24), (16, 64 if name != "roberta-bit" else 60)]):
+        ids, mask = random_batch(n, length, model.config.vocab_size, seed, pad_id=pad)
+        types = None
+        if name != "roberta-bit":
+            types = (torch.arange(length)[None, :] >= length // 2).long().expand(n, -1) * mask
+        ref = torch_logits(model, ids, mask, types)
+        got = engine.logits(ids.numpy(), mask.numpy(), None if types is None else types.numpy())
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
+    # Predictions on a few hundred random sequences (padded batches of mixed lengths).
+    ids, mask = random_batch(300, 32, model.config.vocab_size, 99, pad_id=pad)
+    ref = np.concatenate([torch_logits(model, ids[i : i + 100], mask[i : i + 100]) for i in range(0, 300, 100)])
+    got = np.concatenate([engine.logits(ids[i : i + 100].numpy(), mask[i : i + 100].numpy()) for i in range(0, 300, 100)])
+    assert (got.argmax(1) == ref.argmax(1)).all()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_threads_do_not_change_results(tmp_path):
+    path = bitbert.export(binary_model("bit"), tmp_path / "m.bitbert")
+    ids, mask = random_batch(6, 40, 200, 3)
+    one = bitbert.load_packed(path, threads=1).logits(ids.numpy(), mask.numpy())
+    two = bitbert.load_packed(path, threads=2).logits(ids.numpy(), mask.numpy())
+    np.testing.assert_array_equal(one, two)
+    with pytest.raises(ValueError, match="threads"):
+        bitbert.load_packed(path, threads=0)
+
+
+def test_input_validation(tmp_path):
+    engine = bitbert.load_packed(bitbert.export(binary_model("bit"), tmp_path / "m.bitbert"))
+    with pytest.raises(ValueError, match="maximum 64"):
+        engine.logits(np.ones((1, 65), np.int64))
+    with pytest.raises(ValueError, match="token ids"):
+        engine.logits(np.full((1, 4), 200))
+    with pytest.raises(ValueError, match="shape"):
+        engine.logits(np.ones((2, 4), np.int64), np.ones((2, 5)))
+    with pytest.raises(EngineError, match="no tokenizer"):
+        engine.predict(["hello"])
+
+
+@pytest.mark.parametrize("preset,bits,match", [
+    ("bit", "1-1-2", "use PyTorch for bits 1-1-2"),
+    ("bibert", "1-1-4", "use PyTorch for bits 1-1-4"),
+])
+def test_engine_refuses_multibit_activations(tmp_path, preset, bits, match):
+    path = bitbert.export(binary_model(preset, bits), tmp_path / "m.bitbert")
+    with pytest.raises(EngineError, match=f"1-bit weights and activations; {match}"):
+        bitbert.load_packed(path)
+
+
+def test_engine_refuses_full_precision_weights(tmp_path):
+    model = bitbert.binarize(binary_model("bit"), bitbert.QuantConfig.from_preset("bit").replace(weight_bits=32))
+    with pytest.raises(EngineError, match="use PyTorch for bits 1-32-1"):
+        bitbert.load_packed(bitbert.export(model, tmp_path / "m.bitbert"))
+
+
+def test_predict_pairs_and_truncation_warning(tmp_path):
+    tok = tiny_tokenizer()
+    model = binary_model("bit")
+    engine = bitbert.load_packed(bitbert.export(model, tmp_path / "m.bitbert", tokenizer=tok))
+    texts = ["a good film", "the plot was dull and too long", ("a great story", "it is fun")]
+    out = engine.predict(texts)
+    assert [set(r) for r in out] == [{"label", "scores"}] * 3
+    assert all(r["label"] in ("LABEL_0", "LABEL_1") and abs(sum(r["scores"]) - 1) < 1e-6 for r in out)
+    enc = tok(["a good film", "the plot was dull and too long"], padding=True, return_tensors="pt")
+    pair = tok("a great story", "it is fun", return_tensors="pt")
+    expected = [*torch_logits(model, enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).argmax(1),
+                torch_logits(model, pair["input_ids"], pair["attention_mask"], pair["token_type_ids"]).argmax(1)[0]]
+    assert [r["label"] for r in out] == [f"LABEL_{k}" for k in expected]
+    long_text = " ".join(["good"] * 100)
+    with pytest.warns(UserWarning, match="truncated"):
+        first = engine.predict([long_text])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per engine
+        assert engine.predict([long_text]) == first
+
+
+NO_TORCH = textwrap.dedent("""
+    import importlib.util, sys, types
+    sys.modules["torch"] = None  # any `import torch` now raises ImportError
+    pkg = types.ModuleType("bitbert")  # the package __init__ imports the training stack: skip it
+    pkg.__path__ = [sys.argv[1]]
+    sys.modules["bitbert"] = pkg
+    import numpy as np
+    from bitbert.engine import load_packed
+    from bitbert.packing import packed_summary
+    engine = load_packed(sys.argv[2])
+    print(engine.logits(np.array([[2, 9, 10, 3]])).tolist())
+    print(engine.predict(["a good film"])[0]["label"])
+    print(len(packed_summary(sys.argv[2])) > 0)
+""")
+
+
+def test_engine_never_imports_torch(tmp_path):
+    model = binary_model("bit")
+    path = bitbert.export(model, tmp_path / "m.bitbert", tokenizer=tiny_tokenizer())
+    pkg = Path(bitbert.__file__).parent
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(pkg), str(path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logits, label, summary = proc.stdout.strip().splitlines()
+    np.testing.assert_allclose(json.loads(logits), torch_logits(model, torch.tensor([[2, 9, 10, 3]]), None),
+                               atol=1e-6)
+    assert label.startswith("LABEL_") and summary == "True"
+
+
+def test_cli_export_predict_summary(tmp_path, capsys):
+    tok = tiny_tokenizer()
+    model = binary_model("bibert")
+    bitbert.save(model, tmp_path / "model", tok)
+    assert main(["export", str(tmp_path / "model"), str(tmp_path / "m.bitbert")]) == 0
+    assert json.loads(capsys.readouterr().out)["tokenizer"] is True
+    assert main(["predict", str(tmp_path / "m.bitbert"), "a good film", "an awful , dull plot"]) == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    enc = tok(["a good film", "an awful , dull plot"], padding=True, return_tensors="pt")
+    expected = torch_logits(model, enc["input_ids"], enc["attention_mask"]).argmax(1)
+    assert [l["label"] for l in lines] == [f"LABEL_{k}" for k in expected]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "a good film"}\n{"text": "a story", "text_b": "it is fun"}\n')
+    plain = tmp_path / "in.txt"
+    plain.write_text("a good film\n\nthe movie was great\n")
+    for path, n in ((jsonl, 2), (plain, 2)):
+        assert main(["predict", str(tmp_path / "m.bitbert"), "--input", str(path), "--threads", "1"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == n
+    assert main(["summary", str(tmp_path / "m.bitbert")]) == 0
+    assert "1-bit linear weights" in capsys.readouterr().out
+    (tmp_path / "bad.bitbert").write_bytes(b"\x00" * 64)
+    assert main(["predict", str(tmp_path / "bad.bitbert"), "x"]) == 2
+    assert "not a bitbert packed file" in capsys.readouterr().err
+
+
+def test_bench_runs_on_a_tiny_shape(tmp_path):
+    from bitbert.bench import run_bench
+
+    out = tmp_path / "bench.json"
+    rec = run_bench(shape="tiny", batch_sizes=[1, 2], seq_len=16, threads=[1], repeats=1, gemm_seconds=0.01,
+                    out=out, argv=["bench", "--shape", "tiny"])
+    saved = json.loads(out.read_text())
+    assert saved["command"] == "bitbert bench --shape tiny" and saved["hardware"]["cores"] >= 1
+    assert [(r["threads"], r["batch"]) for r in saved["results"]] == [(1, 1), (1, 2)]
+    row = saved["results"][0]
+    assert row["engine"]["median_s"] > 0 and row["fp32"]["median_s"] > 0 and row["int8"]["median_s"] > 0
+    assert row["speedup_vs_fp32"] == pytest.approx(row["fp32"]["median_s"] / row["engine"]["median_s"])
+    assert {g["N"] for g in saved["gemm"]} == {64, 128} and all(g["prepacked"] for g in saved["gemm"])
+    assert "packed engine ms" in rec["table"] and saved["versions"]["numba"] == numba.__version__
+
+
+# ----------------------------------------------------------------------------- real model (slow)
+
+MINILM = SHARED / "models" / "minilm-l6-h384-fp16"
+SST2_DEV = SHARED / "data" / "glue" / "SST-2" / "dev.tsv"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (MINILM.is_dir() and SST2_DEV.is_file()), reason="needs ../shared MiniLM and SST-2")
+def test_minilm_bit_1_1_1_on_sst2_dev_predicts_as_pytorch(tmp_path):
+    """All 872 SST-2 dev sentences, MiniLM-L6 binarized with BiT 1-1-1: same predictions as PyTorch.
+
+    The engine's float32 steps are PyTorch's own (LayerNorm moments, softmax, GELU), so a value near
+    a threshold falls on the same side; the exception is the rounding order inside PyTorch's float
+    GEMMs, which the engine replaces by exact integer dots. Its ~1e-7 differences can move a value
+    that sits within them of a threshold (measured: 0-4 of 872 sentences change, depending on the
+    random β and classifier; seed 3 gives none).
+    """
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    torch.manual_seed(3)
+    model = BertForSequenceClassification.from_pretrained(MINILM, num_labels=2, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(MINILM)
+    with SST2_DEV.open() as f:
+        texts = [row[0] for row in list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]]
+    assert len(texts) == 872
+    bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-1"))
+    bitbert.calibrate(model, [dict(tok(texts[:64], padding=True, return_tensors="pt"))])
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("beta"):  # as a trained model's: not exactly at the calibration's 0
+                p.add_(torch.randn(p.shape, generator=g) * 0.05 * float(model.get_submodule(name.rsplit(".", 1)[0]).alpha))
+    model.eval()
+    engine = bitbert.load_packed(bitbert.export(model, tmp_path / "minilm.bitbert", tokenizer=tok))
+    ref, got = [], []
+    for i in range(0, len(texts), 64):
+        enc = tok(texts[i : i + 64], padding=True, return_tensors="pt")
+        ref.append(torch_logits(model, enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]))
+        got.append(engine.logits(*(enc[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids"))))
+    ref, got = np.concatenate(ref), np.concatenate(got)
+    labels = [r["label"] for r in engine.predict(texts)]
+    assert labels == [f"LABEL_{k}" for k in ref.argmax(1)]
+    assert (got.argmax(1) == ref.argmax(1)).all()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
