@@ -85,8 +85,7 @@ def _environment(argv: Sequence[str]) -> dict[str, Any]:
     except ImportError:
         pass
     return {"command": " ".join(["bitbert", *argv]) if argv else " ".join(sys.argv),
-            "hardware": {"cpu": cpu_name(), "cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
-                         "threading_layer": numba.config.THREADING_LAYER},
+            "hardware": {"cpu": cpu_name(), "cores": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS},
             "versions": versions, "load_average_before": os.getloadavg()}
 
 
@@ -183,6 +182,7 @@ def run_bench(model: str | Path | None = None, shape: str = "bert-base", batch_s
                                    "engine": timed(lambda: engine.logits(ids), repeats)}
             row["engine_seq_per_s"] = batch / row["engine"]["median_s"]
             rows.append(row)
+    info["hardware"]["numba_threading_layer"] = numba.threading_layer()
     gemm = _gemm_rows(engine.config, seq_len, threads, gemm_seconds) if gemm_seconds > 0 else []
     if torch_baselines:
         fp32 = fp32 if fp32 is not None else random_classifier(engine.config, engine.architecture)

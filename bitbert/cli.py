@@ -90,13 +90,12 @@ def cmd_summary(args) -> int:
 
         print(packed_summary(args.model))
         return 0
-    if args.model in ("bert-base", "bert-large", "minilm-l6"):
+    from .bench import SHAPES
+
+    if args.model in SHAPES:
         from transformers import BertConfig, BertForSequenceClassification
 
-        shapes = {"bert-base": {}, "bert-large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                                        intermediate_size=4096),
-                  "minilm-l6": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)}
-        model = BertForSequenceClassification(BertConfig(num_labels=2, **shapes[args.model]))
+        model = BertForSequenceClassification(BertConfig(num_labels=2, **SHAPES[args.model]))
     else:
         from .io import load
 
@@ -148,7 +147,7 @@ def cmd_distill(args) -> int:
     task = _task_name(args)
     defaults = paper_defaults(task)
     if demo:
-        defaults.update(epochs=1, batch_size=32, lr=2e-4, max_length=64)
+        defaults.update(epochs=1, batch_size=32, lr=5e-4, max_length=64)  # few steps: BiT's small-task lr
     cfg = _train_config(args, defaults)
     out = Path(args.out)
     tok = _tokenizer(base_model if demo else args.teacher)
@@ -168,7 +167,7 @@ def cmd_distill(args) -> int:
                "stages": [s.to_dict() for s in result.stages]}
     print(json.dumps(summary, indent=2))
     if result.student is not None and result.stages and result.stages[-1].model_dir:
-        from .summary import max_positions
+        from .accounting import max_positions
 
         print(bitbert.summary(result.student.cpu(), seq_len=min(cfg.max_length, max_positions(result.student.config))))
         key = data.spec.main_key
@@ -183,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("summary", help="bits, size and operations of a model")
-    s.add_argument("model", help="model directory, packed .bitbert file, or a shape: bert-base, bert-large, minilm-l6")
+    s.add_argument("model", help="model directory, packed file, or a shape: bert-base, minilm-l6, tiny")
     s.add_argument("--preset", default=None, help="binarize first with this preset (bit, bibert, baseline, fp)")
     s.add_argument("--bits", default="1-1-1", help="E-W-A precision for --preset")
     s.add_argument("--seq-len", type=int, default=128)

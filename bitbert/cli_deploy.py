@@ -65,7 +65,8 @@ def cmd_export(args) -> int:
 
     tokenizer = Path(args.model_dir) / "tokenizer.json"
     if not tokenizer.is_file():
-        log.warning("%s has no tokenizer.json: the packed file will run logits() on ids but not predict()", args.model_dir)
+        log.warning("%s has no tokenizer.json: the packed file will run logits() on ids but not predict()",
+                    args.model_dir)
         tokenizer = None
     path = export(load(args.model_dir), args.out, tokenizer=tokenizer, float_dtype=args.float_dtype)
     print(json.dumps({"out": str(path), "bytes": path.stat().st_size, "tokenizer": tokenizer is not None}))

@@ -338,11 +338,12 @@ def _pack_heads_transposed(x, beta, heads, out):
     """out[b, h, w, t] bit jj = (x[b*L + 64w + jj, h*d + t] - beta >= 0): V packed along keys.
 
     Each head's (L, d) block is transposed into a (d, 64*Lw) float buffer so that mask64 packs
-    64 keys per compare; the zero padding past L yields bits that callers mask off.
+    64 keys per compare; bits past L are cleared.
     """
     B, H, Lw, d = out.shape
     L = x.shape[0] // B
     betas = np.full(Lw * 64, beta, np.float32)
+    tail = np.uint64(0xFFFFFFFFFFFFFFFF) if L % 64 == 0 else (np.uint64(1) << np.uint64(L % 64)) - np.uint64(1)
     for bh in prange(B * H):
         b, h = bh // H, bh % H
         buf = np.zeros((d, Lw * 64), np.float32)
@@ -352,6 +353,7 @@ def _pack_heads_transposed(x, beta, heads, out):
         for t in range(d):
             for w in range(Lw):
                 out[b, h, w, t] = mask64(buf, t, 64 * w, betas, np.float32(1.0), np.float32(0.0), False)
+            out[b, h, Lw - 1, t] &= tail
     return out
 
 

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, RobertaConfig, RobertaForSequenceClassification
+from transformers import RobertaConfig, RobertaForSequenceClassification
 
 import bitbert
 from bitbert.cli import main
@@ -76,7 +76,8 @@ def test_engine_matches_pytorch(name, tmp_path):
     # Predictions on a few hundred random sequences (padded batches of mixed lengths).
     ids, mask = random_batch(300, 32, model.config.vocab_size, 99, pad_id=pad)
     ref = np.concatenate([torch_logits(model, ids[i : i + 100], mask[i : i + 100]) for i in range(0, 300, 100)])
-    got = np.concatenate([engine.logits(ids[i : i + 100].numpy(), mask[i : i + 100].numpy()) for i in range(0, 300, 100)])
+    got = np.concatenate([engine.logits(ids[i : i + 100].numpy(), mask[i : i + 100].numpy())
+                          for i in range(0, 300, 100)])
     assert (got.argmax(1) == ref.argmax(1)).all()
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
 

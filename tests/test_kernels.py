@@ -12,9 +12,13 @@ from llvmlite import binding as llvm
 from bitbert import kernels
 from bitbert.kernels import (
     and_gemm,
+    binarize_pack_elastic,
     binarize_pack_signed,
     binarize_pack_unsigned,
     pack_bits,
+    pack_heads,
+    pack_heads_transposed,
+    prepack,
     set_num_threads,
     unpack_bits,
     xnor_gemm,
@@ -83,6 +87,19 @@ def test_and_gemm_matches_float_matmul(M, N, K, threads):
     np.testing.assert_array_equal(and_gemm(pack_bits(A01), pack_bits(W), K), expected)
 
 
+@pytest.mark.parametrize("threads", THREADS, indirect=True)
+@pytest.mark.parametrize("M,N,K", SHAPES)
+def test_prepacked_weights_give_the_same_gemms(M, N, K, threads):
+    rng = np.random.default_rng(M + N + K)
+    a, w = pack_bits(random_bits(rng, M, K)), pack_bits(random_bits(rng, N, K))
+    packed = prepack(w, K)
+    assert packed.n == N and packed.k == K and packed.panels.shape[1:] == ((K + 63) // 64, 16)
+    np.testing.assert_array_equal(xnor_gemm(a, packed, K), xnor_gemm(a, w, K))
+    np.testing.assert_array_equal(and_gemm(a, packed, K), and_gemm(a, w, K))
+    with pytest.raises(ValueError, match="packed for K"):
+        xnor_gemm(pack_bits(random_bits(rng, M, K + 64)), packed, K + 64)
+
+
 def test_gemm_writes_into_out_and_validates():
     rng = np.random.default_rng(0)
     a, w = pack_bits(random_bits(rng, 6, 100)), pack_bits(random_bits(rng, 20, 100))
@@ -108,6 +125,33 @@ def test_fused_binarize_pack_matches_numpy(K, threshold):
     np.testing.assert_array_equal(binarize_pack_unsigned(x, beta, threshold), expected)
     if threshold == 0.0:
         np.testing.assert_array_equal(binarize_pack_signed(x, beta), expected)
+
+
+@pytest.mark.parametrize("threads", THREADS, indirect=True)
+@pytest.mark.parametrize("K", [1, 64, 65, 768])
+def test_elastic_unsigned_binarize_matches_pytorch_rule(K, threads):
+    """bit = round(clip((x - beta) / alpha, 0, 1)) in float32, half to even: exactly 0.5 gives 0."""
+    rng = np.random.default_rng(K)
+    alpha = np.float32(0.37)
+    beta = (rng.standard_normal(K) * 0.1).astype(np.float32)
+    x = (rng.standard_normal((300, K)) * 0.5).astype(np.float32)
+    x[:, ::5] = beta[::5] + np.float32(0.5) * alpha  # u lands on 0.5 (or one ulp beside it)
+    u = (x - beta) / alpha
+    expected = pack_bits(np.clip(np.round(u), 0, 1) == 1)
+    assert (u == 0.5).any()
+    np.testing.assert_array_equal(binarize_pack_elastic(x, beta, alpha), expected)
+
+
+def test_pack_heads_layouts():
+    rng = np.random.default_rng(0)
+    for batch, L, heads, d, beta in ((2, 5, 3, 16, 0.1), (1, 70, 2, 64, -0.1), (3, 9, 2, 96, -5.0)):
+        x = rng.standard_normal((batch * L, heads * d)).astype(np.float32)
+        bits = (x - np.float32(beta) >= 0).reshape(batch, L, heads, d)
+        rows = pack_heads(x, beta, batch, heads)
+        np.testing.assert_array_equal(rows, pack_bits(bits.transpose(0, 2, 1, 3)))
+        cols = pack_heads_transposed(x, beta, batch, heads)  # (B, H, words over L, d): padding bits 0
+        ref = pack_bits(bits.transpose(0, 2, 3, 1))  # (B, H, d, words over L)
+        np.testing.assert_array_equal(cols, ref.transpose(0, 1, 3, 2))
 
 
 def test_binarize_then_gemm_is_sign_matmul():
