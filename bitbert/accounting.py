@@ -169,18 +169,18 @@ def summary(model: nn.Module, seq_len: int = 128) -> Summary:
     cfg = model.config
     hidden = cfg.hidden_size
     n_ln = 1 + 2 * len(base.encoder.layer)
-    rows_emb = row("embeddings")
-    rows_emb.elementwise_flops += ELEMENTWISE_FLOPS * seq_len * hidden
+    row("embeddings").elementwise_flops += ELEMENTWISE_FLOPS * seq_len * hidden
     for i, layer in enumerate(base.encoder.layer):
-        r = rows[f"layer.{i}"] if f"layer.{i}" in rows else row(f"encoder.layer.{i}.x")
+        r = row(f"encoder.layer.{i}")
         sa = layer.attention.self
         binary = getattr(sa, "bitbert", None)
         products = seq_len * seq_len * hidden  # QKᵀ and attention·V each
         r.fp32_macs += 2 * products
         act = binary.q_quant.bits if binary is not None and binary.q_quant is not None else 32
-        probs = {"softmax": 32, None: 32}.get(binary.mode if binary is not None else None, 1)
-        if binary is not None and binary.p_quant is not None:
-            probs = binary.p_quant.bits
+        if binary is None or binary.mode == "softmax":
+            probs = 32
+        else:  # elastic {0, α} at its bits; bool and sign maps are 1-bit
+            probs = binary.p_quant.bits if binary.p_quant is not None else 1
         for a, b in ((act, act), (probs, act)):
             if a < 32 and b < 32:
                 r.binary_macs += products * a * b / 64

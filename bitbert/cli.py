@@ -109,7 +109,7 @@ def cmd_summary(args) -> int:
 
 def cmd_finetune(args) -> int:
     from .distill import finetune
-    from .pipeline import load_classifier, paper_defaults
+    from .pipeline import load_classifier
 
     task = _task_name(args)
     if args.binary_pretrained:  # BiPFT: one setting for every task, no teacher

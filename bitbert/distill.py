@@ -18,6 +18,7 @@ from torch import nn
 from . import io
 from .calibration import calibrate
 from .config import QuantConfig
+from .convert import binarize
 from .losses import attention_mse, capture_qkv, dmd_loss, hidden_mse, logit_loss
 from .pipeline import TaskData, make_evaluator
 from .tasks import TaskSpec
@@ -137,12 +138,13 @@ def parse_schedule(schedule: str | list[str]) -> list[str]:
     return stages
 
 
-def _stage_done(stage_dir: Path) -> bool:
-    report = stage_dir / "report.json"
-    if not (report.is_file() and (stage_dir / "model" / "model.safetensors").is_file()):
-        return False
-    d = json.loads(report.read_text())
-    return d["steps"] >= d["total_steps"] > 0
+def _finished_report(stage_dir: Path) -> RunReport | None:
+    """The report of a stage that ran to the end and saved its model, else None."""
+    path = stage_dir / "report.json"
+    if not (path.is_file() and (stage_dir / "model" / "model.safetensors").is_file()):
+        return None
+    report = RunReport(**json.loads(path.read_text()))
+    return report if report.finished else None
 
 
 def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str | list[str], cfg: TrainConfig,
@@ -157,7 +159,8 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
     weights = losses or method_losses(method)
     acc = make_accelerator(cfg)
     current = teacher.to(acc.device).eval()
-    for i, bits in enumerate(parse_schedule(schedule)):
+    stages = parse_schedule(schedule)
+    for i, bits in enumerate(stages):
         qcfg = QuantConfig.from_preset(method, bits)
         if quant_overrides:
             qcfg = qcfg.replace(**quant_overrides)
@@ -166,16 +169,13 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
             log.info("stage %s is the full-precision teacher itself: nothing to distill", bits)
             result.stages.append(StageResult(bits, method, None, "", skipped=True))
             continue
-        if resume and _stage_done(stage_dir):
+        done = _finished_report(stage_dir) if resume else None
+        if done is not None:
             log.info("stage %s already finished: loading %s", bits, stage_dir / "model")
             current = io.load(stage_dir / "model", device=acc.device)
-            rep = json.loads((stage_dir / "report.json").read_text())
-            run = RunReport(**rep)
-            result.stages.append(StageResult(bits, method, run, str(stage_dir / "model")))
+            result.stages.append(StageResult(bits, method, done, str(stage_dir / "model")))
             continue
         student = copy.deepcopy(current)
-        from .convert import binarize
-
         binarize(student, qcfg)
         student.train()
         for p in student.parameters():
@@ -198,7 +198,7 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
     result.student = current
     if acc.is_main_process:
         io.atomic_write(out_dir / "schedule.json", lambda p: p.write_text(json.dumps(
-            {"method": method, "schedule": list(parse_schedule(schedule)),
+            {"method": method, "schedule": stages,
              "stages": [s.to_dict() for s in result.stages]}, indent=2)))
     return result
 

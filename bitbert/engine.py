@@ -309,7 +309,7 @@ def _reduce16(typingctx, row, n, is_sum):
         row_v, n_v, _ = args
         ra = context.make_array(sig.args[0])(context, builder, row_v)
         n_v = context.cast(builder, n_v, sig.args[1], types.intp)
-        f, v16 = ir.FloatType(), ir.VectorType(ir.FloatType(), 16)
+        v16 = ir.VectorType(ir.FloatType(), 16)
         intp = n_v.type
         op = (lambda a, b: builder.fadd(a, b)) if summing else (  # noqa: E731
             lambda a, b: builder.select(builder.fcmp_ordered(">", b, a), b, a))
@@ -431,9 +431,8 @@ def binary_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: int, he
     beta_p)), ``bool`` or ``softmax_sign`` (QuantConfig.attention_probs). key_mask (B, L) bool.
     score_res (B, heads, L, L) and value_res (B, heads, L, d): BiPFT's residual terms, or None.
     """
-    M, hidden = q.shape
-    L, d = M // batch, hidden // heads
     (aq, bq), (ak, bk), (av, bv) = qkv_quant
+    M, hidden = q.shape
     code = ATTN_MODES[mode]
     pa, pb = (float(p_quant[0]), float(p_quant[1])) if code == _ELASTIC else (1.0, 0.0)
     key_mask = np.asarray(key_mask, dtype=bool)

@@ -293,9 +293,6 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     report.steps, report.total_steps = step, total
     report.wall_s = time.perf_counter() - t0
     report.examples_per_s = seen * acc.num_processes / max(report.wall_s, 1e-9)
-    if step == total and (report.final is None or report.final.get("step") != step):
-        run_eval()
-        checkpoint()
     if acc.is_main_process:
         atomic_write(out_dir / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
     return report
