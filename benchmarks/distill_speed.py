@@ -17,6 +17,7 @@ import torch
 import bitbert
 from bitbert.distill import DistillLoss, method_losses
 from bitbert.pipeline import load_classifier, load_task_data
+from bitbert.graphs import GraphedStep
 from bitbert.train import TrainConfig, make_optimizer
 
 
@@ -28,14 +29,17 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="32,64,128,256")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--method", default="bit")
-    ap.add_argument("--compile", default="on,off", help="comma list of on/off to measure")
+    ap.add_argument("--compile", default="off", help="comma list of on/off to measure")
+    ap.add_argument("--graphs", default="on,off", help="CUDA-graph replay of fwd+bwd: comma list of on/off")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tok = __import__("transformers").AutoTokenizer.from_pretrained(args.model)
     data = load_task_data("sst2", tok, 64, data_dir=args.data_dir)
     teacher = load_classifier(args.model, data.spec).to(dev).eval()
     results = []
-    for compiled, bs in [(c == "on", int(b)) for c in args.compile.split(",") for b in args.batch_sizes.split(",")]:
+    modes = [(c == "on", g == "on") for c in args.compile.split(",") for g in args.graphs.split(",")
+             if not (c == "on" and g == "on")]
+    for (compiled, graphed), bs in [(m, int(b)) for m in modes for b in args.batch_sizes.split(",")]:
         student = bitbert.binarize(copy.deepcopy(teacher), bitbert.QuantConfig.from_preset(args.method, "1-1-1")).train()
         for p in student.parameters():
             p.requires_grad_(True)
@@ -43,32 +47,42 @@ def main() -> None:
         loss_fn = DistillLoss(teacher, data.spec, method_losses(args.method), compile=compiled)
         fwd = torch.compile(student, dynamic=True) if compiled else student
         opt = make_optimizer(student, TrainConfig())
+        step_fn = GraphedStep(student, loss_fn, torch.bfloat16) if graphed and dev.type == "cuda" else None
         batches = data.train_batches(bs, 0, dev.type == "cuda")
         it = iter(batches)
         seen, t0 = 0, None
-        for step in range(args.steps + 15):
-            if step == 15:  # warm-up (and compilation) excluded
+        warm = 15 if not graphed else 60  # compilation / first captures of each batch shape excluded
+        for step in range(args.steps + warm):
+            if step == warm:
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 t0, seen = time.perf_counter(), 0
-            batch = {k: v.to(dev, non_blocking=True) for k, v in next(it).items()}
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                loss = loss_fn(fwd, batch)
-            loss.backward()
+            batch = next(it)
+            if step_fn is not None:
+                batch = {k: v.pin_memory() for k, v in batch.items()}
+            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+            if step_fn is not None:
+                step_fn(batch)
+            else:
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                    loss = loss_fn(fwd, batch)
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             opt.step()
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=step_fn is None)
             seen += batch["input_ids"].shape[0]
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        results.append({"compiled": compiled, "batch_size": bs, "examples_per_s": seen / dt, "steps": args.steps, "wall_s": dt})
+        results.append({"compiled": compiled, "cuda_graphs": step_fn is not None,
+                        "graphs_captured": len(step_fn.graphs) if step_fn else 0, "batch_size": bs, "examples_per_s": seen / dt, "steps": args.steps, "wall_s": dt})
         print(results[-1], flush=True)
         write(args, results)
 
 
 def write(args, results) -> None:
     record = {"what": f"W1A1 {args.method} distillation step (teacher fwd + student fwd/bwd + AdamW), SST-2, "
-                      "max length 64, bucketed batches, bf16 autocast on GPU",
+                      "max length 64, bucketed batches, bf16 autocast on GPU, grad clipping",
               "hardware": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU",
               "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "results": results}
     with open(args.out, "w") as f:

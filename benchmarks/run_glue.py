@@ -25,7 +25,7 @@ from bitbert.io import atomic_write
 from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
 from bitbert.train import TrainConfig
 
-RUNS = [("bit", "1-1-1"), ("bit", "1-1-2,1-1-1"), ("bibert", "1-1-1"), ("baseline", "1-1-1"), ("bit", "1-1-4")]
+RUNS = [("bit", "1-1-2,1-1-1"), ("baseline", "1-1-1"), ("bibert", "1-1-1"), ("bit", "1-1-1"), ("bit", "1-1-4")]
 
 
 def hardware() -> str:
@@ -76,7 +76,7 @@ def main() -> None:
                             "metric": key, "best": report.best[key], "final": report.final[key],
                             "teacher_metric": report.final[key], "epochs": args.teacher_epochs, "seed": args.seed,
                             "lr": 5e-5, "batch_size": 32, "max_length": d["max_length"],
-                            "examples_per_s": report.examples_per_s, "command": command, "hardware": hardware(),
+                            "examples_per_s": report.examples_per_s, "command": command, "hardware": hardware(), "cuda_graphs": cfg.cuda_graphs,
                             "wall_s": time.perf_counter() - t0})
     teacher = bitbert.load(out / "teacher" / "model")
     teacher_metric = make_evaluator(data, 256)(teacher.to("cuda" if torch.cuda.is_available() else "cpu"))[key]
@@ -104,7 +104,7 @@ def main() -> None:
                             "teacher_metric": teacher_metric, "epochs": args.epochs, "seed": args.seed,
                             "lr": cfg.lr, "quant_lr": cfg.quant_lr, "batch_size": cfg.batch_size,
                             "max_length": cfg.max_length, "examples_per_s": stage.report.examples_per_s,
-                            "command": command, "hardware": hardware(),
+                            "command": command, "hardware": hardware(), "cuda_graphs": cfg.cuda_graphs,
                             "wall_s": stage.report.wall_s if len(result.stages) > 1 else wall})
             done.add(rec_key)
         atomic_write(records_path, lambda p: p.write_text(json.dumps(records, indent=2)))

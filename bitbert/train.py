@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .convert import quantizer_parameters
+from .graphs import GraphCaptureError, GraphedStep, graphs_wanted
 from .io import atomic_write
 
 log = logging.getLogger("bitbert")
@@ -46,6 +47,9 @@ class TrainConfig:
     # torch.compile the forward ("auto" = on GPU). Off by default: with bucketed variable-length
     # batches the compile time (minutes, several graphs) outweighed the gain in our runs.
     compile: str = "off"
+    # Replay each step's forward + backward as a CUDA graph ("auto" = single-process CUDA): the
+    # eager step is launch-bound (thousands of tiny quantizer kernels), see bitbert/graphs.py.
+    cuda_graphs: str = "auto"
     max_steps: int = 0  # > 0: stop (checkpointed) after this many steps; resume continues the schedule
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -223,7 +227,11 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     logger = MetricsLog(out_dir, acc.is_main_process)
     # Losses that hook into modules per step (DMD) say compilable=False: hooks would force recompiles.
     fwd = model
-    if should_compile(cfg, acc.device) and getattr(loss_fn, "compilable", True):
+    graphed = None
+    if graphs_wanted(cfg.cuda_graphs, acc.device, acc.num_processes):
+        bf16 = acc.mixed_precision == "bf16"
+        graphed = GraphedStep(model, loss_fn, torch.bfloat16 if bf16 else None)
+    elif should_compile(cfg, acc.device) and getattr(loss_fn, "compilable", True):
         fwd = torch.compile(model, dynamic=True)
     better = (lambda a, b: a < b) if main_metric == "loss" else (lambda a, b: a > b)
 
@@ -255,23 +263,34 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
         for batch in batches:
             if not presharded and (batches.state_dict()["batches_done"] - 1) % acc.num_processes != acc.process_index:
                 continue
+            if graphed is not None:  # pinned: the host-to-device copy then needs no stream sync
+                batch = {k: v.pin_memory() for k, v in batch.items()}
             batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
-            with acc.autocast():
+            loss = None
+            if graphed is not None:
                 try:
-                    loss = loss_fn(fwd, batch)
-                except Exception as e:  # a compiler failure must not cost the run: go eager
-                    if fwd is model or step > start_step:
-                        raise
-                    log.warning("torch.compile failed (%s: %s); continuing without it", type(e).__name__, e)
-                    fwd = model
-                    getattr(loss_fn, "disable_compile", lambda: None)()
-                    loss = loss_fn(fwd, batch)
-            acc.backward(loss)
+                    loss = graphed(batch)  # forward + backward replayed; None: shape not graphed
+                except GraphCaptureError as e:
+                    log.warning("CUDA graph capture failed (%s); continuing eagerly", e)
+                    graphed = None
+            if loss is None:
+                with acc.autocast():
+                    try:
+                        loss = loss_fn(fwd, batch)
+                    except Exception as e:  # a compiler failure must not cost the run: go eager
+                        if fwd is model or step > start_step:
+                            raise
+                        log.warning("torch.compile failed (%s: %s); continuing without it", type(e).__name__, e)
+                        fwd = model
+                        getattr(loss_fn, "disable_compile", lambda: None)()
+                        loss = loss_fn(fwd, batch)
+                acc.backward(loss)
             if cfg.max_grad_norm:
                 acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            # Graph replays accumulate into the same .grad tensors: zero them, keep them.
+            optimizer.zero_grad(set_to_none=graphed is None)
             step += 1
             seen += batch["input_ids"].shape[0]
             running = loss.detach() if running is None else 0.9 * running + 0.1 * loss.detach()
