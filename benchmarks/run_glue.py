@@ -76,7 +76,7 @@ def main() -> None:
                             "metric": key, "best": report.best[key], "final": report.final[key],
                             "teacher_metric": report.final[key], "epochs": args.teacher_epochs, "seed": args.seed,
                             "lr": 5e-5, "batch_size": 32, "max_length": d["max_length"],
-                            "examples_per_s": report.examples_per_s, "command": command, "hardware": hardware(), "cuda_graphs": cfg.cuda_graphs,
+                            "examples_per_s": report.examples_per_s, "command": command, "hardware": hardware(), "cuda_graphs": tcfg.cuda_graphs,
                             "wall_s": time.perf_counter() - t0})
     teacher = bitbert.load(out / "teacher" / "model")
     teacher_metric = make_evaluator(data, 256)(teacher.to("cuda" if torch.cuda.is_available() else "cpu"))[key]
