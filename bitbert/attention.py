@@ -104,10 +104,12 @@ def _clear_input(module: nn.Module, args: tuple, kwargs: dict, output) -> None:
 def register() -> None:
     """Register the attention function and its mask builder with transformers (idempotent)."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
     AttentionInterface.register(ATTENTION_NAME, bitbert_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, eager_mask)
+    # The boolean mask (bitbert_attention makes it additive): transformers' eager_mask fills with a
+    # Python-scalar torch.where, a host-to-device copy that CUDA-graph capture refuses.
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
 
 
 def attach(self_attention: nn.Module, config: QuantConfig, hidden: int) -> BinaryAttention:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -80,7 +81,11 @@ class GraphedStep:
                 loss.backward()
         except Exception as e:  # anything the capture cannot hold: the caller goes eager
             torch.cuda.synchronize()
-            raise GraphCaptureError(f"{type(e).__name__}: {e}") from e
+            import traceback
+
+            frames = traceback.extract_tb(e.__traceback__)[-4:]
+            where = "; ".join(f"{Path(f.filename).name}:{f.lineno} {f.line}" for f in frames)
+            raise GraphCaptureError(f"{type(e).__name__}: {e} [at {where}]") from e
         finally:
             # Warm-up steps accumulated into the gradients of the step in progress: restore them.
             for p in self.model.parameters():

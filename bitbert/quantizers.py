@@ -16,7 +16,9 @@ from torch.autograd import Function
 
 def sgn(x: torch.Tensor) -> torch.Tensor:
     """±1 sign with sgn(0) = +1."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    # Not torch.where(x >= 0, 1.0, -1.0): its Python scalars become CPU tensors copied to the
+    # device, which a CUDA-graph capture refuses.
+    return (x >= 0).to(x.dtype).mul_(2).sub_(1)
 
 
 def _sum_to(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
