@@ -15,8 +15,9 @@ Contract with the caller (``bitbert.train.train``):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -27,6 +28,30 @@ log = logging.getLogger("bitbert")
 
 class GraphCaptureError(RuntimeError):
     """The step could not be captured as a CUDA graph; run it eagerly instead."""
+
+
+def _device_eager_mask(*args, dtype: torch.dtype = torch.float32, **kwargs):
+    """transformers' additive eager mask built from device tensors only: its own ``eager_mask``
+    fills with a Python-scalar ``torch.where``, a host-to-device copy that capture refuses."""
+    from transformers.masking_utils import sdpa_mask
+
+    kwargs.update(allow_is_causal_skip=False, allow_is_bidirectional_skip=False)
+    mask = sdpa_mask(*args, **kwargs)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+
+
+@contextlib.contextmanager
+def capture_safe_masks() -> Iterator[None]:
+    """While capturing, models with eager attention (a teacher whose attention maps are distilled)
+    get :func:`_device_eager_mask`; replays run no Python, so nothing else sees the swap."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    original = ALL_MASK_ATTENTION_FUNCTIONS["eager"]
+    ALL_MASK_ATTENTION_FUNCTIONS.register("eager", _device_eager_mask)
+    try:
+        yield
+    finally:
+        ALL_MASK_ATTENTION_FUNCTIONS.register("eager", original)
 
 
 def _shape_key(batch: dict[str, torch.Tensor]) -> tuple:
@@ -76,7 +101,7 @@ class GraphedStep:
                     self._loss(static).backward()
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with capture_safe_masks(), torch.cuda.graph(graph):
                 loss = self._loss(static)
                 loss.backward()
         except Exception as e:  # anything the capture cannot hold: the caller goes eager

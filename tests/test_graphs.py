@@ -12,7 +12,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import bitbert
 from bitbert.distill import DistillLoss, method_losses
-from bitbert.graphs import GraphedStep, graphs_wanted
+from bitbert.graphs import GraphedStep, capture_safe_masks, graphs_wanted
 from bitbert.tasks import get_task
 
 
@@ -82,6 +82,19 @@ def test_distillation_step_has_no_host_sync(method, rank):
         loss.backward()
     assert torch.isfinite(loss.detach())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+def test_capture_safe_eager_mask_gives_the_same_model_outputs():
+    model = tiny(dropout=0.0).eval()
+    model.config._attn_implementation = "eager"  # the path of a teacher whose attention is distilled
+    b = batch()
+    inputs = {k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    want = model(**inputs, output_attentions=True)
+    with capture_safe_masks():
+        got = model(**inputs, output_attentions=True)
+    assert torch.equal(got.logits, want.logits)
+    assert all(torch.equal(g, w) for g, w in zip(got.attentions, want.attentions))
+    assert want.attentions[0][0, :, :, 6:].abs().max() == 0  # padded keys really are masked
 
 
 def test_capture_like_catches_a_sync():
