@@ -32,12 +32,17 @@ def glue_table() -> str:
 
 
 def speed_table() -> str:
-    rec = _load("distill_speed.json")
-    if not rec:
+    recs = _load("distill_speed.json")
+    if not recs:
         return "_no speed results yet_"
-    rows = [f"{rec['what']}; {rec['hardware']}.", "", "| batch | compiled | examples/s |", "|---|---|---|"]
-    rows += [f"| {r['batch_size']} | {r['compiled']} | {r['examples_per_s']:.0f} |" for r in rec["results"]]
-    return "\n".join(rows)
+    rows = []
+    for rec in recs if isinstance(recs, list) else [recs]:
+        rows += [f"{rec['what']}; {rec['hardware']}.", "", "| batch | compiled | CUDA graphs | examples/s |",
+                 "|---|---|---|---|"]
+        rows += [f"| {r['batch_size']} | {r['compiled']} | {r.get('cuda_graphs', False)} | {r['examples_per_s']:.0f} |"
+                 for r in rec["results"]]
+        rows.append("")
+    return "\n".join(rows).rstrip()
 
 
 def bench_table() -> str:

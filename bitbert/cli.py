@@ -35,6 +35,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--max-steps", type=int, default=None, help="stop after N steps (checkpointed; --resume continues)")
     g.add_argument("--mixed-precision", default=None, choices=["auto", "no", "bf16", "fp16"])
+    g.add_argument("--cuda-graphs", default=None, choices=["auto", "on", "off"],
+                   help="replay each step as a CUDA graph (auto: on for single-process GPU training)")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
 
 
@@ -44,7 +46,8 @@ def _train_config(args, defaults: dict):
     base = TrainConfig(**defaults)
     return base.replace(epochs=args.epochs, lr=args.lr, quant_lr=args.quant_lr, batch_size=args.batch_size,
                         max_length=args.max_length, eval_every=args.eval_every, seed=args.seed,
-                        max_steps=args.max_steps, mixed_precision=args.mixed_precision)
+                        max_steps=args.max_steps, mixed_precision=args.mixed_precision,
+                        cuda_graphs=args.cuda_graphs)
 
 
 def _tokenizer(path: str):

@@ -200,6 +200,7 @@ class PretrainLoss:
     to the teacher's logits where it has the heads. The teacher is always in eval mode, no grad."""
 
     compilable = True  # read by train(): no per-step hooks
+    graphable = False  # masked positions are selected by boolean indexing, a data-dependent shape
 
     def __init__(self, teacher: nn.Module, heads: dict[str, bool], config: PretrainConfig, compile: bool = False) -> None:
         self.teacher = PretrainingObjective(teacher.eval(), mlm=heads["mlm"], nsp=heads["nsp"])

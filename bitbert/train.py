@@ -228,7 +228,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     # Losses that hook into modules per step (DMD) say compilable=False: hooks would force recompiles.
     fwd = model
     graphed = None
-    if graphs_wanted(cfg.cuda_graphs, acc.device, acc.num_processes):
+    # fp16 needs a loss scaler around backward, which the captured step does not hold.
+    if (graphs_wanted(cfg.cuda_graphs, acc.device, acc.num_processes) and acc.mixed_precision in ("no", "bf16")
+            and getattr(loss_fn, "graphable", True)):
         bf16 = acc.mixed_precision == "bf16"
         graphed = GraphedStep(model, loss_fn, torch.bfloat16 if bf16 else None)
     elif should_compile(cfg, acc.device) and getattr(loss_fn, "compilable", True):

@@ -143,3 +143,22 @@ def test_graph_replay_equals_eager_step(method):
     next(student.parameters()).grad = None  # breaking the contract is an error, not silent garbage
     with pytest.raises(RuntimeError, match="set_to_none=False"):
         step(b)
+
+
+def test_cli_cuda_graphs_flag_reaches_the_train_config():
+    import argparse
+
+    from bitbert.cli import _add_train_args, _train_config
+
+    p = argparse.ArgumentParser()
+    _add_train_args(p)
+    assert _train_config(p.parse_args(["--cuda-graphs", "off"]), {}).cuda_graphs == "off"
+    assert _train_config(p.parse_args([]), {}).cuda_graphs == "auto"
+    with pytest.raises(SystemExit):
+        p.parse_args(["--cuda-graphs", "sometimes"])
+
+
+def test_pretraining_loss_is_not_graphed():
+    from bitbert.pretraining import PretrainLoss
+
+    assert PretrainLoss.graphable is False  # boolean-indexed MLM targets: a data-dependent shape
