@@ -36,7 +36,7 @@ def speed_table() -> str:
     if not recs:
         return "_no speed results yet_"
     rows = []
-    for rec in recs if isinstance(recs, list) else [recs]:
+    for rec in recs:
         rows += [f"{rec['what']}; {rec['hardware']}.", "", "| batch | compiled | CUDA graphs | examples/s |",
                  "|---|---|---|---|"]
         rows += [f"| {r['batch_size']} | {r['compiled']} | {r.get('cuda_graphs', False)} | {r['examples_per_s']:.0f} |"

@@ -69,6 +69,12 @@ class BinaryAttention(nn.Module):
         return context.transpose(1, 2).contiguous(), probs
 
 
+def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean keep-mask as the additive one attention scores take: 0 where kept, dtype's min
+    elsewhere. Built on the mask's device (no host scalar to copy: CUDA-graph capture allows it)."""
+    return torch.zeros_like(keep, dtype=dtype).masked_fill_(~keep, torch.finfo(dtype).min)
+
+
 def bitbert_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, scaling: float | None = None,
                       dropout: float = 0.0, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,8 +82,7 @@ def bitbert_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     if attention_mask is not None and attention_mask.dtype == torch.bool:
-        attention_mask = torch.zeros_like(attention_mask, dtype=query.dtype).masked_fill(
-            ~attention_mask, torch.finfo(query.dtype).min)
+        attention_mask = additive_mask(attention_mask, query.dtype)
     binary = getattr(module, "bitbert", None)
     if binary is None:  # e.g. a cross-attention we did not convert: plain eager attention
         binary = _PLAIN
