@@ -17,8 +17,7 @@ import torch
 import bitbert
 from bitbert.distill import DistillLoss, method_losses
 from bitbert.pipeline import load_classifier, load_task_data
-from bitbert.graphs import GraphedStep
-from bitbert.train import TrainConfig, make_optimizer
+from bitbert.train import TrainConfig, TrainStep, make_accelerator, make_optimizer
 
 
 def main() -> None:
@@ -45,11 +44,10 @@ def main() -> None:
             p.requires_grad_(True)
         bitbert.calibrate(student, [{k: v.to(dev) for k, v in b.items()} for b in data.calibration_batches(bs, 2)])
         loss_fn = DistillLoss(teacher, data.spec, method_losses(args.method), compile=compiled)
-        fwd = torch.compile(student, dynamic=True) if compiled else student
-        opt = make_optimizer(student, TrainConfig())
-        step_fn = GraphedStep(student, loss_fn, torch.bfloat16) if graphed and dev.type == "cuda" else None
-        batches = data.train_batches(bs, 0, dev.type == "cuda")
-        it = iter(batches)
+        cfg = TrainConfig(compile="on" if compiled else "off", cuda_graphs="on" if graphed else "off")
+        acc = make_accelerator(cfg)
+        step_fn = TrainStep(student, loss_fn, make_optimizer(student, cfg), acc, cfg)
+        it = iter(data.train_batches(bs, 0, dev.type == "cuda"))
         seen, t0 = 0, None
         warm = 15 if not graphed else 60  # compilation / first captures of each batch shape excluded
         for step in range(args.steps + warm):
@@ -58,24 +56,14 @@ def main() -> None:
                     torch.cuda.synchronize()
                 t0, seen = time.perf_counter(), 0
             batch = next(it)
-            if step_fn is not None:
-                batch = {k: v.pin_memory() for k, v in batch.items()}
-            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            if step_fn is not None:
-                step_fn(batch)
-            else:
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                    loss = loss_fn(fwd, batch)
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=step_fn is None)
+            step_fn(batch)
             seen += batch["input_ids"].shape[0]
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        results.append({"compiled": compiled, "cuda_graphs": step_fn is not None,
-                        "graphs_captured": len(step_fn.graphs) if step_fn else 0, "batch_size": bs, "examples_per_s": seen / dt, "steps": args.steps, "wall_s": dt})
+        g = step_fn.graphed
+        results.append({"compiled": compiled, "cuda_graphs": g is not None,
+                        "graphs_captured": len(g.graphs) if g else 0, "batch_size": bs, "examples_per_s": seen / dt, "steps": args.steps, "wall_s": dt})
         print(results[-1], flush=True)
         write(args, results)
 

@@ -176,6 +176,64 @@ def make_accelerator(cfg: TrainConfig):
     return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
 
 
+class TrainStep:
+    """One optimisation step: forward + backward (a replayed CUDA graph where possible, else eager,
+    optionally torch.compiled), gradient clipping, optimizer and scheduler step, zero_grad.
+
+    Shared by :func:`train` and the speed benchmark so both measure the same step.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor],
+                 optimizer: torch.optim.Optimizer, acc, cfg: TrainConfig, scheduler=None) -> None:
+        self.model, self.loss_fn, self.optimizer, self.acc, self.cfg = model, loss_fn, optimizer, acc, cfg
+        self.scheduler = scheduler
+        self.fwd: nn.Module = model
+        self.graphed: GraphedStep | None = None
+        self.steps = 0
+        # fp16 needs a loss scaler around backward, which the captured step does not hold.
+        if (graphs_wanted(cfg.cuda_graphs, acc.device, acc.num_processes) and acc.mixed_precision in ("no", "bf16")
+                and getattr(loss_fn, "graphable", True)):
+            self.graphed = GraphedStep(model, loss_fn, torch.bfloat16 if acc.mixed_precision == "bf16" else None)
+        # Losses that hook into modules per step (DMD) say compilable=False: hooks would force recompiles.
+        elif should_compile(cfg, acc.device) and getattr(loss_fn, "compilable", True):
+            self.fwd = torch.compile(model, dynamic=True)
+
+    def __call__(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Run one step on a host ``batch``; returns the loss (on device, not synced)."""
+        acc = self.acc
+        if self.graphed is not None:  # pinned: the host-to-device copy then needs no stream sync
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+        loss = None
+        if self.graphed is not None:
+            try:
+                loss = self.graphed(batch)  # forward + backward replayed; None: shape not graphed
+            except GraphCaptureError as e:
+                log.warning("CUDA graph capture failed (%s); continuing eagerly", e)
+                self.graphed = None
+        if loss is None:
+            with acc.autocast():
+                try:
+                    loss = self.loss_fn(self.fwd, batch)
+                except Exception as e:  # a compiler failure must not cost the run: go eager
+                    if self.fwd is self.model or self.steps:
+                        raise
+                    log.warning("torch.compile failed (%s: %s); continuing without it", type(e).__name__, e)
+                    self.fwd = self.model
+                    getattr(self.loss_fn, "disable_compile", lambda: None)()
+                    loss = self.loss_fn(self.fwd, batch)
+            acc.backward(loss)
+        if self.cfg.max_grad_norm:
+            acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        # Graph replays accumulate into the same .grad tensors: zero them, keep them.
+        self.optimizer.zero_grad(set_to_none=self.graphed is None)
+        self.steps += 1
+        return loss
+
+
 def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], batches: Batches,
           evaluate: Callable[[nn.Module], dict] | None, cfg: TrainConfig, out_dir: str | Path,
           main_metric: str = "loss", resume: bool = False, accelerator=None,
@@ -225,16 +283,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
         atomic_write(ckpt_path, lambda p: torch.save(state, p))
 
     logger = MetricsLog(out_dir, acc.is_main_process)
-    # Losses that hook into modules per step (DMD) say compilable=False: hooks would force recompiles.
-    fwd = model
-    graphed = None
-    # fp16 needs a loss scaler around backward, which the captured step does not hold.
-    if (graphs_wanted(cfg.cuda_graphs, acc.device, acc.num_processes) and acc.mixed_precision in ("no", "bf16")
-            and getattr(loss_fn, "graphable", True)):
-        bf16 = acc.mixed_precision == "bf16"
-        graphed = GraphedStep(model, loss_fn, torch.bfloat16 if bf16 else None)
-    elif should_compile(cfg, acc.device) and getattr(loss_fn, "compilable", True):
-        fwd = torch.compile(model, dynamic=True)
+    stepper = TrainStep(model, loss_fn, optimizer, acc, cfg, scheduler)
     better = (lambda a, b: a < b) if main_metric == "loss" else (lambda a, b: a > b)
 
     def run_eval() -> None:
@@ -258,41 +307,13 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     model.train()
     t0, seen, running = time.perf_counter(), 0, None
     epoch = batches.state_dict()["epoch"]
-    start_step = step
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     while step < stop_at:
         batches.set_epoch(epoch)
         for batch in batches:
             if not presharded and (batches.state_dict()["batches_done"] - 1) % acc.num_processes != acc.process_index:
                 continue
-            if graphed is not None:  # pinned: the host-to-device copy then needs no stream sync
-                batch = {k: v.pin_memory() for k, v in batch.items()}
-            batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
-            loss = None
-            if graphed is not None:
-                try:
-                    loss = graphed(batch)  # forward + backward replayed; None: shape not graphed
-                except GraphCaptureError as e:
-                    log.warning("CUDA graph capture failed (%s); continuing eagerly", e)
-                    graphed = None
-            if loss is None:
-                with acc.autocast():
-                    try:
-                        loss = loss_fn(fwd, batch)
-                    except Exception as e:  # a compiler failure must not cost the run: go eager
-                        if fwd is model or step > start_step:
-                            raise
-                        log.warning("torch.compile failed (%s: %s); continuing without it", type(e).__name__, e)
-                        fwd = model
-                        getattr(loss_fn, "disable_compile", lambda: None)()
-                        loss = loss_fn(fwd, batch)
-                acc.backward(loss)
-            if cfg.max_grad_norm:
-                acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            # Graph replays accumulate into the same .grad tensors: zero them, keep them.
-            optimizer.zero_grad(set_to_none=graphed is None)
+            loss = stepper(batch)
             step += 1
             seen += batch["input_ids"].shape[0]
             running = loss.detach() if running is None else 0.9 * running + 0.1 * loss.detach()
