@@ -31,6 +31,32 @@ def glue_table() -> str:
     return "\n".join(rows)
 
 
+def glue_summary() -> str:
+    """Each (task, method, schedule)'s newest run, tasks side by side: best-on-dev / final-step."""
+    recs = _load("glue_minilm.json")
+    if not recs:
+        return "_no GLUE results yet_"
+    newest: dict[tuple, dict] = {}
+    for r in recs:  # later calls replace earlier ones
+        k = (r["task"], r["method"], r["schedule"])
+        if k not in newest or r.get("device_call", 0) >= newest[k].get("device_call", 0):
+            newest[k] = r
+    tasks = sorted({r["task"] for r in recs})
+    runs = sorted({(r["method"], r["schedule"]) for r in recs},
+                  key=lambda m: ({"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}.get(m[0], 9), m[1]))
+    metric = {r["task"]: r["metric"] for r in recs}
+    rows = ["| method | schedule | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " |",
+            "|---|---|" + "---|" * len(tasks)]
+    for method, sched in runs:
+        cells = []
+        for t in tasks:
+            r = newest.get((t, method, sched))
+            cells.append(f"{r['best']:.1f} / {r['final']:.1f} (call {r.get('device_call', '?')}, {r['epochs']:g} ep)"
+                         if r else "–")
+        rows.append(f"| {method} | {sched} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def speed_table() -> str:
     recs = _load("distill_speed.json")
     if not recs:
@@ -72,7 +98,7 @@ def bipft_table() -> str:
     return "\n".join(rows)
 
 
-SECTIONS = {"glue": glue_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table}
+SECTIONS = {"glue-summary": glue_summary, "glue": glue_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table}
 
 
 def main() -> None:
