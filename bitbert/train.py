@@ -74,8 +74,8 @@ class RunReport:
     final: dict | None = None
     steps: int = 0
     total_steps: int = 0
-    wall_s: float = 0.0
-    examples_per_s: float = 0.0
+    wall_s: float = 0.0  # training-loop time summed over resumed segments
+    examples_per_s: float = 0.0  # of the last segment
 
     @property
     def finished(self) -> bool:
@@ -275,6 +275,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
         log.info("resumed from %s at step %d", ckpt_path, step)
 
     def checkpoint() -> None:
+        report.wall_s = wall_before + time.perf_counter() - t0
         if not acc.is_main_process:
             return
         state = {"model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
@@ -305,7 +306,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     progress = tqdm(total=total, initial=step, disable=True if not acc.is_main_process else None, desc=out_dir.name, leave=False)
     eval_every = cfg.eval_every or per_epoch
     model.train()
-    t0, seen, running = time.perf_counter(), 0, None
+    t0, seen, running, wall_before = time.perf_counter(), 0, None, report.wall_s
     epoch = batches.state_dict()["epoch"]
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     while step < stop_at:
@@ -333,8 +334,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
         epoch += 1
     progress.close()
     report.steps, report.total_steps = step, total
-    report.wall_s = time.perf_counter() - t0
-    report.examples_per_s = seen * acc.num_processes / max(report.wall_s, 1e-9)
+    report.examples_per_s = seen * acc.num_processes / max(time.perf_counter() - t0, 1e-9)
+    report.wall_s = wall_before + time.perf_counter() - t0
     if acc.is_main_process:
         atomic_write(out_dir / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
     return report

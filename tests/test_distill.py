@@ -91,8 +91,10 @@ def test_max_steps_then_resume(tmp_path, tiny_config):
     teacher = BertForSequenceClassification(tiny_config).eval()
     part = run_schedule(teacher, data, "bit", "1-1-1", CFG.replace(max_steps=3), tmp_path / "c")
     assert not part.stages[0].report.finished
+    first_wall = part.stages[0].report.wall_s
     done = run_schedule(teacher, data, "bit", "1-1-1", CFG, tmp_path / "c", resume=True)
     assert done.stages[0].report.finished
+    assert done.stages[0].report.wall_s > first_wall > 0  # wall time sums the resumed segments
 
 
 @pytest.mark.parametrize("method", ["bibert", "baseline"])
