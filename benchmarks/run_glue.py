@@ -34,6 +34,13 @@ def hardware() -> str:
     return f"CPU {platform.processor() or platform.machine()}"
 
 
+def parse_run(text: str) -> tuple[str, str]:
+    method, sep, schedule = text.strip().partition(":")
+    if not sep or not schedule:
+        raise SystemExit(f"--runs: {text!r} is not method:schedule (e.g. bit:1-1-2,1-1-1)")
+    return method, schedule
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--task", required=True)
@@ -48,7 +55,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--max-steps", type=int, default=0, help="per run; for smoke tests")
     ap.add_argument("--max-train-examples", type=int, default=0)
-    ap.add_argument("--runs", default="all", help="comma list of method:schedule, or all")
+    ap.add_argument("--runs", default="all", help="';'-separated method:schedule, e.g. 'bit:1-1-2,1-1-1;baseline:1-1-1', or all")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
@@ -83,7 +90,7 @@ def main() -> None:
 
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr or d["lr"], batch_size=args.batch_size, max_length=d["max_length"],
                       seed=args.seed, eval_every=args.eval_every, max_steps=args.max_steps)
-    wanted = RUNS if args.runs == "all" else [tuple(r.split(":")) for r in args.runs.split(",")]
+    wanted = RUNS if args.runs == "all" else [parse_run(r) for r in args.runs.split(";") if r.strip()]
     for method, schedule in wanted:
         if (method, schedule) in done:
             continue
