@@ -10,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+METHOD_ORDER = {"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}
 
 
 def _load(name: str):
@@ -23,8 +24,7 @@ def glue_table() -> str:
         return "_no GLUE results yet_"
     rows = ["| call | task | method | schedule | best | final | teacher | epochs/stage | batch | lr | wall s |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = {"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}
-    for r in sorted(recs, key=lambda r: (r["task"], r.get("device_call", 0), order.get(r["method"], 9), r["schedule"])):
+    for r in sorted(recs, key=lambda r: (r["task"], r.get("device_call", 0), METHOD_ORDER.get(r["method"], 9), r["schedule"])):
         rows.append(f"| {r.get('device_call', '')} | {r['task']} ({r['metric']}) | {r['method']} | {r['schedule']} | "
                     f"{r['best']:.1f} | {r['final']:.1f} | {r['teacher_metric']:.1f} | {r['epochs']:g} | "
                     f"{r.get('batch_size', '')} | {r.get('lr', '')} | {r['wall_s']:.0f} |")
@@ -36,14 +36,11 @@ def glue_summary() -> str:
     recs = _load("glue_minilm.json")
     if not recs:
         return "_no GLUE results yet_"
-    newest: dict[tuple, dict] = {}
-    for r in recs:  # later calls replace earlier ones
-        k = (r["task"], r["method"], r["schedule"])
-        if k not in newest or r.get("device_call", 0) >= newest[k].get("device_call", 0):
-            newest[k] = r
+    # later calls replace earlier ones (a stable sort: within a call, the later record wins)
+    newest = {(r["task"], r["method"], r["schedule"]): r for r in sorted(recs, key=lambda r: r.get("device_call", 0))}
     tasks = sorted({r["task"] for r in recs})
     runs = sorted({(r["method"], r["schedule"]) for r in recs},
-                  key=lambda m: ({"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}.get(m[0], 9), m[1]))
+                  key=lambda m: (METHOD_ORDER.get(m[0], 9), m[1]))
     metric = {r["task"]: r["metric"] for r in recs}
     rows = ["| method | schedule | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " |",
             "|---|---|" + "---|" * len(tasks)]

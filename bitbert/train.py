@@ -275,7 +275,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
         log.info("resumed from %s at step %d", ckpt_path, step)
 
     def checkpoint() -> None:
-        report.wall_s = wall_before + time.perf_counter() - t0
+        report.wall_s = wall_before + time.perf_counter() - t0  # what a resume adds on to
         if not acc.is_main_process:
             return
         state = {"model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
@@ -334,8 +334,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
         epoch += 1
     progress.close()
     report.steps, report.total_steps = step, total
-    report.examples_per_s = seen * acc.num_processes / max(time.perf_counter() - t0, 1e-9)
-    report.wall_s = wall_before + time.perf_counter() - t0
+    segment_s = time.perf_counter() - t0
+    report.examples_per_s = seen * acc.num_processes / max(segment_s, 1e-9)
+    report.wall_s = wall_before + segment_s
     if acc.is_main_process:
         atomic_write(out_dir / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
     return report
