@@ -16,21 +16,47 @@ if [ -z "${SKIP_SPEED:-}" ] && [ ! -f runs/speed.done ]; then
     --batch-sizes ${SPEED_BATCHES:-32,128} --steps 100 --graphs on,off 2>&1 | grep -v Warn | tail -6
   touch runs/speed.done
 fi
-T=${GLUE_TIMEOUT:-420}
+T=${GLUE_TIMEOUT:-420}  # per process: the teacher, then each run group
 B=${BATCH:-32}
 # One process per task (they share the GPU). TASKS picks tasks; SST2_RUNS / MRPC_RUNS / COLA_RUNS pick
-# runs (run_glue.py --runs, e.g. "bit:1-1-2,1-1-1;baseline:1-1-1"); each task's checkpoints survive only while warm.
+# runs (run_glue.py --runs, e.g. "bit:1-1-2,1-1-1;baseline:1-1-1"); '|' splits a task's runs into
+# parallel processes that share one teacher (group k>0 writes runs/glue/p{k}/). Checkpoints survive
+# only while the machine is warm. EXTRA_ARGS go to every run_glue.py (a CPU smoke test: "--max-steps 4").
 run_task() {  # task dir epochs teacher_epochs eval_every runs
-  timeout $T python benchmarks/run_glue.py --task $1 --model $M --data-dir $G/$2 --out runs/glue --epochs $3 \
-    --teacher-epochs $4 --batch-size $B --eval-every $5 --runs "$6" --resume >> runs/$1.log 2>&1 &
+  local common="--task $1 --model $M --data-dir $G/$2 --epochs $3 --teacher-epochs $4 --batch-size $B --eval-every $5 --resume ${EXTRA_ARGS:-}"
+  local groups i o
+  IFS='|' read -ra groups <<< "$6"
+  (
+    timeout $T python benchmarks/run_glue.py $common --out runs/glue --runs "" >> runs/$1.log 2>&1  # the teacher
+    for i in "${!groups[@]}"; do
+      o=runs/glue
+      if [ "$i" -gt 0 ]; then
+        o=runs/glue/p$i; mkdir -p $o/$1; ln -sfn "$PWD/runs/glue/$1/teacher" $o/$1/teacher
+      fi
+      timeout $T python benchmarks/run_glue.py $common --out $o --runs "${groups[$i]}" >> runs/$1.$i.log 2>&1 &
+    done
+    wait
+  ) &
+  TASK_PIDS+=($!)
 }
+TASK_PIDS=()
+# What comes back ($OUT holds at most 8 files): each process's records, and one tarball with the
+# logs and the eval history of every run, cut ones included. Refreshed every 10 s, so a call that
+# hits the time limit still returns what finished.
+save_results() {
+  local f
+  cp runs/glue/*.json "$OUT/" 2>/dev/null
+  for f in runs/glue/p*/*.json; do [ -f "$f" ] && cp "$f" "$OUT/$(basename "$(dirname "$f")")-$(basename "$f")"; done
+  tar czf "$OUT/runs.tgz.tmp" runs/*.log $(find runs/glue -name metrics.jsonl) 2>/dev/null && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
+}
+(while sleep 10; do save_results; done) &
+COPIER=$!
 TASKS=${TASKS:-mrpc,cola,sst2}
 [[ ,$TASKS, == *,mrpc,* ]] && run_task mrpc MRPC ${MRPC_EPOCHS:-10} 3 100 "${MRPC_RUNS:-all}"
 [[ ,$TASKS, == *,cola,* ]] && run_task cola CoLA ${COLA_EPOCHS:-10} 3 200 "${COLA_RUNS:-all}"
 [[ ,$TASKS, == *,sst2,* ]] && run_task sst2 SST-2 ${SST2_EPOCHS:-2} 1 500 "${SST2_RUNS:-all}"
-wait
-cp runs/glue/*.json runs/*.log "$OUT/" 2>/dev/null
-# eval history of every run, cut ones included: what a time limit leaves is still visible
-tar czf "$OUT/metrics.tgz" $(find runs/glue -name metrics.jsonl) 2>/dev/null
+wait "${TASK_PIDS[@]}"  # not a bare wait: the copier never ends
+kill $COPIER 2>/dev/null
+save_results
 grep -h '"task"' runs/*.log | tail -n 30
 tail -n 2 runs/*.log

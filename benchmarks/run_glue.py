@@ -10,6 +10,7 @@ runs are read back, an interrupted one continues from its checkpoint.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import shlex
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 import bitbert
-from bitbert.distill import finetune, run_schedule
+from bitbert.distill import finetune, method_losses, run_schedule
 from bitbert.io import atomic_write
 from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
 from bitbert.train import TrainConfig
@@ -56,8 +57,13 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=0, help="per run; for smoke tests")
     ap.add_argument("--max-train-examples", type=int, default=0)
     ap.add_argument("--runs", default="all", help="';'-separated method:schedule, e.g. 'bit:1-1-2,1-1-1;baseline:1-1-1', or all")
+    ap.add_argument("--loss", default=None, help="loss-weight overrides for every run (bitbert distill --loss)")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
+    try:
+        method_losses("bit").with_overrides(args.loss)  # a bad --loss fails before any training
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     out = Path(args.out) / args.task
     tok = __import__("transformers").AutoTokenizer.from_pretrained(args.model)
@@ -88,15 +94,19 @@ def main() -> None:
     teacher = bitbert.load(out / "teacher" / "model")
     teacher_metric = make_evaluator(data, 256)(teacher.to("cuda" if torch.cuda.is_available() else "cpu"))[key]
 
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr or d["lr"], batch_size=args.batch_size, max_length=d["max_length"],
-                      seed=args.seed, eval_every=args.eval_every, max_steps=args.max_steps)
+    base_cfg = TrainConfig(epochs=args.epochs, lr=args.lr or d["lr"], batch_size=args.batch_size,
+                           max_length=d["max_length"], seed=args.seed, eval_every=args.eval_every,
+                           max_steps=args.max_steps)
     wanted = RUNS if args.runs == "all" else [parse_run(r) for r in args.runs.split(";") if r.strip()]
     for method, schedule in wanted:
         if (method, schedule) in done:
             continue
         t0 = time.perf_counter()
         run_dir = out / f"{method}-{schedule.replace(',', '_')}"
-        result = run_schedule(teacher, data, method, schedule, cfg, run_dir, tokenizer=tok, resume=args.resume)
+        cfg = base_cfg.replace(lr=args.lr or paper_defaults(args.task, method)["lr"])
+        losses = method_losses(method).with_overrides(args.loss)
+        result = run_schedule(teacher, data, method, schedule, cfg, run_dir, tokenizer=tok, losses=losses,
+                              resume=args.resume)
         if not result.stages[-1].report.finished:
             print(f"{method} {schedule}: stopped at max-steps; rerun with --resume", flush=True)
             continue
@@ -109,7 +119,7 @@ def main() -> None:
             records.append({"task": data.spec.name, "method": method, "schedule": sched, "bits": stage.bits,
                             "metric": key, "best": stage.report.best[key], "final": stage.report.final[key],
                             "teacher_metric": teacher_metric, "epochs": args.epochs, "seed": args.seed,
-                            "lr": cfg.lr, "quant_lr": cfg.quant_lr, "batch_size": cfg.batch_size,
+                            "lr": cfg.lr, "quant_lr": cfg.quant_lr, "losses": dataclasses.asdict(losses), "batch_size": cfg.batch_size,
                             "max_length": cfg.max_length, "examples_per_s": stage.report.examples_per_s,
                             "command": command, "hardware": hardware(), "cuda_graphs": cfg.cuda_graphs,
                             "wall_s": stage.report.wall_s if len(result.stages) > 1 else wall})

@@ -134,9 +134,10 @@ def cmd_finetune(args) -> int:
 def cmd_distill(args) -> int:
     import bitbert
 
-    from .distill import finetune, run_schedule
-    from .pipeline import load_classifier, make_evaluator, paper_defaults
+    from .distill import finetune, method_losses, run_schedule
+    from .pipeline import METHOD_LR, load_classifier, make_evaluator, paper_defaults
 
+    losses = method_losses(args.method).with_overrides(args.loss)  # a bad --loss fails before any work
     demo = args.teacher is None
     if demo:
         if args.task or args.train_file:
@@ -148,9 +149,10 @@ def cmd_distill(args) -> int:
         print(f"bitbert default job: MiniLM-L6 ({base_model}) on SST-2 ({args.max_train_examples} training "
               f"sentences), method {args.method}, schedule {args.schedule}, on the CPU in a few minutes.")
     task = _task_name(args)
-    defaults = paper_defaults(task)
+    defaults = paper_defaults(task, args.method)
     if demo:
-        defaults.update(epochs=1, batch_size=32, lr=5e-4, max_length=64)  # few steps: BiT's small-task lr
+        # few steps: BiT's small-task lr, unless the method's paper sets its own
+        defaults.update(epochs=1, batch_size=32, lr=METHOD_LR.get(args.method, 5e-4), max_length=64)
     cfg = _train_config(args, defaults)
     out = Path(args.out)
     tok = _tokenizer(base_model if demo else args.teacher)
@@ -165,7 +167,7 @@ def cmd_distill(args) -> int:
     teacher_metrics = make_evaluator(data, cfg.eval_batch_size)(teacher.eval())
     overrides = {"residual_rank": args.residual_rank} if args.residual_rank else None
     result = run_schedule(teacher, data, args.method, args.schedule or "1-1-1", cfg, out, tokenizer=tok,
-                          quant_overrides=overrides, resume=args.resume)
+                          losses=losses, quant_overrides=overrides, resume=args.resume)
     summary = {"task": data.spec.name, "method": args.method, "teacher": teacher_metrics,
                "stages": [s.to_dict() for s in result.stages]}
     print(json.dumps(summary, indent=2))
@@ -205,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--teacher", default=None, help="fine-tuned teacher directory; omit for the embedded default job")
     d.add_argument("--method", default="bit", choices=["bit", "bibert", "baseline"])
     d.add_argument("--schedule", default=None, help="E-W-A stages, e.g. 32-32-32,1-1-2,1-1-1 (default 1-1-1)")
+    d.add_argument("--loss", default=None, metavar="KEY=VALUE,...",
+                   help="override the method's loss weights, e.g. 'dmd=0.5,ground_truth=0,hidden_loss=mse' "
+                        "(keys: logits hidden attention dmd ground_truth temperature hidden_loss)")
     d.add_argument("--residual-rank", type=int, default=0, help="BiPFT low-rank residual estimators (0 = off)")
     d.add_argument("--out", default="runs/distill")
     _add_data_args(d)

@@ -6,6 +6,7 @@ distills from it and hands it on as the next stage's teacher and initialization.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -17,9 +18,9 @@ from torch import nn
 
 from . import io
 from .calibration import calibrate
-from .config import QuantConfig
+from .config import ConfigError, QuantConfig
 from .convert import binarize
-from .losses import attention_mse, capture_qkv, dmd_loss, hidden_mse, logit_loss
+from .losses import attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss
 from .pipeline import TaskData, make_evaluator
 from .tasks import TaskSpec
 from .train import RunReport, TrainConfig, make_accelerator, should_compile, train
@@ -27,9 +28,16 @@ from .train import RunReport, TrainConfig, make_accelerator, should_compile, tra
 log = logging.getLogger("bitbert")
 
 
+HIDDEN_LOSSES = ("mse", "direction")
+
+
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the distillation terms. Defaults per method: :func:`method_losses`."""
+    """Weights of the distillation terms. Defaults per method: :func:`method_losses`.
+
+    ``hidden_loss`` picks the hidden-state term: ``mse`` (BiT eq. 2) or ``direction`` (BiBERT's
+    scale-free ‖Ĥ_s − Ĥ_t‖).
+    """
 
     logits: float = 1.0
     hidden: float = 1.0
@@ -37,11 +45,44 @@ class LossWeights:
     dmd: float = 0.0
     ground_truth: float = 0.0
     temperature: float = 1.0
+    hidden_loss: str = "mse"
+
+    def __post_init__(self) -> None:
+        if self.hidden_loss not in HIDDEN_LOSSES:
+            raise ConfigError(f"hidden_loss must be one of {list(HIDDEN_LOSSES)}, got {self.hidden_loss!r}")
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name != "hidden_loss" and (not isinstance(v, (int, float)) or v < 0):
+                raise ConfigError(f"loss weight {f.name} must be a number >= 0, got {v!r}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+
+    def with_overrides(self, text: str | None) -> "LossWeights":
+        """Apply ``"key=value,key=value"`` (e.g. ``"dmd=0.5,hidden_loss=mse"``) with clear errors."""
+        if not text:
+            return self
+        known = {f.name: f.type for f in dataclasses.fields(self)}
+        changes: dict[str, float | str] = {}
+        for item in text.split(","):
+            key, sep, value = (part.strip() for part in item.partition("="))
+            if not sep or key not in known:
+                raise ConfigError(f"--loss: {item.strip()!r} is not key=value with key in {sorted(known)}")
+            if key == "hidden_loss":
+                changes[key] = value
+                continue
+            try:
+                changes[key] = float(value)
+            except ValueError:
+                raise ConfigError(f"--loss: {key} needs a number, got {value!r}") from None
+        return dataclasses.replace(self, **changes)
 
 
 def method_losses(method: str) -> LossWeights:
-    """BiT: logits + hidden states. BiBERT: + DMD on Q/K/V. Baseline (BinaryBERT-style): + attention MSE."""
-    return {"bit": LossWeights(), "bibert": LossWeights(dmd=1.0),
+    """BiT: logits + hidden-state MSE. BiBERT (its code's recipe): + DMD on Q/K/V, direction-only
+    hidden states and a 0.5-weighted ground-truth CE (hard-coded there, a visible default here).
+    Baseline (BinaryBERT-style): + attention MSE."""
+    return {"bit": LossWeights(),
+            "bibert": LossWeights(dmd=1.0, ground_truth=0.5, hidden_loss="direction"),
             "baseline": LossWeights(attention=1.0), "fp": LossWeights()}[method]
 
 
@@ -85,7 +126,8 @@ class DistillLoss:
         w = self.w
         loss = w.logits * logit_loss(s_out.logits, t_out.logits, self.spec.is_regression, w.temperature)
         if w.hidden:
-            loss = loss + w.hidden * hidden_mse(s_out.hidden_states, t_out.hidden_states, mask)
+            hidden = hidden_mse if w.hidden_loss == "mse" else hidden_direction
+            loss = loss + w.hidden * hidden(s_out.hidden_states, t_out.hidden_states, mask)
         if w.attention:
             loss = loss + w.attention * attention_mse(s_out.attentions, t_out.attentions)
         if w.dmd:

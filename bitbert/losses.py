@@ -26,15 +26,19 @@ def logit_loss(student: torch.Tensor, teacher: torch.Tensor, regression: bool, t
     return soft_cross_entropy(student, teacher, temperature)
 
 
+def _check_depth(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> None:
+    if len(student) != len(teacher):
+        raise ValueError(f"student has {len(student)} hidden states, teacher {len(teacher)}: "
+                         "hidden-state distillation needs the same depth")
+
+
 def hidden_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
                mask: torch.Tensor | None = None) -> torch.Tensor:
     """Σ over the embedding output and every layer of the MSE between hidden states (BiT eq. 2).
 
     Padding positions are excluded when ``mask`` (B, L) is given.
     """
-    if len(student) != len(teacher):
-        raise ValueError(f"student has {len(student)} hidden states, teacher {len(teacher)}: "
-                         "hidden-state distillation needs the same depth")
+    _check_depth(student, teacher)
     total = student[0].new_zeros((), dtype=torch.float32)
     for s, t in zip(student, teacher):
         diff = (s.float() - t.float()) ** 2
@@ -46,31 +50,51 @@ def hidden_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
     return total
 
 
+def hidden_direction(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ over the embedding output and every layer of ‖Ĥ_s − Ĥ_t‖_F, Ĥ = H / ‖H‖_F per sample
+    (BiBERT's hidden-state loss: direction only, so a binary student need not match the teacher's
+    scale; its code normalised over the whole batch tensor). Padding positions are zeroed first."""
+    _check_depth(student, teacher)
+    total = student[0].new_zeros((), dtype=torch.float32)
+    for s, t in zip(student, teacher):
+        total = total + _direction_distance(_masked(s, mask).flatten(1), _masked(t, mask).flatten(1)).mean()
+    return total
+
+
 def attention_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> torch.Tensor:
     """Σ over layers of the MSE between attention maps (optional; BiT found it unhelpful)."""
     return sum(F.mse_loss(s.float(), t.float()) for s, t in zip(student, teacher))
 
 
-def _similarity(x: torch.Tensor, heads: int, mask: torch.Tensor | None) -> torch.Tensor:
-    """Per-sample, per-head P = X·Xᵀ / ‖X·Xᵀ‖_F for X of shape (B, L, H·d)."""
-    b, n, _ = x.shape
+def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     x = x.float()
-    if mask is not None:
-        x = x * mask.unsqueeze(-1).to(x.dtype)
-    xh = x.view(b, n, heads, -1).transpose(1, 2)
-    p = xh @ xh.transpose(-1, -2)
-    return p / p.flatten(2).norm(dim=-1).clamp_min(1e-8)[..., None, None]
+    return x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)
+
+
+def _direction_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """‖a/‖a‖ − b/‖b‖‖ over the last dim. The unsquared norm (the paper's) keeps a unit-size
+    gradient near the optimum; eps keeps it finite at zero distance."""
+    a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    return ((a - b) ** 2).sum(-1).add(1e-12).sqrt()
+
+
+def _similarity(x: torch.Tensor, heads: int, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample, per-head X·Xᵀ for X of shape (B, L, H·d), flattened to (B, H, L·L)."""
+    b, n, _ = x.shape
+    xh = _masked(x, mask).view(b, n, heads, -1).transpose(1, 2)
+    return (xh @ xh.transpose(-1, -2)).flatten(2)
 
 
 def dmd_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], heads: int,
              mask: torch.Tensor | None = None) -> torch.Tensor:
-    """BiBERT Direction-Matching Distillation: Σ over captured Q/K/V tensors of
-    ‖P_s − P_t‖² (summed over the L×L map, averaged over batch and heads), with P normalised per
-    sample and head — the paper's intent; its code normalised over the whole batch tensor."""
+    """BiBERT Direction-Matching Distillation: Σ over captured Q/K/V tensors of ‖P_s − P_t‖_F
+    (BiBERT eq. 13, unsquared), averaged over batch and heads, with P = X·Xᵀ/‖X·Xᵀ‖ normalised
+    per sample and head — the paper's intent; its code normalised over the whole batch tensor."""
     total = student[0].new_zeros((), dtype=torch.float32)
     for s, t in zip(student, teacher):
-        d = _similarity(s, heads, mask) - _similarity(t, heads, mask)
-        total = total + (d**2).sum(dim=(-1, -2)).mean()
+        total = total + _direction_distance(_similarity(s, heads, mask), _similarity(t, heads, mask)).mean()
     return total
 
 

@@ -70,3 +70,13 @@ def test_summary_builtin_shape(capsys):
     assert main(["summary", "minilm-l6", "--preset", "bit", "--bits", "1-1-1", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["params_by_bits"]["1"] > 20_000_000 and d["size_mb"] < 5
+
+
+def test_bad_loss_override_is_a_clear_error(tmp_path, tiny_teacher, capsys):
+    for bad, words in (("dmd", "not key=value"), ("depth=1", "not key=value"), ("dmd=x", "needs a number"),
+                       ("hidden_loss=l1", "hidden_loss must be one of"), ("dmd=-1", "must be a number >= 0")):
+        code = main(["distill", "--teacher", str(tiny_teacher), "--out", str(tmp_path / "x"), "--loss", bad,
+                     "--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"),
+                     "--text-columns", "sentence"])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and "Traceback" not in err, (bad, err)

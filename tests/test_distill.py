@@ -119,5 +119,14 @@ def test_regression_distillation_trains_logits(tiny_config):
 
 def test_method_losses_and_schedule_validation():
     assert method_losses("bibert").dmd == 1.0 and method_losses("bit").dmd == 0.0
+    bibert = method_losses("bibert")
+    assert bibert.ground_truth == 0.5 and bibert.hidden_loss == "direction"  # BiBERT code's recipe
+    changed = bibert.with_overrides("dmd=0.25, hidden_loss=mse,ground_truth=0")
+    assert (changed.dmd, changed.hidden_loss, changed.ground_truth, changed.logits) == (0.25, "mse", 0.0, 1.0)
+    assert bibert.with_overrides(None) is bibert
+    from bitbert.pipeline import paper_defaults
+    assert paper_defaults("cola", "bibert")["lr"] == 1e-4 and paper_defaults("cola")["lr"] == 5e-4
+    with pytest.raises(bitbert.ConfigError, match="not key=value"):
+        bibert.with_overrides("dmd")
     with pytest.raises(bitbert.ConfigError):
         parse_schedule("1-1-1,1-1-3")

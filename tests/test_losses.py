@@ -3,7 +3,8 @@ import math
 import torch
 from transformers import BertForSequenceClassification
 
-from bitbert.losses import (attention_mse, capture_qkv, dmd_loss, hidden_mse, logit_loss, soft_cross_entropy)
+from bitbert.losses import (attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss,
+                            soft_cross_entropy)
 
 
 def test_soft_ce_value():
@@ -34,12 +35,36 @@ def test_dmd_per_sample_normalisation_and_scale_invariance():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 5, 8, generator=g)
     y = torch.randn(2, 5, 8, generator=g)
-    assert dmd_loss([x], [x.clone()], heads=2) == 0
+    assert dmd_loss([x], [x.clone()], heads=2) < 1e-5
     # scaling one sample (or the whole student) leaves directions, hence the loss, unchanged
     x2 = x.clone()
     x2[0] *= 10
     assert torch.isclose(dmd_loss([x2], [y], heads=2), dmd_loss([x], [y], heads=2), rtol=1e-5)
     assert dmd_loss([x], [y], heads=2) > 0
+
+
+def test_dmd_value_by_hand():
+    # one head, L=2, d=1: X = [1, 0] gives XXᵀ = [[1, 0], [0, 0]]; Y = [0, 1] gives [[0, 0], [0, 1]].
+    # Both already have unit norm, so ‖P_x − P_y‖_F = √2 (unsquared, as in BiBERT eq. 13).
+    x = torch.tensor([[[1.0], [0.0]]])
+    y = torch.tensor([[[0.0], [1.0]]])
+    assert torch.isclose(dmd_loss([x], [y], heads=1), torch.tensor(math.sqrt(2.0)))
+    # a padded position (mask 0) drops out of both maps: only position 0 is left, both maps equal [[1]]
+    y2 = torch.tensor([[[3.0], [5.0]]])
+    assert dmd_loss([x], [y2], heads=1, mask=torch.tensor([[1, 0]])) < 1e-5
+    # gradient is finite (zero) at zero distance despite the unsquared norm
+    x.requires_grad_(True)
+    dmd_loss([x], [x.detach().clone()], heads=1).backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_hidden_direction_is_scale_free_and_bounded():
+    a = [torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])]
+    b = [torch.tensor([[[0.0, 2.0], [7.0, 7.0]]])]
+    # per sample: [1,0,0,0] vs [0,1,0,0] after masking position 1: distance √2
+    assert torch.isclose(hidden_direction(a, b, torch.tensor([[1, 0]])), torch.tensor(math.sqrt(2.0)))
+    assert torch.isclose(hidden_direction([10 * b[0]], b), torch.tensor(0.0), atol=1e-5)
+    assert hidden_direction([-b[0]], b) <= 2.0 + 1e-6  # opposite directions: the maximum, 2
 
 
 def test_capture_qkv_order(tiny_config, batch):
