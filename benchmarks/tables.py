@@ -11,6 +11,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 METHOD_ORDER = {"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}
+# bibert records from before call 13 used the earlier loss (squared DMD, hidden-state MSE, no
+# ground truth, BiT's lr); later records carry their loss weights in "losses".
+EARLIER_BIBERT = " ‡"
+
+
+def _mark(r: dict) -> str:
+    return EARLIER_BIBERT if r["method"] == "bibert" and "losses" not in r else ""
 
 
 def _load(name: str):
@@ -25,7 +32,7 @@ def glue_table() -> str:
     rows = ["| call | task | method | schedule | best | final | teacher | epochs/stage | batch | lr | wall s |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(recs, key=lambda r: (r["task"], r.get("device_call", 0), METHOD_ORDER.get(r["method"], 9), r["schedule"])):
-        rows.append(f"| {r.get('device_call', '')} | {r['task']} ({r['metric']}) | {r['method']} | {r['schedule']} | "
+        rows.append(f"| {r.get('device_call', '')} | {r['task']} ({r['metric']}) | {r['method']}{_mark(r)} | {r['schedule']} | "
                     f"{r['best']:.1f} | {r['final']:.1f} | {r['teacher_metric']:.1f} | {r['epochs']:g} | "
                     f"{r.get('batch_size', '')} | {r.get('lr', '')} | {r['wall_s']:.0f} |")
     return "\n".join(rows)
@@ -48,7 +55,7 @@ def glue_summary() -> str:
         cells = []
         for t in tasks:
             r = newest.get((t, method, sched))
-            cells.append(f"{r['best']:.1f} / {r['final']:.1f} (call {r.get('device_call', '?')}, {r['epochs']:g} ep)"
+            cells.append(f"{r['best']:.1f} / {r['final']:.1f} (call {r.get('device_call', '?')}, {r['epochs']:g} ep){_mark(r)}"
                          if r else "–")
         rows.append(f"| {method} | {sched} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
