@@ -94,7 +94,7 @@ def main() -> None:
     teacher = bitbert.load(out / "teacher" / "model")
     teacher_metric = make_evaluator(data, 256)(teacher.to("cuda" if torch.cuda.is_available() else "cpu"))[key]
 
-    base_cfg = TrainConfig(epochs=args.epochs, lr=args.lr or d["lr"], batch_size=args.batch_size,
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr or d["lr"], batch_size=args.batch_size,
                            max_length=d["max_length"], seed=args.seed, eval_every=args.eval_every,
                            max_steps=args.max_steps)
     wanted = RUNS if args.runs == "all" else [parse_run(r) for r in args.runs.split(";") if r.strip()]
@@ -103,7 +103,6 @@ def main() -> None:
             continue
         t0 = time.perf_counter()
         run_dir = out / f"{method}-{schedule.replace(',', '_')}"
-        cfg = base_cfg.replace(lr=args.lr or paper_defaults(args.task, method)["lr"])
         losses = method_losses(method).with_overrides(args.loss)
         result = run_schedule(teacher, data, method, schedule, cfg, run_dir, tokenizer=tok, losses=losses,
                               resume=args.resume)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 METHOD_ORDER = {"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}
 # bibert records from before call 13 used the earlier loss (squared DMD, hidden-state MSE, no
-# ground truth, BiT's lr); later records carry their loss weights in "losses".
+# ground truth); later records carry their loss weights in "losses".
 EARLIER_BIBERT = " ‡"
 
 
@@ -61,6 +61,16 @@ def glue_summary() -> str:
     return "\n".join(rows)
 
 
+def bibert_ablation_table() -> str:
+    recs = _load("bibert_ablation.json")
+    if not recs:
+        return "_no BiBERT ablation yet_"
+    rows = ["| call | task | variant | best | final | teacher | epochs | wall s |", "|---|---|---|---|---|---|---|---|"]
+    rows += [f"| {r['device_call']} | {r['task']} ({r['metric']}) | {r['variant']} | {r['best']:.1f} | {r['final']:.1f} | "
+             f"{r['teacher_metric']:.1f} | {r['epochs']:g} | {r['wall_s']:.0f} |" for r in recs]
+    return "\n".join(rows)
+
+
 def speed_table() -> str:
     recs = _load("distill_speed.json")
     if not recs:
@@ -102,7 +112,7 @@ def bipft_table() -> str:
     return "\n".join(rows)
 
 
-SECTIONS = {"glue-summary": glue_summary, "glue": glue_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table}
+SECTIONS = {"glue-summary": glue_summary, "glue": glue_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table}
 
 
 def main() -> None:

@@ -135,7 +135,7 @@ def cmd_distill(args) -> int:
     import bitbert
 
     from .distill import finetune, method_losses, run_schedule
-    from .pipeline import METHOD_LR, load_classifier, make_evaluator, paper_defaults
+    from .pipeline import load_classifier, make_evaluator, paper_defaults
 
     losses = method_losses(args.method).with_overrides(args.loss)  # a bad --loss fails before any work
     demo = args.teacher is None
@@ -149,10 +149,9 @@ def cmd_distill(args) -> int:
         print(f"bitbert default job: MiniLM-L6 ({base_model}) on SST-2 ({args.max_train_examples} training "
               f"sentences), method {args.method}, schedule {args.schedule}, on the CPU in a few minutes.")
     task = _task_name(args)
-    defaults = paper_defaults(task, args.method)
+    defaults = paper_defaults(task)
     if demo:
-        # few steps: BiT's small-task lr, unless the method's paper sets its own
-        defaults.update(epochs=1, batch_size=32, lr=METHOD_LR.get(args.method, 5e-4), max_length=64)
+        defaults.update(epochs=1, batch_size=32, lr=5e-4, max_length=64)  # few steps: BiT's small-task lr
     cfg = _train_config(args, defaults)
     out = Path(args.out)
     tok = _tokenizer(base_model if demo else args.teacher)

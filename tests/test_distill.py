@@ -124,8 +124,6 @@ def test_method_losses_and_schedule_validation():
     changed = bibert.with_overrides("dmd=0.25, hidden_loss=mse,ground_truth=0")
     assert (changed.dmd, changed.hidden_loss, changed.ground_truth, changed.logits) == (0.25, "mse", 0.0, 1.0)
     assert bibert.with_overrides(None) is bibert
-    from bitbert.pipeline import paper_defaults
-    assert paper_defaults("cola", "bibert")["lr"] == 1e-4 and paper_defaults("cola")["lr"] == 5e-4
     with pytest.raises(bitbert.ConfigError, match="not key=value"):
         bibert.with_overrides("dmd")
     with pytest.raises(bitbert.ConfigError):
