@@ -1,0 +1,34 @@
+"""The committed results: the issue's record format, and README tables that match the JSON files."""
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = {"task", "method", "schedule", "bits", "metric", "best", "final", "teacher_metric", "epochs", "seed",
+            "examples_per_s", "command", "hardware", "wall_s"}
+
+
+def _tables():
+    spec = importlib.util.spec_from_file_location("tables", ROOT / "benchmarks" / "tables.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_glue_records_have_the_issue_format():
+    for name in ("glue_minilm.json", "bibert_ablation.json"):
+        recs = json.loads((ROOT / "benchmarks" / "results" / name).read_text())
+        assert recs, name
+        for r in recs:
+            assert REQUIRED <= set(r), (name, sorted(REQUIRED - set(r)))
+            assert all(-100 <= r[k] <= 100 for k in ("best", "final", "teacher_metric")), r
+            assert r["command"].startswith("python benchmarks/run_glue.py"), r["command"]
+
+
+def test_readme_tables_are_generated_from_the_results():
+    text = (ROOT / "README.md").read_text()
+    for name, fn in _tables().SECTIONS.items():
+        m = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", text, re.S)
+        assert m, f"README lacks the {name} markers"
+        assert m.group(1) == fn() + "\n", f"README {name} table is stale: run python benchmarks/tables.py"
