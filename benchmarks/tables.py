@@ -29,12 +29,12 @@ def glue_table() -> str:
     recs = _load("glue_minilm.json")
     if not recs:
         return "_no GLUE results yet_"
-    rows = ["| call | task | method | schedule | best | final | teacher | epochs/stage | batch | lr | wall s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| call | task | method | schedule | best | final | teacher | epochs/stage | batch | lr | seed | wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(recs, key=lambda r: (r["task"], r.get("device_call", 0), METHOD_ORDER.get(r["method"], 9), r["schedule"])):
         rows.append(f"| {r.get('device_call', '')} | {r['task']} ({r['metric']}) | {r['method']}{_mark(r)} | {r['schedule']} | "
                     f"{r['best']:.1f} | {r['final']:.1f} | {r['teacher_metric']:.1f} | {r['epochs']:g} | "
-                    f"{r.get('batch_size', '')} | {r.get('lr', '')} | {r['wall_s']:.0f} |")
+                    f"{r.get('batch_size', '')} | {r.get('lr', '')} | {r['seed']} | {r['wall_s']:.0f} |")
     return "\n".join(rows)
 
 
@@ -55,7 +55,8 @@ def glue_summary() -> str:
         cells = []
         for t in tasks:
             r = newest.get((t, method, sched))
-            cells.append(f"{r['best']:.1f} / {r['final']:.1f} (call {r.get('device_call', '?')}, {r['epochs']:g} ep){_mark(r)}"
+            seed = f", seed {r['seed']}" if r.get("seed", 42) != 42 else ""
+            cells.append(f"{r['best']:.1f} / {r['final']:.1f} (call {r.get('device_call', '?')}, {r['epochs']:g} ep{seed}){_mark(r)}"
                          if r else "–")
         rows.append(f"| {method} | {sched} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
