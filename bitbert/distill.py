@@ -240,7 +240,7 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
     result.student = current
     if acc.is_main_process:
         io.atomic_write(out_dir / "schedule.json", lambda p: p.write_text(json.dumps(
-            {"method": method, "schedule": stages,
+            {"method": method, "schedule": stages, "losses": dataclasses.asdict(weights),
              "stages": [s.to_dict() for s in result.stages]}, indent=2)))
     return result
 

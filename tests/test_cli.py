@@ -47,6 +47,7 @@ def test_finetune_then_distill_custom_task(tmp_path, tiny_teacher, capsys, monke
     assert "teacher accuracy" in out and "student (1-1-1)" in out and "total" in out
     report = json.loads((tmp_path / "s" / "schedule.json").read_text())
     assert [s["bits"] for s in report["stages"]] == ["1-1-2", "1-1-1"]
+    assert report["losses"]["hidden_loss"] == "mse" and report["losses"]["dmd"] == 0  # bit's recipe, recorded
     assert main(["summary", str(tmp_path / "s" / "stage1-1-1-1" / "model"), "--seq-len", "32"]) == 0
     assert main(["summary", str(tmp_path / "s" / "stage1-1-1-1" / "model")]) == 2  # 128 > 64 positions
 
