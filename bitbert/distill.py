@@ -61,7 +61,7 @@ class LossWeights:
         """Apply ``"key=value,key=value"`` (e.g. ``"dmd=0.5,hidden_loss=mse"``) with clear errors."""
         if not text:
             return self
-        known = {f.name: f.type for f in dataclasses.fields(self)}
+        known = {f.name for f in dataclasses.fields(self)}
         changes: dict[str, float | str] = {}
         for item in text.split(","):
             key, sep, value = (part.strip() for part in item.partition("="))
