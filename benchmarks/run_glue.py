@@ -95,8 +95,8 @@ def main() -> None:
     teacher_metric = make_evaluator(data, 256)(teacher.to("cuda" if torch.cuda.is_available() else "cpu"))[key]
 
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr or d["lr"], batch_size=args.batch_size,
-                           max_length=d["max_length"], seed=args.seed, eval_every=args.eval_every,
-                           max_steps=args.max_steps)
+                      max_length=d["max_length"], seed=args.seed, eval_every=args.eval_every,
+                      max_steps=args.max_steps)
     wanted = RUNS if args.runs == "all" else [parse_run(r) for r in args.runs.split(";") if r.strip()]
     for method, schedule in wanted:
         if (method, schedule) in done:
@@ -118,7 +118,8 @@ def main() -> None:
             records.append({"task": data.spec.name, "method": method, "schedule": sched, "bits": stage.bits,
                             "metric": key, "best": stage.report.best[key], "final": stage.report.final[key],
                             "teacher_metric": teacher_metric, "epochs": args.epochs, "seed": args.seed,
-                            "lr": cfg.lr, "quant_lr": cfg.quant_lr, "losses": dataclasses.asdict(losses), "batch_size": cfg.batch_size,
+                            "lr": cfg.lr, "quant_lr": cfg.quant_lr, "losses": dataclasses.asdict(losses),
+                            "batch_size": cfg.batch_size,
                             "max_length": cfg.max_length, "examples_per_s": stage.report.examples_per_s,
                             "command": command, "hardware": hardware(), "cuda_graphs": cfg.cuda_graphs,
                             "wall_s": stage.report.wall_s if len(result.stages) > 1 else wall})

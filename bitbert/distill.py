@@ -104,6 +104,7 @@ class DistillLoss:
         if weights.attention and teacher.config._attn_implementation not in ("eager", "bitbert"):
             teacher.config._attn_implementation = "eager"  # sdpa returns no attention maps
         self.heads = teacher.config.num_attention_heads
+        self.hidden_fn = hidden_mse if weights.hidden_loss == "mse" else hidden_direction
 
     def disable_compile(self) -> None:
         self.teacher_fwd = self.teacher
@@ -126,8 +127,7 @@ class DistillLoss:
         w = self.w
         loss = w.logits * logit_loss(s_out.logits, t_out.logits, self.spec.is_regression, w.temperature)
         if w.hidden:
-            hidden = hidden_mse if w.hidden_loss == "mse" else hidden_direction
-            loss = loss + w.hidden * hidden(s_out.hidden_states, t_out.hidden_states, mask)
+            loss = loss + w.hidden * self.hidden_fn(s_out.hidden_states, t_out.hidden_states, mask)
         if w.attention:
             loss = loss + w.attention * attention_mse(s_out.attentions, t_out.attentions)
         if w.dmd:

@@ -64,7 +64,7 @@ def test_hidden_direction_is_scale_free_and_bounded():
     # per sample: [1,0,0,0] vs [0,1,0,0] after masking position 1: distance √2
     assert torch.isclose(hidden_direction(a, b, torch.tensor([[1, 0]])), torch.tensor(math.sqrt(2.0)))
     assert torch.isclose(hidden_direction([10 * b[0]], b), torch.tensor(0.0), atol=1e-5)
-    assert hidden_direction([-b[0]], b) <= 2.0 + 1e-6  # opposite directions: the maximum, 2
+    assert torch.isclose(hidden_direction([-b[0]], b), torch.tensor(2.0))  # opposite directions: the maximum
 
 
 def test_capture_qkv_order(tiny_config, batch):
