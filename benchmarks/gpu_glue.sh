@@ -21,9 +21,11 @@ B=${BATCH:-32}
 # One process per task (they share the GPU). TASKS picks tasks; SST2_RUNS / MRPC_RUNS / COLA_RUNS pick
 # runs (run_glue.py --runs, e.g. "bit:1-1-2,1-1-1;baseline:1-1-1"); '|' splits a task's runs into
 # parallel processes that share one teacher (group k>0 writes runs/glue/p{k}/). Checkpoints survive
-# only while the machine is warm. EXTRA_ARGS go to every run_glue.py (a CPU smoke test: "--max-steps 4").
+# only while the machine is warm. EXTRA_ARGS go to every run_glue.py (a CPU smoke test: "--max-steps 4"),
+# SST2_ARGS / MRPC_ARGS / COLA_ARGS to that task's only.
 run_task() {  # task dir epochs teacher_epochs eval_every runs
-  local common="--task $1 --model $M --data-dir $G/$2 --epochs $3 --teacher-epochs $4 --batch-size $B --eval-every $5 --resume ${EXTRA_ARGS:-}"
+  local own="${1^^}_ARGS"  # e.g. COLA_ARGS="--seed 44": one task's own extra arguments
+  local common="--task $1 --model $M --data-dir $G/$2 --epochs $3 --teacher-epochs $4 --batch-size $B --eval-every $5 --resume ${EXTRA_ARGS:-} ${!own:-}"
   local groups i o
   IFS='|' read -ra groups <<< "$6"
   (

@@ -101,7 +101,6 @@ def main() -> None:
     for method, schedule in wanted:
         if (method, schedule) in done:
             continue
-        t0 = time.perf_counter()
         run_dir = out / f"{method}-{schedule.replace(',', '_')}"
         losses = method_losses(method).with_overrides(args.loss)
         result = run_schedule(teacher, data, method, schedule, cfg, run_dir, tokenizer=tok, losses=losses,
@@ -109,7 +108,6 @@ def main() -> None:
         if not result.stages[-1].report.finished:
             print(f"{method} {schedule}: stopped at max-steps; rerun with --resume", flush=True)
             continue
-        wall = time.perf_counter() - t0
         for i, stage in enumerate(result.stages):
             sched = ",".join(s.bits for s in result.stages[: i + 1])
             rec_key = (method, sched)
@@ -122,7 +120,7 @@ def main() -> None:
                             "batch_size": cfg.batch_size,
                             "max_length": cfg.max_length, "examples_per_s": stage.report.examples_per_s,
                             "command": command, "hardware": hardware(), "cuda_graphs": cfg.cuda_graphs,
-                            "wall_s": stage.report.wall_s if len(result.stages) > 1 else wall})
+                            "wall_s": stage.report.wall_s})  # training time, summed over resumed segments
             done.add(rec_key)
         atomic_write(records_path, lambda p: p.write_text(json.dumps(records, indent=2)))
         print(json.dumps(records[-1]), flush=True)
