@@ -62,6 +62,43 @@ def glue_summary() -> str:
     return "\n".join(rows)
 
 
+def glue_seeds() -> str:
+    """Tasks run with several seeds at one epoch count: best / final per seed, and their means.
+
+    Per seed the newest record of each run counts; each seed has its own teacher, and bibert
+    records trained with the earlier loss are left out.
+    """
+    recs = [r for r in (_load("glue_minilm.json") or []) if not _mark(r)]
+    out = []
+    for task in sorted({r["task"] for r in recs}):
+        students = [r for r in recs if r["task"] == task and r["method"] != "fp"]
+        by_epochs: dict[float, set] = {}
+        for r in students:
+            by_epochs.setdefault(r["epochs"], set()).add(r["seed"])
+        epochs, seeds = max(by_epochs.items(), key=lambda kv: (len(kv[1]), kv[0]))
+        if len(seeds) < 2:
+            continue
+        seeds = sorted(seeds)
+        newest: dict = {}
+        for r in sorted(recs, key=lambda r: r.get("device_call", 0)):
+            if r["task"] == task and (r["method"] == "fp" or r["epochs"] == epochs):
+                newest[(r["method"], r["schedule"], r["seed"])] = r
+        runs = sorted({k[:2] for k in newest}, key=lambda m: (METHOD_ORDER.get(m[0], 9), m[1]))
+        metric = students[0]["metric"]
+        out += [f"{task} ({metric}), {epochs:g} epochs a stage (teacher: its own fine-tune per seed):", "",
+                "| method | schedule | " + " | ".join(f"seed {s} (call)" for s in seeds) + " | mean best | mean final |",
+                "|---|---|" + "---|" * (len(seeds) + 2)]
+        for method, sched in runs:
+            got = [newest.get((method, sched, s)) for s in seeds]
+            cells = [f"{r['best']:.1f} / {r['final']:.1f} ({r.get('device_call', '?')})" if r else "–" for r in got]
+            have = [r for r in got if r]
+            means = ([f"{sum(r['best'] for r in have) / len(have):.1f}", f"{sum(r['final'] for r in have) / len(have):.1f}"]
+                     if len(have) == len(seeds) else ["–", "–"])
+            out.append(f"| {method} | {sched} | " + " | ".join(cells + means) + " |")
+        out.append("")
+    return "\n".join(out).rstrip() or "_no task has several seeds yet_"
+
+
 def bibert_ablation_table() -> str:
     recs = _load("bibert_ablation.json")
     if not recs:
@@ -113,7 +150,7 @@ def bipft_table() -> str:
     return "\n".join(rows)
 
 
-SECTIONS = {"glue-summary": glue_summary, "glue": glue_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table}
+SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue": glue_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table}
 
 
 def main() -> None:

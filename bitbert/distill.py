@@ -23,7 +23,7 @@ from .convert import binarize
 from .losses import attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss
 from .pipeline import TaskData, make_evaluator
 from .tasks import TaskSpec
-from .train import RunReport, TrainConfig, make_accelerator, should_compile, train
+from .train import RunReport, TrainConfig, check_same_run, make_accelerator, run_settings, should_compile, train
 
 log = logging.getLogger("bitbert")
 
@@ -180,13 +180,17 @@ def parse_schedule(schedule: str | list[str]) -> list[str]:
     return stages
 
 
-def _finished_report(stage_dir: Path) -> RunReport | None:
-    """The report of a stage that ran to the end and saved its model, else None."""
+def _finished_report(stage_dir: Path, settings: dict) -> RunReport | None:
+    """The report of a stage that ran to the end and saved its model, else None; raises if the
+    stage was trained with other ``settings``."""
     path = stage_dir / "report.json"
     if not (path.is_file() and (stage_dir / "model" / "model.safetensors").is_file()):
         return None
     report = RunReport(**json.loads(path.read_text()))
-    return report if report.finished else None
+    if report.finished:
+        check_same_run(report.config, settings, path)
+        return report
+    return None
 
 
 def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str | list[str], cfg: TrainConfig,
@@ -211,7 +215,10 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
             log.info("stage %s is the full-precision teacher itself: nothing to distill", bits)
             result.stages.append(StageResult(bits, method, None, "", skipped=True))
             continue
-        done = _finished_report(stage_dir) if resume else None
+        # what this stage computes; a resume with other settings must not reuse or continue it
+        extra = {"method": method, "bits": bits, "losses": dataclasses.asdict(weights),
+                 "quant_overrides": quant_overrides or {}}
+        done = _finished_report(stage_dir, run_settings(cfg, extra)) if resume else None
         if done is not None:
             log.info("stage %s already finished: loading %s", bits, stage_dir / "model")
             current = io.load(stage_dir / "model", device=acc.device)
@@ -227,7 +234,7 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
         report = train(student, loss,
                        data.train_batches(cfg.batch_size, cfg.seed, acc.device.type == "cuda"),
                        make_evaluator(data, cfg.eval_batch_size), cfg, stage_dir,
-                       main_metric=data.spec.main_key, resume=resume, accelerator=acc)
+                       main_metric=data.spec.main_key, resume=resume, accelerator=acc, settings=extra)
         if not report.finished:  # stopped by max_steps: resume later
             result.stages.append(StageResult(bits, method, report, ""))
             result.student = student

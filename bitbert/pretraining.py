@@ -37,7 +37,7 @@ from .config import PRESETS, ConfigError, QuantConfig
 from .convert import UnsupportedModelError, binarize
 from .corpus import IGNORE_INDEX, CorpusStats, MLMCollator, PackedMLMStream, check_min_sequences, iter_lines
 from .losses import hidden_mse, soft_cross_entropy
-from .train import TrainConfig, make_accelerator, should_compile, train
+from .train import TrainConfig, check_same_run, make_accelerator, should_compile, train
 
 __all__ = ["PretrainConfig", "pretrain", "PretrainingObjective", "PretrainLoss", "build_student"]
 
@@ -473,11 +473,9 @@ def _check_resumable(out_dir: Path, config: PretrainConfig, resume: bool, main: 
     saved = out_dir / "pretrain_config.json"
     current = dataclasses.asdict(config)
     if resume and saved.is_file():
-        before = json.loads(saved.read_text())
-        diff = {k: (before.get(k), v) for k, v in current.items()
-                if k not in RESUMABLE_CHANGES and before.get(k) != v}
-        if diff:
-            raise ConfigError(f"--resume with settings that differ from the run in {out_dir} (saved, now): {diff}")
+        def fixed(d: dict) -> dict:
+            return {k: v for k, v in d.items() if k not in RESUMABLE_CHANGES}
+        check_same_run(fixed(json.loads(saved.read_text())), fixed(current), saved)
     if not main:
         return
     if not resume:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from .config import ConfigError
 from .convert import quantizer_parameters
 from .graphs import GraphCaptureError, GraphedStep, graphs_wanted
 from .io import atomic_write
@@ -76,6 +77,7 @@ class RunReport:
     total_steps: int = 0
     wall_s: float = 0.0  # training-loop time summed over resumed segments
     examples_per_s: float = 0.0  # of the last segment
+    config: dict = field(default_factory=dict)  # what the run was trained with (see `run_settings`)
 
     @property
     def finished(self) -> bool:
@@ -83,6 +85,29 @@ class RunReport:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# The settings that decide what a run computes; eval/log cadence, max_steps and the execution mode
+# (compile, CUDA graphs) may change between a run and its resume.
+RESUME_KEYS = ("epochs", "lr", "quant_lr", "weight_decay", "batch_size", "max_length", "warmup_ratio", "schedule",
+               "max_grad_norm", "seed", "mixed_precision")
+
+
+def run_settings(cfg: TrainConfig, extra: dict | None = None) -> dict:
+    """The JSON-able settings a checkpoint records, so that a resume can refuse a different run."""
+    return {**{k: getattr(cfg, k) for k in RESUME_KEYS}, **json.loads(json.dumps(extra or {}, default=str))}
+
+
+def check_same_run(recorded: dict, current: dict, where: str | Path) -> None:
+    """Raise if a checkpoint or finished report in ``where`` was made with other settings: resuming
+    it would silently mix two runs. Records written before settings were kept pass."""
+    if not recorded:
+        return
+    diff = [f"{k}={recorded.get(k)!r} there, {current.get(k)!r} now"
+            for k in sorted(set(recorded) | set(current)) if recorded.get(k) != current.get(k)]
+    if diff:
+        raise ConfigError(f"{where} was written by a run with other settings ({'; '.join(diff)}): "
+                         "resume with the same settings, or use a new output directory")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -237,7 +262,8 @@ class TrainStep:
 def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], batches: Batches,
           evaluate: Callable[[nn.Module], dict] | None, cfg: TrainConfig, out_dir: str | Path,
           main_metric: str = "loss", resume: bool = False, accelerator=None,
-          on_step: Callable[[int], bool | None] | None = None, presharded: bool = False) -> RunReport:
+          on_step: Callable[[int], bool | None] | None = None, presharded: bool = False,
+          settings: dict | None = None) -> RunReport:
     """Train ``model`` on ``batches`` minimising ``loss_fn(model, batch)``.
 
     Evaluates with ``evaluate(model) -> metrics`` every ``cfg.eval_every`` steps (or each epoch)
@@ -247,6 +273,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     process's ``batches`` already yields only its own shard (a rank-sharded stream), and
     ``len(batches)`` is the number of batches of one process. ``on_step(step)`` runs after every
     step; a true return value stops training there, checkpointed (e.g. a time limit).
+    ``settings`` (JSON-able, e.g. the loss weights) join ``cfg``'s in the checkpoint: a resume with
+    different ones raises instead of continuing someone else's run.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -260,11 +288,12 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     total = max(1, math.ceil(per_epoch * cfg.epochs))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg))
     model, optimizer = acc.prepare(model, optimizer)
-    report = RunReport(main_metric)
+    report = RunReport(main_metric, config=run_settings(cfg, settings))
     step = 0
     ckpt_path = out_dir / "checkpoint.pt"
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        check_same_run(json.loads(state["report"]).get("config", {}), report.config, ckpt_path)
         acc.unwrap_model(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

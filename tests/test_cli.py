@@ -48,6 +48,11 @@ def test_finetune_then_distill_custom_task(tmp_path, tiny_teacher, capsys, monke
     report = json.loads((tmp_path / "s" / "schedule.json").read_text())
     assert [s["bits"] for s in report["stages"]] == ["1-1-2", "1-1-1"]
     assert report["losses"]["hidden_loss"] == "mse" and report["losses"]["dmd"] == 0  # bit's recipe, recorded
+    # a resume with another seed would mix two runs: refused, naming the setting
+    assert main(["distill", "--teacher", str(tmp_path / "t" / "model"), "--out", str(tmp_path / "s"), *data,
+                 "--schedule", "1-1-2,1-1-1", "--epochs", "1", "--batch-size", "8", "--seed", "7", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "seed=" in err and "Traceback" not in err
     assert main(["summary", str(tmp_path / "s" / "stage1-1-1-1" / "model"), "--seq-len", "32"]) == 0
     assert main(["summary", str(tmp_path / "s" / "stage1-1-1-1" / "model")]) == 2  # 128 > 64 positions
 

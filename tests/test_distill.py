@@ -97,6 +97,25 @@ def test_max_steps_then_resume(tmp_path, tiny_config):
     assert done.stages[0].report.wall_s > first_wall > 0  # wall time sums the resumed segments
 
 
+def test_resume_with_other_settings_is_refused(tmp_path, tiny_config):
+    data = tiny_task()
+    teacher = BertForSequenceClassification(tiny_config).eval()
+    run_schedule(teacher, data, "bit", "1-1-1", CFG.replace(max_steps=3), tmp_path / "r")  # a checkpoint
+    with pytest.raises(bitbert.ConfigError, match=r"lr=0.001 there, 0.0005 now.*new output directory"):
+        run_schedule(teacher, data, "bit", "1-1-1", CFG.replace(lr=5e-4), tmp_path / "r", resume=True)
+    # what may change on a resume: the step budget, the eval cadence
+    done = run_schedule(teacher, data, "bit", "1-1-1", CFG.replace(eval_every=6), tmp_path / "r", resume=True)
+    assert done.stages[0].report.finished and done.stages[0].report.config["losses"]["hidden"] == 1.0
+    # a finished stage is reused only by the same run: other loss weights or another seed are refused
+    with pytest.raises(bitbert.ConfigError, match=r"losses="):
+        run_schedule(teacher, data, "bit", "1-1-1", CFG, tmp_path / "r", resume=True,
+                     losses=method_losses("bit").with_overrides("hidden=0"))
+    with pytest.raises(bitbert.ConfigError, match=r"seed=1 there, 2 now"):
+        run_schedule(teacher, data, "bit", "1-1-1", CFG.replace(seed=2), tmp_path / "r", resume=True)
+    again = run_schedule(teacher, data, "bit", "1-1-1", CFG, tmp_path / "r", resume=True)
+    assert again.stages[0].report.final == done.stages[0].report.final
+
+
 @pytest.mark.parametrize("method", ["bibert", "baseline"])
 def test_other_methods_run(tmp_path, tiny_config, method):
     data = tiny_task()
