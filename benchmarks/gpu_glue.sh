@@ -42,14 +42,22 @@ run_task() {  # task dir epochs teacher_epochs eval_every runs
   TASK_PIDS+=($!)
 }
 TASK_PIDS=()
-# What comes back ($OUT holds at most 8 files): each process's records, and one tarball with the
-# logs and the eval history of every run, cut ones included. Refreshed every 10 s, so a call that
-# hits the time limit still returns what finished.
+# What comes back ($OUT holds at most 8 files): every process's records merged into records.json
+# (each with the file it came from), and one tarball with the record files, the logs and the eval
+# history of every run, cut ones included. Refreshed every 10 s, so a call that hits the time limit
+# still returns what finished.
 save_results() {
-  local f
-  cp runs/glue/*.json "$OUT/" 2>/dev/null
-  for f in runs/glue/p*/*.json; do [ -f "$f" ] && cp "$f" "$OUT/$(basename "$(dirname "$f")")-$(basename "$f")"; done
-  tar czf "$OUT/runs.tgz.tmp" runs/*.log $(find runs/glue -name metrics.jsonl) 2>/dev/null && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
+  python - "$OUT/records.json" runs/glue/*.json runs/glue/p*/*.json <<'PY' 2>/dev/null
+import json, os, sys
+recs = []
+for f in sys.argv[2:]:
+    if os.path.isfile(f):
+        recs += [dict(r, records_file=f) for r in json.load(open(f))]
+json.dump(recs, open(sys.argv[1] + ".tmp", "w"), indent=1)
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+PY
+  tar czf "$OUT/runs.tgz.tmp" runs/*.log $(find runs/glue -maxdepth 3 -name '*.json'; find runs/glue -name metrics.jsonl) 2>/dev/null \
+    && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
 }
 (while sleep 10; do save_results; done) &
 COPIER=$!
