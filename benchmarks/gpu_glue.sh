@@ -16,11 +16,13 @@ if [ -z "${SKIP_SPEED:-}" ] && [ ! -f runs/speed.done ]; then
     --batch-sizes ${SPEED_BATCHES:-32,128} --steps 100 --graphs on,off 2>&1 | grep -v Warn | tail -6
   touch runs/speed.done
 fi
+# Runs live in $R (GLUE_OUT): a run of other settings (e.g. another seed) on a warm machine needs its own.
+R=${GLUE_OUT:-runs/glue}
 T=${GLUE_TIMEOUT:-420}  # per process: the teacher, then each run group
 B=${BATCH:-32}
 # One process per task (they share the GPU). TASKS picks tasks; SST2_RUNS / MRPC_RUNS / COLA_RUNS pick
 # runs (run_glue.py --runs, e.g. "bit:1-1-2,1-1-1;baseline:1-1-1"); '|' splits a task's runs into
-# parallel processes that share one teacher (group k>0 writes runs/glue/p{k}/). Checkpoints survive
+# parallel processes that share one teacher (group k>0 writes $R/p{k}/). Checkpoints survive
 # only while the machine is warm. EXTRA_ARGS go to every run_glue.py (a CPU smoke test: "--max-steps 4"),
 # SST2_ARGS / MRPC_ARGS / COLA_ARGS to that task's only.
 run_task() {  # task dir epochs teacher_epochs eval_every runs
@@ -29,11 +31,11 @@ run_task() {  # task dir epochs teacher_epochs eval_every runs
   local groups i o
   IFS='|' read -ra groups <<< "$6"
   (
-    timeout $T python benchmarks/run_glue.py $common --out runs/glue --runs "" >> runs/$1.log 2>&1  # the teacher
+    timeout $T python benchmarks/run_glue.py $common --out $R --runs "" >> runs/$1.log 2>&1  # the teacher
     for i in "${!groups[@]}"; do
-      o=runs/glue
+      o=$R
       if [ "$i" -gt 0 ]; then
-        o=runs/glue/p$i; mkdir -p $o/$1; ln -sfn "$PWD/runs/glue/$1/teacher" $o/$1/teacher
+        o=$R/p$i; mkdir -p $o/$1; ln -sfn "$PWD/$R/$1/teacher" $o/$1/teacher
       fi
       timeout $T python benchmarks/run_glue.py $common --out $o --runs "${groups[$i]}" >> runs/$1.$i.log 2>&1 &
     done
@@ -47,7 +49,7 @@ TASK_PIDS=()
 # history of every run, cut ones included. Refreshed every 10 s, so a call that hits the time limit
 # still returns what finished.
 save_results() {
-  python - "$OUT/records.json" runs/glue/*.json runs/glue/p*/*.json <<'PY' 2>/dev/null
+  python - "$OUT/records.json" $R/*.json $R/p*/*.json <<'PY' 2>/dev/null
 import json, os, sys
 recs = []
 for f in sys.argv[2:]:
@@ -56,7 +58,7 @@ for f in sys.argv[2:]:
 json.dump(recs, open(sys.argv[1] + ".tmp", "w"), indent=1)
 os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 PY
-  tar czf "$OUT/runs.tgz.tmp" runs/*.log $(find runs/glue -maxdepth 3 -name '*.json'; find runs/glue -name metrics.jsonl) 2>/dev/null \
+  tar czf "$OUT/runs.tgz.tmp" runs/*.log $(find $R -maxdepth 3 -name '*.json'; find $R -name metrics.jsonl) 2>/dev/null \
     && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
 }
 (while sleep 10; do save_results; done) &
