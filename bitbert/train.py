@@ -300,7 +300,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
         batches.load_state_dict(state["batches"])
         _set_rng_state(state["rng"])
         step = int(state["step"])
-        report = RunReport(**json.loads(state["report"]))
+        report = RunReport(**{**json.loads(state["report"]), "config": report.config})
         log.info("resumed from %s at step %d", ckpt_path, step)
 
     def checkpoint() -> None:
