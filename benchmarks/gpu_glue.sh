@@ -2,7 +2,8 @@
 # Issue 3 results on one GPU: CUDA-graph tests, distillation speed, then SST-2 / MRPC / CoLA in
 # parallel processes. Resumable: a second call on the same (warm) machine continues the runs.
 # Usage (device): bash benchmarks/gpu_glue.sh OUTDIR   (expects .devdata/ with the MiniLM-L6 model
-# and glue/{SST-2,MRPC,CoLA} copied from ../shared; carry .devdata)
+# and glue/{SST-2,MRPC,CoLA} copied from ../shared; carry .devdata). Back here, add the returned records:
+#   python benchmarks/merge_results.py FILES_AT/records.json --call N --note "..." && python benchmarks/tables.py
 set -u
 OUT=${1:-runs/gpu}
 mkdir -p "$OUT" runs

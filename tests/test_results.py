@@ -32,3 +32,22 @@ def test_readme_tables_are_generated_from_the_results():
         m = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", text, re.S)
         assert m, f"README lacks the {name} markers"
         assert m.group(1) == fn() + "\n", f"README {name} table is stale: run python benchmarks/tables.py"
+
+
+def test_merge_results_tags_and_skips_what_is_there(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("merge_results", ROOT / "benchmarks" / "merge_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rec = {"task": "mrpc", "method": "bit", "schedule": "1-1-1", "seed": 43, "best": 82.6,
+           "records_file": "runs/glue/p2/mrpc.json"}
+    returned = tmp_path / "records.json"
+    returned.write_text(json.dumps([rec, dict(rec, method="baseline")]))
+    into = tmp_path / "results.json"
+    assert mod.main([str(returned), "--call", "20", "--note", "n", "--into", str(into)]) == 0
+    assert mod.main([str(returned), "--call", "20", "--note", "n", "--into", str(into)]) == 0  # re-merge: no copies
+    merged = json.loads(into.read_text())
+    assert [(r["method"], r["device_call"], r["note"]) for r in merged] == [("bit", 20, "n"), ("baseline", 20, "n")]
+    assert "records_file" not in merged[0]
+    assert "0 records added, 2 already there" in capsys.readouterr().out
+    assert mod.main([str(tmp_path / "missing.json"), "--call", "1", "--note", "n", "--into", str(into)]) == 2
+    assert "missing.json" in capsys.readouterr().err
