@@ -39,12 +39,14 @@ def glue_table() -> str:
 
 
 def glue_summary() -> str:
-    """Each (task, method, schedule)'s newest run, tasks side by side: best-on-dev / final-step."""
+    """Each (task, method, schedule)'s longest run (most epochs a stage; the newest of those), tasks
+    side by side: best-on-dev / final-step. A short exploratory call does not hide a full one."""
     recs = _load("glue_minilm.json")
     if not recs:
         return "_no GLUE results yet_"
-    # later calls replace earlier ones (a stable sort: within a call, the later record wins)
-    newest = {(r["task"], r["method"], r["schedule"]): r for r in sorted(recs, key=lambda r: r.get("device_call", 0))}
+    # more epochs, then later calls replace the rest (a stable sort: within a call, the later record wins)
+    newest = {(r["task"], r["method"], r["schedule"]): r
+              for r in sorted(recs, key=lambda r: (r["epochs"], r.get("device_call", 0)))}
     tasks = sorted({r["task"] for r in recs})
     runs = sorted({(r["method"], r["schedule"]) for r in recs},
                   key=lambda m: (METHOD_ORDER.get(m[0], 9), m[1]))
@@ -55,7 +57,7 @@ def glue_summary() -> str:
         cells = []
         for t in tasks:
             r = newest.get((t, method, sched))
-            seed = f", seed {r['seed']}" if r.get("seed", 42) != 42 else ""
+            seed = f", seed {r['seed']}" if r and r.get("seed", 42) != 42 else ""
             cells.append(f"{r['best']:.1f} / {r['final']:.1f} (call {r.get('device_call', '?')}, {r['epochs']:g} ep{seed}){_mark(r)}"
                          if r else "–")
         rows.append(f"| {method} | {sched} | " + " | ".join(cells) + " |")
