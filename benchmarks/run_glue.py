@@ -22,7 +22,7 @@ import torch
 
 import bitbert
 from bitbert.config import ConfigError
-from bitbert.distill import finetune, method_losses, run_schedule
+from bitbert.distill import finetune, finished_report, method_losses, run_schedule
 from bitbert.io import atomic_write
 from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
 from bitbert.train import TrainConfig, check_same_run, run_settings
@@ -80,12 +80,7 @@ def main() -> None:
     tcfg = TrainConfig(epochs=args.teacher_epochs, lr=5e-5, batch_size=32, max_length=d["max_length"],
                        seed=args.seed, eval_every=args.eval_every)
     t0 = time.perf_counter()
-    teacher_report = out / "teacher" / "report.json"
-    if teacher_report.is_file():
-        try:
-            check_same_run(json.loads(teacher_report.read_text()).get("config", {}), run_settings(tcfg), teacher_report)
-        except ConfigError as e:
-            raise SystemExit(f"error: {e}") from None
+    finished_report(out / "teacher", run_settings(tcfg))  # a teacher made with other settings raises
     if not (out / "teacher" / "model" / "config.json").is_file():
         from bitbert.pipeline import load_classifier
 
@@ -106,10 +101,8 @@ def main() -> None:
                       max_steps=args.max_steps)
     now = {"seed": args.seed, "epochs": args.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size}
     for r in records:  # done runs are skipped below: they must have been made with these settings
-        diff = [f"{k}={r.get(k)} there, {v} now" for k, v in now.items() if r["method"] != "fp" and r.get(k) != v]
-        if diff:
-            raise SystemExit(f"error: {records_path} holds results made with other settings ({'; '.join(diff)}); "
-                             "use another --out")
+        if r["method"] != "fp":
+            check_same_run({k: r.get(k) for k in now}, now, records_path)
     wanted = RUNS if args.runs == "all" else [parse_run(r) for r in args.runs.split(";") if r.strip()]
     for method, schedule in wanted:
         if (method, schedule) in done:

@@ -180,11 +180,12 @@ def parse_schedule(schedule: str | list[str]) -> list[str]:
     return stages
 
 
-def _finished_report(stage_dir: Path, settings: dict) -> RunReport | None:
-    """The report of a stage that ran to the end and saved its model, else None; raises if the
-    stage was trained with other ``settings``."""
-    path = stage_dir / "report.json"
-    if not (path.is_file() and (stage_dir / "model" / "model.safetensors").is_file()):
+def finished_report(run_dir: Path, settings: dict) -> RunReport | None:
+    """The report of a run (a schedule stage or a fine-tune) that ran to the end and saved its model
+    in ``run_dir/model``, else None; raises `ConfigError` if it was trained with other ``settings``
+    (`run_settings`)."""
+    path = run_dir / "report.json"
+    if not (path.is_file() and (run_dir / "model" / "model.safetensors").is_file()):
         return None
     report = RunReport(**json.loads(path.read_text()))
     if report.finished:
@@ -218,7 +219,7 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
         # what this stage computes; a resume with other settings must not reuse or continue it
         extra = {"method": method, "bits": bits, "losses": dataclasses.asdict(weights),
                  "quant_overrides": quant_overrides or {}}
-        done = _finished_report(stage_dir, run_settings(cfg, extra)) if resume else None
+        done = finished_report(stage_dir, run_settings(cfg, extra)) if resume else None
         if done is not None:
             log.info("stage %s already finished: loading %s", bits, stage_dir / "model")
             current = io.load(stage_dir / "model", device=acc.device)

@@ -293,14 +293,15 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     ckpt_path = out_dir / "checkpoint.pt"
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        check_same_run(json.loads(state["report"]).get("config", {}), report.config, ckpt_path)
+        saved = json.loads(state["report"])
+        check_same_run(saved.get("config", {}), report.config, ckpt_path)
         acc.unwrap_model(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         batches.load_state_dict(state["batches"])
         _set_rng_state(state["rng"])
         step = int(state["step"])
-        report = RunReport(**{**json.loads(state["report"]), "config": report.config})
+        report = RunReport(**{**saved, "config": report.config})
         log.info("resumed from %s at step %d", ckpt_path, step)
 
     def checkpoint() -> None:
