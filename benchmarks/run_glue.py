@@ -92,7 +92,7 @@ def main() -> None:
                             "teacher_metric": report.final[key], "epochs": args.teacher_epochs, "seed": args.seed,
                             "lr": 5e-5, "batch_size": 32, "max_length": d["max_length"],
                             "examples_per_s": report.examples_per_s, "command": command, "hardware": hardware(), "cuda_graphs": tcfg.cuda_graphs,
-                            "wall_s": time.perf_counter() - t0})
+                            "wall_s": time.perf_counter() - t0, "dev_history": report.history})
     teacher = bitbert.load(out / "teacher" / "model")
     teacher_metric = make_evaluator(data, 256)(teacher.to("cuda" if torch.cuda.is_available() else "cpu"))[key]
 
@@ -126,7 +126,8 @@ def main() -> None:
                             "batch_size": cfg.batch_size,
                             "max_length": cfg.max_length, "examples_per_s": stage.report.examples_per_s,
                             "command": command, "hardware": hardware(), "cuda_graphs": cfg.cuda_graphs,
-                            "wall_s": stage.report.wall_s})  # training time, summed over resumed segments
+                            "wall_s": stage.report.wall_s,  # training time, summed over resumed segments
+                            "dev_history": stage.report.history})  # every evaluation: what best/final come from
             done.add(rec_key)
         atomic_write(records_path, lambda p: p.write_text(json.dumps(records, indent=2)))
         print(json.dumps(records[-1]), flush=True)

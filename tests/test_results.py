@@ -51,3 +51,12 @@ def test_merge_results_tags_and_skips_what_is_there(tmp_path, capsys):
     assert "0 records added, 2 already there" in capsys.readouterr().out
     assert mod.main([str(tmp_path / "missing.json"), "--call", "1", "--note", "n", "--into", str(into)]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_dev_histories_agree_with_best_and_final():
+    recs = [r for r in json.loads((ROOT / "benchmarks" / "results" / "glue_minilm.json").read_text()) if "dev_history" in r]
+    assert recs
+    for r in recs:
+        values = [e[r["metric"]] for e in r["dev_history"]]
+        assert max(values) == r["best"] and values[-1] == r["final"], (r["device_call"], r["method"], r["schedule"])
+        assert [e["step"] for e in r["dev_history"]] == sorted({e["step"] for e in r["dev_history"]})
