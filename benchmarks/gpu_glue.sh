@@ -10,7 +10,6 @@ mkdir -p "$OUT" runs
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false BITBERT_CACHE=runs/cache
 M=.devdata/minilm-l6-h384-fp16
 G=.devdata/glue
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 [ -z "${SKIP_TESTS:-}" ] && timeout 60 python -m pytest -q tests/test_graphs.py 2>&1 | tail -3 | tee "$OUT/gpu_tests.txt"
 if [ -z "${SKIP_SPEED:-}" ] && [ ! -f runs/speed.done ]; then
   timeout 90 python benchmarks/distill_speed.py --model $M --data-dir $G/SST-2 --out "$OUT/distill_speed.json" \
@@ -19,6 +18,9 @@ if [ -z "${SKIP_SPEED:-}" ] && [ ! -f runs/speed.done ]; then
 fi
 # Runs live in $R (GLUE_OUT): a run of other settings (e.g. another seed) on a warm machine needs its own.
 R=${GLUE_OUT:-runs/glue}
+L=$R/logs  # per runs folder: several invocations (other settings) can run at once
+mkdir -p $L
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $L/gpu.log  # in runs.tgz
 T=${GLUE_TIMEOUT:-420}  # per process: the teacher, then each run group
 B=${BATCH:-32}
 # One process per task (they share the GPU). TASKS picks tasks; SST2_RUNS / MRPC_RUNS / COLA_RUNS pick
@@ -32,13 +34,13 @@ run_task() {  # task dir epochs teacher_epochs eval_every runs
   local groups i o
   IFS='|' read -ra groups <<< "$6"
   (
-    timeout $T python benchmarks/run_glue.py $common --out $R --runs "" >> runs/$1.log 2>&1  # the teacher
+    timeout $T python benchmarks/run_glue.py $common --out $R --runs "" >> $L/$1.log 2>&1  # the teacher
     for i in "${!groups[@]}"; do
       o=$R
       if [ "$i" -gt 0 ]; then
         o=$R/p$i; mkdir -p $o/$1; ln -sfn "$PWD/$R/$1/teacher" $o/$1/teacher
       fi
-      timeout $T python benchmarks/run_glue.py $common --out $o --runs "${groups[$i]}" >> runs/$1.$i.log 2>&1 &
+      timeout $T python benchmarks/run_glue.py $common --out $o --runs "${groups[$i]}" >> $L/$1.$i.log 2>&1 &
     done
     wait
   ) &
@@ -59,7 +61,7 @@ for f in sys.argv[2:]:
 json.dump(recs, open(sys.argv[1] + ".tmp", "w"), indent=1)
 os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 PY
-  tar czf "$OUT/runs.tgz.tmp" runs/*.log $(find $R -maxdepth 3 -name '*.json'; find $R -name metrics.jsonl) 2>/dev/null \
+  tar czf "$OUT/runs.tgz.tmp" $L/*.log $(find $R -maxdepth 3 -name '*.json'; find $R -name metrics.jsonl) 2>/dev/null \
     && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
 }
 (while sleep 10; do save_results; done) &
@@ -71,5 +73,5 @@ TASKS=${TASKS:-mrpc,cola,sst2}
 wait "${TASK_PIDS[@]}"  # not a bare wait: the copier never ends
 kill $COPIER 2>/dev/null
 save_results
-grep -h '"task"' runs/*.log | tail -n 30
-tail -n 2 runs/*.log
+grep -h '"task"' $L/*.log | tail -n 30
+tail -n 2 $L/*.log
