@@ -4,7 +4,7 @@
         [--into benchmarks/results/glue_minilm.json]
 
 Each record gets the call number and note; a record already in the file (same call, task, method,
-schedule, seed, batch and lr) is not added twice, so re-merging a refreshed records.json is safe. Then run
+schedule and run_glue.py command) is not added twice, so re-merging a refreshed records.json is safe. Then run
 ``python benchmarks/tables.py`` to regenerate the README tables.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from bitbert.io import atomic_write  # noqa: E402
 
-KEY = ("device_call", "task", "method", "schedule", "seed", "batch_size", "lr")  # one call may run several settings
+KEY = ("device_call", "task", "method", "schedule", "command")  # the command: one call may run several settings
 
 
 def merge(existing: list[dict], returned: list[dict], call: int, note: str) -> tuple[list[dict], int]:

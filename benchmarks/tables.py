@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bitbert.pipeline import paper_defaults  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 METHOD_ORDER = {"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}
 # bibert records from before call 13 used the earlier loss (squared DMD, hidden-state MSE, no
@@ -18,6 +22,14 @@ EARLIER_BIBERT = " ‡"
 
 def _mark(r: dict) -> str:
     return EARLIER_BIBERT if r["method"] == "bibert" and "losses" not in r else ""
+
+
+MAIN_BATCH = 32  # gpu_glue.sh's batch; the summary and the seeds table compare runs of one setting
+
+
+def _main_setting(r: dict) -> bool:
+    """A teacher, or a student at gpu_glue.sh's batch and the task's paper lr (not an lr/batch probe)."""
+    return r["method"] == "fp" or (r["batch_size"] == MAIN_BATCH and r["lr"] == paper_defaults(r["task"])["lr"])
 
 
 def _load(name: str):
@@ -41,7 +53,7 @@ def glue_table() -> str:
 def glue_summary() -> str:
     """Each (task, method, schedule)'s longest run (most epochs a stage; the newest of those), tasks
     side by side: best-on-dev / final-step. A short exploratory call does not hide a full one."""
-    recs = _load("glue_minilm.json")
+    recs = [r for r in _load("glue_minilm.json") or [] if _main_setting(r)]
     if not recs:
         return "_no GLUE results yet_"
     # more epochs, then later calls replace the rest (a stable sort: within a call, the later record wins)
@@ -70,7 +82,7 @@ def glue_seeds() -> str:
     Per seed the newest record of each run counts; each seed has its own teacher, and bibert
     records trained with the earlier loss are left out.
     """
-    recs = [r for r in (_load("glue_minilm.json") or []) if not _mark(r)]
+    recs = [r for r in (_load("glue_minilm.json") or []) if not _mark(r) and _main_setting(r)]
     out = []
     for task in sorted({r["task"] for r in recs}):
         students = [r for r in recs if r["task"] == task and r["method"] != "fp"]
@@ -81,9 +93,12 @@ def glue_seeds() -> str:
         if len(seeds) < 2:
             continue
         seeds = sorted(seeds)
+        # a seed's teacher: the one fine-tuned in a call where that seed's students ran
+        calls = {(r["seed"], r.get("device_call")) for r in students if r["epochs"] == epochs}
         newest: dict = {}
         for r in sorted(recs, key=lambda r: r.get("device_call", 0)):
-            if r["task"] == task and (r["method"] == "fp" or r["epochs"] == epochs):
+            if r["task"] == task and (r["epochs"] == epochs if r["method"] != "fp"
+                                      else (r["seed"], r.get("device_call")) in calls):
                 newest[(r["method"], r["schedule"], r["seed"])] = r
         runs = sorted({k[:2] for k in newest}, key=lambda m: (METHOD_ORDER.get(m[0], 9), m[1]))
         metric = students[0]["metric"]
@@ -99,6 +114,22 @@ def glue_seeds() -> str:
             out.append(f"| {method} | {sched} | " + " | ".join(cells + means) + " |")
         out.append("")
     return "\n".join(out).rstrip() or "_no task has several seeds yet_"
+
+
+def glue_cut_table() -> str:
+    """Stages that a call's time limit cut (or whose run was cut later), with no record in
+    glue_minilm.json: how far they got and their best dev value so far."""
+    recs = _load("glue_cut_runs.json")
+    if not recs:
+        return "_no cut runs_"
+    rows = ["| call | task | run | stage | batch | lr | seed | steps done / planned | best so far | last eval | teacher |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in recs:
+        rows.append(f"| {r['device_call']} | {r['task']} ({r['metric']}) | {r['method']} {r['run_schedule']} | {r['bits']} | "
+                    f"{r['batch_size']} | {r['lr']:g} | {r['seed']} | {r['steps_done']} / {r['steps_planned']}"
+                    f"{' (finished)' if r['finished'] else ''} | {r['best_so_far']:.1f} | {r['last_eval']:.1f} | "
+                    f"{r['teacher_metric']:.1f} |")
+    return "\n".join(rows)
 
 
 def bibert_ablation_table() -> str:
@@ -152,7 +183,7 @@ def bipft_table() -> str:
     return "\n".join(rows)
 
 
-SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue": glue_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table}
+SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue": glue_table, "glue-cut": glue_cut_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table}
 
 
 def main() -> None:

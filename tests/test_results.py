@@ -39,16 +39,18 @@ def test_merge_results_tags_and_skips_what_is_there(tmp_path, capsys):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     rec = {"task": "mrpc", "method": "bit", "schedule": "1-1-1", "seed": 43, "best": 82.6,
-           "records_file": "runs/glue/p2/mrpc.json"}
+           "command": "python benchmarks/run_glue.py --lr 2e-4", "records_file": "runs/glue/p2/mrpc.json"}
     returned = tmp_path / "records.json"
-    returned.write_text(json.dumps([rec, dict(rec, method="baseline")]))
+    # the same run at another lr (another runs folder of the same call) is another record
+    returned.write_text(json.dumps([rec, dict(rec, method="baseline"), dict(rec, command="python benchmarks/run_glue.py")]))
     into = tmp_path / "results.json"
     assert mod.main([str(returned), "--call", "20", "--note", "n", "--into", str(into)]) == 0
     assert mod.main([str(returned), "--call", "20", "--note", "n", "--into", str(into)]) == 0  # re-merge: no copies
     merged = json.loads(into.read_text())
-    assert [(r["method"], r["device_call"], r["note"]) for r in merged] == [("bit", 20, "n"), ("baseline", 20, "n")]
+    assert [(r["method"], r["device_call"], r["note"]) for r in merged] == [("bit", 20, "n"), ("baseline", 20, "n"),
+                                                                            ("bit", 20, "n")]
     assert "records_file" not in merged[0]
-    assert "0 records added, 2 already there" in capsys.readouterr().out
+    assert "0 records added, 3 already there" in capsys.readouterr().out
     assert mod.main([str(tmp_path / "missing.json"), "--call", "1", "--note", "n", "--into", str(into)]) == 2
     assert "missing.json" in capsys.readouterr().err
 
@@ -60,3 +62,13 @@ def test_dev_histories_agree_with_best_and_final():
         values = [e[r["metric"]] for e in r["dev_history"]]
         assert max(values) == r["best"] and values[-1] == r["final"], (r["device_call"], r["method"], r["schedule"])
         assert [e["step"] for e in r["dev_history"]] == sorted({e["step"] for e in r["dev_history"]})
+
+
+def test_cut_runs_agree_with_their_histories():
+    recs = json.loads((ROOT / "benchmarks" / "results" / "glue_cut_runs.json").read_text())
+    assert recs
+    for r in recs:
+        values = [e[r["metric"]] for e in r["dev_history"]]
+        assert max(values) == r["best_so_far"] and values[-1] == r["last_eval"], r["command"]
+        assert 0 < r["steps_done"] <= r["steps_planned"] and r["finished"] == (r["steps_done"] == r["steps_planned"])
+        assert r["command"].startswith("python benchmarks/run_glue.py") and f"--batch-size {r['batch_size']}" in r["command"]
