@@ -4,6 +4,7 @@
 # Usage (device): bash benchmarks/gpu_glue.sh OUTDIR   (expects .devdata/ with the MiniLM-L6 model
 # and glue/{SST-2,MRPC,CoLA} copied from ../shared; carry .devdata). Back here, add the returned records:
 #   python benchmarks/merge_results.py FILES_AT/records.json --call N --note "..." && python benchmarks/tables.py
+# and the runs a limit cut (from the unpacked runs.tgz): merge_results.py --cut RUNS_DIR --call N --note "..."
 set -u
 OUT=${1:-runs/gpu}
 mkdir -p "$OUT" runs
@@ -61,7 +62,7 @@ for f in sys.argv[2:]:
 json.dump(recs, open(sys.argv[1] + ".tmp", "w"), indent=1)
 os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 PY
-  tar czf "$OUT/runs.tgz.tmp" $L/*.log $(find $R -maxdepth 3 -name '*.json'; find $R -name metrics.jsonl) 2>/dev/null \
+  tar czf "$OUT/runs.tgz.tmp" $L/*.log $( { find $R -maxdepth 3 -name '*.json'; find $R -name metrics.jsonl -o -name progress.json -o -name run.json -o -name report.json; } | sort -u) 2>/dev/null \
     && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
 }
 (while sleep 10; do save_results; done) &

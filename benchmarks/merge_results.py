@@ -6,6 +6,11 @@
 Each record gets the call number and note; a record already in the file (same call, task, method,
 schedule and run_glue.py command) is not added twice, so re-merging a refreshed records.json is safe. Then run
 ``python benchmarks/tables.py`` to regenerate the README tables.
+
+Runs a call's limit cut leave no record; their stages' reports so far come back in runs.tgz:
+
+    python benchmarks/merge_results.py --cut UNPACKED_RUNS_TGZ --call 21 --note "..." \
+        [--cut-into benchmarks/results/glue_cut_runs.json]
 """
 from __future__ import annotations
 
@@ -17,41 +22,101 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bitbert.distill import parse_schedule  # noqa: E402
 from bitbert.io import atomic_write  # noqa: E402
 
 KEY = ("device_call", "task", "method", "schedule", "command")  # the command: one call may run several settings
+CUT_KEY = ("device_call", "command", "stage")
 
 
-def merge(existing: list[dict], returned: list[dict], call: int, note: str) -> tuple[list[dict], int]:
-    """``existing`` plus the ``returned`` records not in it yet, tagged with ``call`` and ``note``."""
-    seen = {tuple(r.get(k) for k in KEY) for r in existing}
+def _stage_index(stage_dir: Path) -> int:
+    return int(stage_dir.name.split("-", 1)[0].removeprefix("stage"))
+
+
+def _finished(report: dict) -> bool:
+    return report["steps"] >= report["total_steps"] > 0
+
+
+def cut_runs(root: Path) -> list[dict]:
+    """One entry per stage of each run under ``root`` that did not finish (so run_glue.py wrote no
+    record of it): the run's ``run.json`` (written by run_glue.py) and the stage's report so far
+    (``report.json`` once a stage finished, else the checkpoint's ``progress.json``)."""
+    out = []
+    for run_file in sorted(root.rglob("run.json")):
+        run = json.loads(run_file.read_text())
+        planned = parse_schedule(run["schedule"])
+        stages = sorted((d for d in run_file.parent.glob("stage*-*") if d.is_dir()), key=_stage_index)
+        reports = []
+        for d in stages:
+            f = d / "report.json" if (d / "report.json").is_file() else d / "progress.json"
+            if f.is_file():
+                reports.append((d, json.loads(f.read_text())))
+        last = f"stage{len(planned) - 1}-{planned[-1]}"
+        if any(d.name == last and _finished(rep) for d, rep in reports):
+            continue  # the run ended: its records are in records.json
+        metric = run["metric"]
+        for d, rep in reports:
+            hist = rep["history"]
+            if not hist:
+                continue  # cut before its first evaluation: nothing measured
+            out.append({"task": run["task"], "method": run["method"], "run_schedule": run["schedule"],
+                        "stage": _stage_index(d), "bits": d.name.split("-", 1)[1], "metric": metric,
+                        "seed": run["seed"], "batch_size": run["batch_size"], "lr": run["lr"], "epochs": run["epochs"],
+                        "steps_done": rep["steps"], "steps_planned": rep["total_steps"],
+                        "finished": _finished(rep),
+                        "best_so_far": max(h[metric] for h in hist), "last_eval": hist[-1][metric],
+                        "teacher_metric": run["teacher_metric"], "dev_history": hist,
+                        "command": run["command"], "hardware": run["hardware"]})
+    return out
+
+
+def merge(existing: list[dict], returned: list[dict], call: int, note: str,
+          key_fields: tuple = KEY) -> tuple[list[dict], int]:
+    """``existing`` plus the ``returned`` records not in it yet (by ``key_fields``), tagged with
+    ``call`` and ``note``."""
+    seen = {tuple(r.get(k) for k in key_fields) for r in existing}
     added = []
     for r in returned:
         r = {k: v for k, v in r.items() if k != "records_file"} | {"device_call": call, "note": note}
-        key = tuple(r.get(k) for k in KEY)
+        key = tuple(r.get(k) for k in key_fields)
         if key not in seen:
             seen.add(key)
             added.append(r)
     return existing + added, len(added)
 
 
+def _merge_into(into: Path, returned: list[dict], key: tuple, call: int, note: str) -> None:
+    existing = json.loads(into.read_text()) if into.is_file() else []
+    merged, n = merge(existing, returned, call, note, key)
+    atomic_write(into, lambda p: p.write_text(json.dumps(merged, indent=2) + "\n"))
+    print(f"{into}: {n} records added, {len(returned) - n} already there")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("records", nargs="+", help="records.json (or run_glue.py OUT/task.json) files")
+    ap.add_argument("records", nargs="*", help="records.json (or run_glue.py OUT/task.json) files")
+    ap.add_argument("--cut", action="append", default=[], metavar="DIR",
+                    help="a runs folder (unpacked runs.tgz): add its unfinished runs' stages to --cut-into")
+    ap.add_argument("--cut-into", default=str(ROOT / "benchmarks" / "results" / "glue_cut_runs.json"))
     ap.add_argument("--call", type=int, required=True, help="the device call's number")
     ap.add_argument("--note", required=True, help="machine, what ran, the exact gpu_glue.sh command")
     ap.add_argument("--into", default=str(ROOT / "benchmarks" / "results" / "glue_minilm.json"))
     args = ap.parse_args(argv)
-    into = Path(args.into)
+    if not args.records and not args.cut:
+        ap.error("give records.json files, --cut DIR, or both")
     try:
-        existing = json.loads(into.read_text()) if into.is_file() else []
-        returned = [r for f in args.records for r in json.loads(Path(f).read_text())]
-    except (OSError, json.JSONDecodeError) as e:
+        for d in args.cut:
+            if not Path(d).is_dir():
+                raise OSError(f"--cut {d}: not a directory")
+        if args.records:
+            returned = [r for f in args.records for r in json.loads(Path(f).read_text())]
+            _merge_into(Path(args.into), returned, KEY, args.call, args.note)
+        if args.cut:
+            _merge_into(Path(args.cut_into), [r for d in args.cut for r in cut_runs(Path(d))], CUT_KEY,
+                        args.call, args.note)
+    except (OSError, json.JSONDecodeError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    merged, n = merge(existing, returned, args.call, args.note)
-    atomic_write(into, lambda p: p.write_text(json.dumps(merged, indent=2) + "\n"))
-    print(f"{into}: {n} records added, {len(returned) - n} already there")
     return 0
 
 

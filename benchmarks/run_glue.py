@@ -109,6 +109,11 @@ def main() -> None:
             continue
         run_dir = out / f"{method}-{schedule.replace(',', '_')}"
         losses = method_losses(method).with_overrides(args.loss)
+        run_dir.mkdir(parents=True, exist_ok=True)  # what merge_results.py --cut needs of a run cut short
+        atomic_write(run_dir / "run.json", lambda p: p.write_text(json.dumps(
+            {"task": data.spec.name, "method": method, "schedule": schedule, "metric": key, "seed": args.seed,
+             "batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": args.epochs, "teacher_metric": teacher_metric,
+             "command": command, "hardware": hardware()}, indent=2)))
         result = run_schedule(teacher, data, method, schedule, cfg, run_dir, tokenizer=tok, losses=losses,
                               resume=args.resume)
         if not result.stages[-1].report.finished:

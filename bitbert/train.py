@@ -267,8 +267,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     """Train ``model`` on ``batches`` minimising ``loss_fn(model, batch)``.
 
     Evaluates with ``evaluate(model) -> metrics`` every ``cfg.eval_every`` steps (or each epoch)
-    and at the end; keeps a checkpoint in ``out_dir/checkpoint.pt`` after each evaluation. With
-    ``resume`` an existing checkpoint is loaded and training continues where it stopped. Under
+    and at the end; keeps a checkpoint in ``out_dir/checkpoint.pt`` (and the report so far in
+    ``out_dir/progress.json``) after each evaluation. With ``resume`` an existing checkpoint is
+    loaded and training continues where it stopped. Under
     several processes each takes every world_size-th batch, unless ``presharded``: then each
     process's ``batches`` already yields only its own shard (a rank-sharded stream), and
     ``len(batches)`` is the number of batches of one process. ``on_step(step)`` runs after every
@@ -306,12 +307,15 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
 
     def checkpoint() -> None:
         report.wall_s = wall_before + time.perf_counter() - t0  # what a resume adds on to
+        report.steps, report.total_steps = step, total
         if not acc.is_main_process:
             return
         state = {"model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "batches": batches.state_dict(), "rng": _rng_state(),
                  "step": step, "report": json.dumps(report.to_dict())}
         atomic_write(ckpt_path, lambda p: torch.save(state, p))
+        # the run so far, small and readable: what is left of a run cut where its checkpoint cannot travel
+        atomic_write(out_dir / "progress.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
 
     logger = MetricsLog(out_dir, acc.is_main_process)
     stepper = TrainStep(model, loss_fn, optimizer, acc, cfg, scheduler)

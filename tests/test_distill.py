@@ -91,6 +91,8 @@ def test_max_steps_then_resume(tmp_path, tiny_config):
     teacher = BertForSequenceClassification(tiny_config).eval()
     part = run_schedule(teacher, data, "bit", "1-1-1", CFG.replace(max_steps=3), tmp_path / "c")
     assert not part.stages[0].report.finished
+    progress = json.loads((tmp_path / "c" / "stage0-1-1-1" / "progress.json").read_text())  # readable while cut
+    assert progress["steps"] == 3 and progress["total_steps"] > 3 and progress["history"] == part.stages[0].report.history
     first_wall = part.stages[0].report.wall_s
     done = run_schedule(teacher, data, "bit", "1-1-1", CFG, tmp_path / "c", resume=True)
     assert done.stages[0].report.finished

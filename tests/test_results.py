@@ -35,9 +35,7 @@ def test_readme_tables_are_generated_from_the_results():
 
 
 def test_merge_results_tags_and_skips_what_is_there(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("merge_results", ROOT / "benchmarks" / "merge_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _merge_results()
     rec = {"task": "mrpc", "method": "bit", "schedule": "1-1-1", "seed": 43, "best": 82.6,
            "command": "python benchmarks/run_glue.py --lr 2e-4", "records_file": "runs/glue/p2/mrpc.json"}
     returned = tmp_path / "records.json"
@@ -53,6 +51,39 @@ def test_merge_results_tags_and_skips_what_is_there(tmp_path, capsys):
     assert "0 records added, 3 already there" in capsys.readouterr().out
     assert mod.main([str(tmp_path / "missing.json"), "--call", "1", "--note", "n", "--into", str(into)]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def _merge_results():
+    spec = importlib.util.spec_from_file_location("merge_results", ROOT / "benchmarks" / "merge_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_merge_results_cut_runs_from_progress(tmp_path, tiny_config, capsys):
+    from transformers import BertForSequenceClassification
+
+    from bitbert.distill import run_schedule
+    from test_distill import CFG, tiny_task
+
+    data, teacher = tiny_task(), BertForSequenceClassification(tiny_config).eval()
+    root = tmp_path / "runs" / "sst2"
+    for name, schedule, cfg in (("cut", "1-1-2,1-1-1", CFG.replace(max_steps=6)), ("done", "1-1-1", CFG)):
+        run_schedule(teacher, data, "bit", schedule, cfg, root / name)
+        (root / name / "run.json").write_text(json.dumps(  # as run_glue.py writes it
+            {"task": "sst2", "method": "bit", "schedule": schedule, "metric": "accuracy", "seed": 1, "batch_size": 8,
+             "lr": 1e-3, "epochs": 2, "teacher_metric": 50.0, "command": f"python benchmarks/run_glue.py {name}",
+             "hardware": "cpu"}))
+    into, mod = tmp_path / "cut.json", _merge_results()
+    args = ["--cut", str(tmp_path / "runs"), "--call", "7", "--note", "n", "--cut-into", str(into)]
+    assert mod.main(args) == 0 and mod.main(args) == 0  # the second adds nothing
+    (entry,) = json.loads(into.read_text())  # the finished run has its records elsewhere
+    assert (entry["run_schedule"], entry["stage"], entry["bits"], entry["steps_done"]) == ("1-1-2,1-1-1", 0, "1-1-2", 6)
+    assert not entry["finished"] and entry["steps_planned"] > 6 and entry["device_call"] == 7
+    assert entry["best_so_far"] == max(h["accuracy"] for h in entry["dev_history"])
+    assert "0 records added, 1 already there" in capsys.readouterr().out
+    assert mod.main(["--cut", str(tmp_path / "nowhere"), "--call", "7", "--note", "n", "--cut-into", str(into)]) == 2
+    assert "nowhere: not a directory" in capsys.readouterr().err
 
 
 def test_dev_histories_agree_with_best_and_final():
