@@ -22,19 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bitbert.distill import parse_schedule  # noqa: E402
+from bitbert.distill import parse_schedule, stage_dir_name  # noqa: E402
 from bitbert.io import atomic_write  # noqa: E402
+from bitbert.train import RunReport  # noqa: E402
 
 KEY = ("device_call", "task", "method", "schedule", "command")  # the command: one call may run several settings
 CUT_KEY = ("device_call", "command", "stage")
-
-
-def _stage_index(stage_dir: Path) -> int:
-    return int(stage_dir.name.split("-", 1)[0].removeprefix("stage"))
-
-
-def _finished(report: dict) -> bool:
-    return report["steps"] >= report["total_steps"] > 0
 
 
 def cut_runs(root: Path) -> list[dict]:
@@ -45,28 +38,23 @@ def cut_runs(root: Path) -> list[dict]:
     for run_file in sorted(root.rglob("run.json")):
         run = json.loads(run_file.read_text())
         planned = parse_schedule(run["schedule"])
-        stages = sorted((d for d in run_file.parent.glob("stage*-*") if d.is_dir()), key=_stage_index)
-        reports = []
-        for d in stages:
+        reports = []  # (index, bits, report) of the stages that got as far as a checkpoint
+        for i, bits in enumerate(planned):
+            d = run_file.parent / stage_dir_name(i, bits)
             f = d / "report.json" if (d / "report.json").is_file() else d / "progress.json"
             if f.is_file():
-                reports.append((d, json.loads(f.read_text())))
-        last = f"stage{len(planned) - 1}-{planned[-1]}"
-        if any(d.name == last and _finished(rep) for d, rep in reports):
+                reports.append((i, bits, RunReport(**json.loads(f.read_text()))))
+        if reports and reports[-1][0] == len(planned) - 1 and reports[-1][2].finished:
             continue  # the run ended: its records are in records.json
         metric = run["metric"]
-        for d, rep in reports:
-            hist = rep["history"]
-            if not hist:
+        for i, bits, rep in reports:
+            if not rep.history:
                 continue  # cut before its first evaluation: nothing measured
-            out.append({"task": run["task"], "method": run["method"], "run_schedule": run["schedule"],
-                        "stage": _stage_index(d), "bits": d.name.split("-", 1)[1], "metric": metric,
-                        "seed": run["seed"], "batch_size": run["batch_size"], "lr": run["lr"], "epochs": run["epochs"],
-                        "steps_done": rep["steps"], "steps_planned": rep["total_steps"],
-                        "finished": _finished(rep),
-                        "best_so_far": max(h[metric] for h in hist), "last_eval": hist[-1][metric],
-                        "teacher_metric": run["teacher_metric"], "dev_history": hist,
-                        "command": run["command"], "hardware": run["hardware"]})
+            out.append({k: v for k, v in run.items() if k != "schedule"} | {
+                "run_schedule": run["schedule"], "stage": i, "bits": bits,
+                "steps_done": rep.steps, "steps_planned": rep.total_steps, "finished": rep.finished,
+                "best_so_far": max(h[metric] for h in rep.history), "last_eval": rep.history[-1][metric],
+                "dev_history": rep.history})
     return out
 
 
@@ -114,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cut:
             _merge_into(Path(args.cut_into), [r for d in args.cut for r in cut_runs(Path(d))], CUT_KEY,
                         args.call, args.note)
-    except (OSError, json.JSONDecodeError, KeyError) as e:
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:  # TypeError: a report of unknown fields
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -109,11 +109,11 @@ def main() -> None:
             continue
         run_dir = out / f"{method}-{schedule.replace(',', '_')}"
         losses = method_losses(method).with_overrides(args.loss)
+        run = {"task": data.spec.name, "method": method, "schedule": schedule, "metric": key, "seed": args.seed,
+               "batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": args.epochs, "teacher_metric": teacher_metric,
+               "command": command, "hardware": hardware()}  # in every record of the run, and in run.json
         run_dir.mkdir(parents=True, exist_ok=True)  # what merge_results.py --cut needs of a run cut short
-        atomic_write(run_dir / "run.json", lambda p: p.write_text(json.dumps(
-            {"task": data.spec.name, "method": method, "schedule": schedule, "metric": key, "seed": args.seed,
-             "batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": args.epochs, "teacher_metric": teacher_metric,
-             "command": command, "hardware": hardware()}, indent=2)))
+        atomic_write(run_dir / "run.json", lambda p: p.write_text(json.dumps(run, indent=2)))
         result = run_schedule(teacher, data, method, schedule, cfg, run_dir, tokenizer=tok, losses=losses,
                               resume=args.resume)
         if not result.stages[-1].report.finished:
@@ -124,15 +124,13 @@ def main() -> None:
             rec_key = (method, sched)
             if rec_key in done or stage.report is None:
                 continue
-            records.append({"task": data.spec.name, "method": method, "schedule": sched, "bits": stage.bits,
-                            "metric": key, "best": stage.report.best[key], "final": stage.report.final[key],
-                            "teacher_metric": teacher_metric, "epochs": args.epochs, "seed": args.seed,
-                            "lr": cfg.lr, "quant_lr": cfg.quant_lr, "losses": dataclasses.asdict(losses),
-                            "batch_size": cfg.batch_size,
-                            "max_length": cfg.max_length, "examples_per_s": stage.report.examples_per_s,
-                            "command": command, "hardware": hardware(), "cuda_graphs": cfg.cuda_graphs,
-                            "wall_s": stage.report.wall_s,  # training time, summed over resumed segments
-                            "dev_history": stage.report.history})  # every evaluation: what best/final come from
+            records.append(run | {"schedule": sched, "bits": stage.bits,
+                                  "best": stage.report.best[key], "final": stage.report.final[key],
+                                  "quant_lr": cfg.quant_lr, "losses": dataclasses.asdict(losses),
+                                  "max_length": cfg.max_length, "examples_per_s": stage.report.examples_per_s,
+                                  "cuda_graphs": cfg.cuda_graphs,
+                                  "wall_s": stage.report.wall_s,  # training time, summed over resumed segments
+                                  "dev_history": stage.report.history})  # every evaluation: what best/final come from
             done.add(rec_key)
         atomic_write(records_path, lambda p: p.write_text(json.dumps(records, indent=2)))
         print(json.dumps(records[-1]), flush=True)

@@ -180,6 +180,11 @@ def parse_schedule(schedule: str | list[str]) -> list[str]:
     return stages
 
 
+def stage_dir_name(index: int, bits: str) -> str:
+    """The folder of a schedule's stage ``index`` (E-W-A ``bits``) inside the run's folder."""
+    return f"stage{index}-{bits}"
+
+
 def finished_report(run_dir: Path, settings: dict) -> RunReport | None:
     """The report of a run (a schedule stage or a fine-tune) that ran to the end and saved its model
     in ``run_dir/model``, else None; raises `ConfigError` if it was trained with other ``settings``
@@ -211,7 +216,7 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
         qcfg = QuantConfig.from_preset(method, bits)
         if quant_overrides:
             qcfg = qcfg.replace(**quant_overrides)
-        stage_dir = out_dir / f"stage{i}-{bits}"
+        stage_dir = out_dir / stage_dir_name(i, bits)
         if qcfg.is_identity:
             log.info("stage %s is the full-precision teacher itself: nothing to distill", bits)
             result.stages.append(StageResult(bits, method, None, "", skipped=True))

@@ -16,6 +16,13 @@ def _tables():
     return mod
 
 
+def _merge_results():
+    spec = importlib.util.spec_from_file_location("merge_results", ROOT / "benchmarks" / "merge_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_glue_records_have_the_issue_format():
     for name in ("glue_minilm.json", "bibert_ablation.json"):
         recs = json.loads((ROOT / "benchmarks" / "results" / name).read_text())
@@ -51,13 +58,6 @@ def test_merge_results_tags_and_skips_what_is_there(tmp_path, capsys):
     assert "0 records added, 3 already there" in capsys.readouterr().out
     assert mod.main([str(tmp_path / "missing.json"), "--call", "1", "--note", "n", "--into", str(into)]) == 2
     assert "missing.json" in capsys.readouterr().err
-
-
-def _merge_results():
-    spec = importlib.util.spec_from_file_location("merge_results", ROOT / "benchmarks" / "merge_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_merge_results_cut_runs_from_progress(tmp_path, tiny_config, capsys):
