@@ -68,9 +68,9 @@ PY
 (while sleep 10; do save_results; done) &
 COPIER=$!
 TASKS=${TASKS:-mrpc,cola,sst2}
-[[ ,$TASKS, == *,mrpc,* ]] && run_task mrpc MRPC ${MRPC_EPOCHS:-10} 3 100 "${MRPC_RUNS:-all}"
-[[ ,$TASKS, == *,cola,* ]] && run_task cola CoLA ${COLA_EPOCHS:-10} 3 200 "${COLA_RUNS:-all}"
-[[ ,$TASKS, == *,sst2,* ]] && run_task sst2 SST-2 ${SST2_EPOCHS:-2} 1 500 "${SST2_RUNS:-all}"
+[[ ,$TASKS, == *,mrpc,* ]] && run_task mrpc MRPC ${MRPC_EPOCHS:-10} ${MRPC_TEACHER_EPOCHS:-3} 100 "${MRPC_RUNS:-all}"
+[[ ,$TASKS, == *,cola,* ]] && run_task cola CoLA ${COLA_EPOCHS:-10} ${COLA_TEACHER_EPOCHS:-3} 200 "${COLA_RUNS:-all}"
+[[ ,$TASKS, == *,sst2,* ]] && run_task sst2 SST-2 ${SST2_EPOCHS:-2} ${SST2_TEACHER_EPOCHS:-1} 500 "${SST2_RUNS:-all}"
 wait "${TASK_PIDS[@]}"  # not a bare wait: the copier never ends
 kill $COPIER 2>/dev/null
 save_results

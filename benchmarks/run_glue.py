@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=float, required=True, help="distillation epochs per stage")
     ap.add_argument("--teacher-epochs", type=float, default=3)
+    ap.add_argument("--teacher-lr", type=float, default=5e-5, help="the teacher's fine-tuning lr (BERT's recipe)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=None, help="distillation lr (default: the paper's for the task)")
     ap.add_argument("--eval-every", type=int, default=0)
@@ -77,7 +78,7 @@ def main() -> None:
     done = {(r["method"], r["schedule"]) for r in records}
 
     # 1. full-precision teacher
-    tcfg = TrainConfig(epochs=args.teacher_epochs, lr=5e-5, batch_size=32, max_length=d["max_length"],
+    tcfg = TrainConfig(epochs=args.teacher_epochs, lr=args.teacher_lr, batch_size=32, max_length=d["max_length"],
                        seed=args.seed, eval_every=args.eval_every)
     t0 = time.perf_counter()
     finished_report(out / "teacher", run_settings(tcfg))  # a teacher made with other settings raises
@@ -90,7 +91,7 @@ def main() -> None:
             records.append({"task": data.spec.name, "method": "fp", "schedule": "32-32-32", "bits": "32-32-32",
                             "metric": key, "best": report.best[key], "final": report.final[key],
                             "teacher_metric": report.final[key], "epochs": args.teacher_epochs, "seed": args.seed,
-                            "lr": 5e-5, "batch_size": 32, "max_length": d["max_length"],
+                            "lr": tcfg.lr, "batch_size": 32, "max_length": d["max_length"],
                             "examples_per_s": report.examples_per_s, "command": command, "hardware": hardware(), "cuda_graphs": tcfg.cuda_graphs,
                             "wall_s": time.perf_counter() - t0, "dev_history": report.history})
     teacher = bitbert.load(out / "teacher" / "model")
