@@ -6,7 +6,7 @@
 # OUTDIR/teachers.json with merge_results.py (--cut for the unpacked runs.tgz of cut runs).
 set -u
 OUT=${1:-runs/gpu}
-mkdir -p "$OUT"
+mkdir -p "$OUT" runs  # before the teacher loop writes runs/teachers.log
 export SKIP_TESTS=1 SKIP_SPEED=1 GLUE_TIMEOUT=${GLUE_TIMEOUT:-500}
 BATCH=8 TASKS=mrpc MRPC_EPOCHS=20 GLUE_OUT=runs/b8 \
   MRPC_RUNS='baseline:1-1-1|bibert:1-1-1|bit:1-1-1|bit:1-1-2,1-1-1' bash benchmarks/gpu_glue.sh "$OUT/b8" > "$OUT/b8.log" 2>&1 &

@@ -3,8 +3,9 @@
     python benchmarks/merge_results.py RECORDS.json --call 20 --note "H200, fresh machine; ..." \
         [--into benchmarks/results/glue_minilm.json]
 
-Each record gets the call number and note; a record already in the file (same call, task, method,
-schedule and run_glue.py command) is not added twice, so re-merging a refreshed records.json is safe. Then run
+Each record gets the call number and note; a record already in the file (same task, method,
+schedule, run_glue.py command and wall time) is not added twice, so re-merging a refreshed
+records.json, or a later call's that repeats what an earlier call on the same machine finished, is safe. Then run
 ``python benchmarks/tables.py`` to regenerate the README tables.
 
 Runs a call's limit cut leave no record; their stages' reports so far come back in runs.tgz:
@@ -26,7 +27,9 @@ from bitbert.distill import parse_schedule, stage_dir_name  # noqa: E402
 from bitbert.io import atomic_write  # noqa: E402
 from bitbert.train import RunReport  # noqa: E402
 
-KEY = ("device_call", "task", "method", "schedule", "command")  # the command: one call may run several settings
+# A record is its run (the command: one call may run several settings) and its measurement (wall_s),
+# not the call: a later call on a still-warm machine returns the earlier call's finished records again.
+KEY = ("task", "method", "schedule", "command", "wall_s")
 CUT_KEY = ("device_call", "command", "stage")
 
 

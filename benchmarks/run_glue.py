@@ -112,7 +112,7 @@ def main() -> None:
         losses = method_losses(method).with_overrides(args.loss)
         run = {"task": data.spec.name, "method": method, "schedule": schedule, "metric": key, "seed": args.seed,
                "batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": args.epochs, "teacher_metric": teacher_metric,
-               "command": command, "hardware": hardware()}  # in every record of the run, and in run.json
+               "teacher_epochs": args.teacher_epochs, "teacher_lr": tcfg.lr, "command": command, "hardware": hardware()}  # in every record of the run, and in run.json
         run_dir.mkdir(parents=True, exist_ok=True)  # what merge_results.py --cut needs of a run cut short
         atomic_write(run_dir / "run.json", lambda p: p.write_text(json.dumps(run, indent=2)))
         result = run_schedule(teacher, data, method, schedule, cfg, run_dir, tokenizer=tok, losses=losses,

@@ -25,11 +25,41 @@ def _mark(r: dict) -> str:
 
 
 MAIN_BATCH = 32  # gpu_glue.sh's batch; the summary and the seeds table compare runs of one setting
+MAIN_TEACHER_LR = 5e-5  # run_glue.py's default
+
+
+def _main_teacher_epochs(task: str) -> float:
+    return 1.0 if task == "sst2" else 3.0  # gpu_glue.sh's defaults
+
+
+def _arg(command: str, flag: str, default: float) -> float:
+    """A numeric flag's value in a record's run_glue.py command (the record's own fields describe
+    the student; the teacher's settings and the students' batch are in the command)."""
+    words = command.split()
+    return float(words[words.index(flag) + 1]) if flag in words else default
+
+
+def _setting(r: dict) -> str | None:
+    """Which compared setting a record belongs to: "main" (batch 32, the task's paper lr, gpu_glue.sh's
+    teacher), "paper batch" (BiT's per-task batch, same teacher), "10-epoch teacher" (batch 32 and
+    the paper lr, a teacher fine-tuned 10 epochs), or None (a probe, listed only in the full table).
+    A teacher record belongs to the setting of the students its command ran."""
+    task, cmd = r["task"], r["command"]
+    batch = int(_arg(cmd, "--batch-size", 32)) if r["method"] == "fp" else r["batch_size"]
+    lr = _arg(cmd, "--lr", paper_defaults(task)["lr"]) if r["method"] == "fp" else r["lr"]
+    t_epochs, t_lr = _arg(cmd, "--teacher-epochs", 3.0), _arg(cmd, "--teacher-lr", MAIN_TEACHER_LR)
+    if lr != paper_defaults(task)["lr"]:
+        return None
+    if t_epochs == _main_teacher_epochs(task) and t_lr == MAIN_TEACHER_LR:
+        if batch == MAIN_BATCH:
+            return "main"
+        return "paper batch" if batch == paper_defaults(task)["batch_size"] else None
+    return "10-epoch teacher" if t_epochs == 10 and batch == MAIN_BATCH else None
 
 
 def _main_setting(r: dict) -> bool:
-    """A teacher, or a student at gpu_glue.sh's batch and the task's paper lr (not an lr/batch probe)."""
-    return r["method"] == "fp" or (r["batch_size"] == MAIN_BATCH and r["lr"] == paper_defaults(r["task"])["lr"])
+    """A teacher or student of the main setting (not an lr/batch/teacher probe)."""
+    return _setting(r) == "main"
 
 
 def _load(name: str):
@@ -116,6 +146,41 @@ def glue_seeds() -> str:
     return "\n".join(out).rstrip() or "_no task has several seeds yet_"
 
 
+SETTINGS = ("main", "paper batch", "10-epoch teacher")
+
+
+def glue_settings() -> str:
+    """MRPC and CoLA, seed 42, 20 epochs a stage, side by side in the three compared settings:
+    the newest record of each (task, setting, run); the teacher row is that setting's teacher."""
+    recs = [r for r in _load("glue_minilm.json") or [] if r["task"] in ("mrpc", "cola") and r["seed"] == 42
+            and not _mark(r) and _setting(r) and (r["method"] == "fp" or r["epochs"] == 20)]
+    newest: dict = {}
+    for r in sorted(recs, key=lambda r: r.get("device_call", 0)):
+        newest[(r["task"], _setting(r), r["method"], r["schedule"])] = r
+    # a setting's teacher: the newest one fine-tuned in a call where that setting's students ran
+    calls = {(t, s, newest[k].get("device_call")) for k in newest for (t, s, m, _) in [k] if m != "fp"}
+    for r in sorted(recs, key=lambda r: r.get("device_call", 0)):
+        if r["method"] == "fp" and (r["task"], _setting(r), r.get("device_call")) in calls:
+            newest[(r["task"], _setting(r), "fp", r["schedule"])] = r
+    rows = []
+    for task in ("mrpc", "cola"):
+        got = {k: v for k, v in newest.items() if k[0] == task}
+        if not got:
+            continue
+        batch = paper_defaults(task)["batch_size"]
+        names = {"main": "batch 32", "paper batch": f"BiT's batch {batch}", "10-epoch teacher": "batch 32, 10-epoch teacher"}
+        runs = sorted({k[2:] for k in got}, key=lambda m: (METHOD_ORDER.get(m[0], 9), m[1]))
+        metric = next(iter(got.values()))["metric"]
+        rows += [f"{task} ({metric}), seed 42, 20 epochs a stage; best / final (call):", "",
+                 "| method | schedule | " + " | ".join(names[s] for s in SETTINGS) + " |", "|---|---|---|---|---|"]
+        for method, sched in runs:
+            cells = [got.get((task, s, method, sched)) for s in SETTINGS]
+            rows.append(f"| {method} | {sched} | " + " | ".join(
+                f"{r['best']:.1f} / {r['final']:.1f} ({r.get('device_call', '?')})" if r else "–" for r in cells) + " |")
+        rows.append("")
+    return "\n".join(rows).rstrip() or "_no MRPC/CoLA setting comparison yet_"
+
+
 def glue_cut_table() -> str:
     """Stages that a call's time limit cut (or whose run was cut later), with no record in
     glue_minilm.json: how far they got and their best dev value so far."""
@@ -183,7 +248,7 @@ def bipft_table() -> str:
     return "\n".join(rows)
 
 
-SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue": glue_table, "glue-cut": glue_cut_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table}
+SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table}
 
 
 def main() -> None:

@@ -41,6 +41,22 @@ def test_readme_tables_are_generated_from_the_results():
         assert m.group(1) == fn() + "\n", f"README {name} table is stale: run python benchmarks/tables.py"
 
 
+def test_settings_are_told_apart_by_batch_lr_and_teacher():
+    setting = _tables()._setting
+    base = {"task": "mrpc", "method": "bit", "batch_size": 32, "lr": 5e-4,
+            "command": "python benchmarks/run_glue.py --task mrpc --epochs 20 --batch-size 32"}
+    assert setting(base) == "main"
+    assert setting(dict(base, batch_size=8)) == "paper batch"  # BiT's MRPC batch
+    assert setting(dict(base, batch_size=16)) is None  # neither ours nor BiT's
+    assert setting(dict(base, lr=2e-4)) is None  # an lr probe
+    assert setting(dict(base, command=base["command"] + " --teacher-epochs 10 --teacher-lr 1e-4")) == "10-epoch teacher"
+    assert setting(dict(base, task="sst2", lr=1e-4)) is None  # SST-2's main teacher is 1 epoch
+    # a teacher's own record (batch 32, lr 5e-5) belongs to its students' setting, read from the command
+    fp = {"task": "cola", "method": "fp", "batch_size": 32, "lr": 5e-5,
+          "command": "python benchmarks/run_glue.py --task cola --batch-size 16"}
+    assert setting(fp) == "paper batch"
+
+
 def test_merge_results_tags_and_skips_what_is_there(tmp_path, capsys):
     mod = _merge_results()
     rec = {"task": "mrpc", "method": "bit", "schedule": "1-1-1", "seed": 43, "best": 82.6,
@@ -51,11 +67,18 @@ def test_merge_results_tags_and_skips_what_is_there(tmp_path, capsys):
     into = tmp_path / "results.json"
     assert mod.main([str(returned), "--call", "20", "--note", "n", "--into", str(into)]) == 0
     assert mod.main([str(returned), "--call", "20", "--note", "n", "--into", str(into)]) == 0  # re-merge: no copies
+    # a later call on the warm machine returns these finished records again: still no copies
+    assert mod.main([str(returned), "--call", "21", "--note", "n", "--into", str(into)]) == 0
     merged = json.loads(into.read_text())
     assert [(r["method"], r["device_call"], r["note"]) for r in merged] == [("bit", 20, "n"), ("baseline", 20, "n"),
                                                                             ("bit", 20, "n")]
     assert "records_file" not in merged[0]
-    assert "0 records added, 3 already there" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("0 records added, 3 already there") == 2
+    rerun = tmp_path / "rerun.json"  # the same command run again (a fresh machine): a new measurement
+    rerun.write_text(json.dumps([dict(rec, wall_s=12.5)]))
+    assert mod.main([str(rerun), "--call", "22", "--note", "n", "--into", str(into)]) == 0
+    assert [r["device_call"] for r in json.loads(into.read_text())] == [20, 20, 20, 22]
+    capsys.readouterr()
     assert mod.main([str(tmp_path / "missing.json"), "--call", "1", "--note", "n", "--into", str(into)]) == 2
     assert "missing.json" in capsys.readouterr().err
 
