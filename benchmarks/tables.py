@@ -32,11 +32,11 @@ def _main_teacher_epochs(task: str) -> float:
     return 1.0 if task == "sst2" else 3.0  # gpu_glue.sh's defaults
 
 
-def _arg(command: str, flag: str, default: float) -> float:
-    """A numeric flag's value in a record's run_glue.py command (the record's own fields describe
-    the student; the teacher's settings and the students' batch are in the command)."""
+def _arg(command: str, flag: str, default: float | str) -> float | str:
+    """A flag's value in a record's run_glue.py command, typed like ``default`` (the record's own
+    fields describe the student; the teacher's settings and the students' batch are in the command)."""
     words = command.split()
-    return float(words[words.index(flag) + 1]) if flag in words else default
+    return type(default)(words[words.index(flag) + 1]) if flag in words else default
 
 
 def _setting(r: dict) -> str | None:
@@ -48,7 +48,7 @@ def _setting(r: dict) -> str | None:
     batch = int(_arg(cmd, "--batch-size", 32)) if r["method"] == "fp" else r["batch_size"]
     lr = _arg(cmd, "--lr", paper_defaults(task)["lr"]) if r["method"] == "fp" else r["lr"]
     t_epochs, t_lr = _arg(cmd, "--teacher-epochs", 3.0), _arg(cmd, "--teacher-lr", MAIN_TEACHER_LR)
-    if lr != paper_defaults(task)["lr"]:
+    if lr != paper_defaults(task)["lr"] or _arg(cmd, "--alpha-init", "optimal") != "optimal":
         return None
     if t_epochs == _main_teacher_epochs(task) and t_lr == MAIN_TEACHER_LR:
         if batch == MAIN_BATCH:

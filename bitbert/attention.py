@@ -29,12 +29,12 @@ class BinaryAttention(nn.Module):
     def __init__(self, config: QuantConfig, hidden: int, heads: int, head_dim: int) -> None:
         super().__init__()
         self.mode = config.attention_probs
-        bits, kind = config.act_bits, config.act_quantizer
+        bits, kind, init = config.act_bits, config.act_quantizer, config.alpha_init
         qkv = config.binarize_qkv
-        self.q_quant = ActQuantizer(bits, True, kind) if qkv else None
-        self.k_quant = ActQuantizer(bits, True, kind) if qkv else None
-        self.v_quant = ActQuantizer(bits, True, kind) if qkv else None
-        self.p_quant = ActQuantizer(bits, False, "elastic") if self.mode == "softmax_elastic" else None
+        self.q_quant = ActQuantizer(bits, True, kind, alpha_init=init) if qkv else None
+        self.k_quant = ActQuantizer(bits, True, kind, alpha_init=init) if qkv else None
+        self.v_quant = ActQuantizer(bits, True, kind, alpha_init=init) if qkv else None
+        self.p_quant = ActQuantizer(bits, False, "elastic", alpha_init=init) if self.mode == "softmax_elastic" else None
         self.residual = LowRankResidual(hidden, heads, head_dim, config.residual_rank) if config.residual_rank else None
         # The layer input, needed by the residual estimators; set by a pre-hook for one forward.
         self._h: torch.Tensor | None = None

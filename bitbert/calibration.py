@@ -31,7 +31,7 @@ def calibrate(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], m
 
     def hook(module: ActQuantizer, args: tuple) -> None:
         n = seen.get(id(module), 0)
-        alpha = module.optimal_alpha(args[0])
+        alpha = module.initial_alpha(args[0])
         module.alpha.copy_((module.alpha * n + alpha) / (n + 1) if n else alpha)
         seen[id(module)] = n + 1
 

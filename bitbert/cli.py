@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .config import ALPHA_INITS
+
 log = logging.getLogger("bitbert")
 
 DEMO_TRAIN_EXAMPLES = 2000
@@ -164,7 +166,7 @@ def cmd_distill(args) -> int:
     else:
         teacher = load_classifier(args.teacher, data.spec)
     teacher_metrics = make_evaluator(data, cfg.eval_batch_size)(teacher.eval())
-    overrides = {"residual_rank": args.residual_rank} if args.residual_rank else None
+    overrides = {k: v for k, v in (("residual_rank", args.residual_rank), ("alpha_init", args.alpha_init)) if v} or None
     result = run_schedule(teacher, data, args.method, args.schedule or "1-1-1", cfg, out, tokenizer=tok,
                           losses=losses, quant_overrides=overrides, resume=args.resume)
     summary = {"task": data.spec.name, "method": args.method, "teacher": teacher_metrics,
@@ -210,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the method's loss weights, e.g. 'dmd=0.5,ground_truth=0,hidden_loss=mse' "
                         "(keys: logits hidden attention dmd ground_truth temperature hidden_loss)")
     d.add_argument("--residual-rank", type=int, default=0, help="BiPFT low-rank residual estimators (0 = off)")
+    d.add_argument("--alpha-init", default=None, choices=ALPHA_INITS,
+                   help="1-bit α from data: optimal (BiT eq. 6/8, default) or wide (BiT's code: 2·mean|x|, 4·mean|x|)")
     d.add_argument("--out", default="runs/distill")
     _add_data_args(d)
     _add_train_args(d)

@@ -20,6 +20,7 @@ FFN_ACTS = ("keep", "relu", "gelu")
 SIGNEDNESS = ("signed", "unsigned")
 WEIGHT_SCALES = ("tensor", "row")
 EMBEDDINGS = ("word", "position", "token_type")
+ALPHA_INITS = ("optimal", "wide")
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,10 @@ class QuantConfig:
         binarize_classifier: quantize task heads (never done by the papers).
         embeddings: which embedding tables are quantized at ``embed_bits``.
         residual_rank: BiPFT low-rank estimators of the binarization residual in attention (0 = off).
+        alpha_init: how :func:`bitbert.calibrate` sets a 1-bit α from data: ``optimal`` (BiT eq. 6 / 8,
+            the α that best fits the input) or ``wide`` (BiT's public code: 2·mean|x| signed,
+            4·mean|x| unsigned; a wider straight-through window |x − β| ≤ α, so more gradient
+            passes). Multi-bit α is LSQ's either way.
         preset: the preset this config came from (informational).
     """
 
@@ -79,6 +84,7 @@ class QuantConfig:
     binarize_classifier: bool = False
     embeddings: tuple[str, ...] = ("word",)
     residual_rank: int = 0
+    alpha_init: str = "optimal"
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -86,7 +92,7 @@ class QuantConfig:
         parse_bits(self.bits)
         for field, valid in (("weight_scale", WEIGHT_SCALES), ("act_quantizer", ACT_QUANTIZERS),
                              ("attention_probs", ATTENTION_PROBS), ("ffn_act", FFN_ACTS),
-                             ("ffn2_input", SIGNEDNESS)):
+                             ("ffn2_input", SIGNEDNESS), ("alpha_init", ALPHA_INITS)):
             if getattr(self, field) not in valid:
                 raise ConfigError(f"{field}={getattr(self, field)!r} is not valid; choose one of {list(valid)}")
         bad = [e for e in self.embeddings if e not in EMBEDDINGS]

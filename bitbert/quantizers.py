@@ -152,11 +152,13 @@ class ActQuantizer(nn.Module):
     multi-bit falls back to elastic). α starts at 1 and must be set from data with
     :func:`bitbert.calibrate` (BiT eq. 6 / 8); ``calibrated`` (a state-dict buffer) records that.
     ``channels`` gives β one value per feature (the linear-input sites); otherwise β is a scalar.
+    ``alpha_init`` picks the data-driven rule of :meth:`initial_alpha` (QuantConfig.alpha_init).
     """
 
-    def __init__(self, bits: int, signed: bool, kind: str = "elastic", channels: int | None = None) -> None:
+    def __init__(self, bits: int, signed: bool, kind: str = "elastic", channels: int | None = None,
+                 alpha_init: str = "optimal") -> None:
         super().__init__()
-        self.bits, self.signed = bits, signed
+        self.bits, self.signed, self.alpha_init = bits, signed, alpha_init
         self.kind = "elastic" if bits > 1 else kind
         if self.kind == "elastic":
             self.alpha = nn.Parameter(torch.ones(()))
@@ -173,14 +175,17 @@ class ActQuantizer(nn.Module):
         return ElasticQuant.apply(x, alpha, beta, qn, qp)
 
     @torch.no_grad()
-    def optimal_alpha(self, x: torch.Tensor) -> torch.Tensor:
+    def initial_alpha(self, x: torch.Tensor) -> torch.Tensor:
         """The data-driven initial α for input x.
 
-        1-bit signed: α* = mean|x − β| (BiT eq. 6). 1-bit unsigned: α* = mean(x | x − β ≥ α*/2),
-        the fixed point of eq. 8 with its threshold taken relative to α (so it does not depend on
-        the input's scale), iterated from 2·mean(x). Multi-bit: LSQ's 2·mean|x − β| / √Qp.
+        ``optimal``: 1-bit signed α* = mean|x − β| (BiT eq. 6); 1-bit unsigned α* = mean(x | x − β ≥
+        α*/2), the fixed point of eq. 8 with its threshold taken relative to α (so it does not depend
+        on the input's scale), iterated from 2·mean(x). ``wide`` (BiT's code): 1-bit signed
+        2·mean|x − β|, unsigned 4·mean|x − β|. Multi-bit, either way: LSQ's 2·mean|x − β| / √Qp.
         """
         u = (x - self.beta).float().flatten()
+        if self.bits == 1 and self.alpha_init == "wide":
+            return ((2 if self.signed else 4) * u.abs().mean()).clamp_min(1e-8)
         if self.bits == 1 and self.signed:
             return u.abs().mean().clamp_min(1e-8)
         if self.bits == 1:
@@ -196,4 +201,4 @@ class ActQuantizer(nn.Module):
         return (2 * u.abs().mean() / math.sqrt(qp)).clamp_min(1e-8)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, {'signed' if self.signed else 'unsigned'}, kind={self.kind}"
+        return f"bits={self.bits}, {'signed' if self.signed else 'unsigned'}, kind={self.kind}, alpha_init={self.alpha_init}"

@@ -1,4 +1,5 @@
 """Every quantizer's forward and straight-through gradient against hand-computed values."""
+import pytest
 import torch
 
 from bitbert.quantizers import ActQuantizer, BinaryWeight, BoolSTE, ElasticQuant, ElasticSign, SignSTE, levels
@@ -76,12 +77,47 @@ def test_elastic_multibit_lsq():
 
 def test_act_quantizer_calibration_values():
     q = ActQuantizer(1, True)
-    assert torch.isclose(q.optimal_alpha(torch.tensor([-1.0, 3.0])), torch.tensor(2.0))
+    assert torch.isclose(q.initial_alpha(torch.tensor([-1.0, 3.0])), torch.tensor(2.0))
     u = ActQuantizer(1, False)
     # fixed point of alpha = mean(x | x >= alpha/2): {0.1, 0.2, 4, 6} -> 5
-    assert torch.isclose(u.optimal_alpha(torch.tensor([0.1, 0.2, 4.0, 6.0])), torch.tensor(5.0))
+    assert torch.isclose(u.initial_alpha(torch.tensor([0.1, 0.2, 4.0, 6.0])), torch.tensor(5.0))
     assert set(dict(q.named_parameters())) == {"alpha", "beta"}
     assert "calibrated" in q.state_dict()
+
+
+def test_wide_alpha_init_is_bit_codes():
+    x = torch.tensor([-1.0, 3.0])  # mean|x| = 2
+    assert torch.isclose(ActQuantizer(1, True, alpha_init="wide").initial_alpha(x), torch.tensor(4.0))
+    u = ActQuantizer(1, False, alpha_init="wide")
+    assert torch.isclose(u.initial_alpha(torch.tensor([0.1, 0.2, 4.0, 6.0])), torch.tensor(4 * 10.3 / 4))
+    with torch.no_grad():
+        u.beta.fill_(0.1)  # relative to the threshold: mean|x - β| = (0 + 0.1 + 3.9 + 5.9) / 4
+    assert torch.isclose(u.initial_alpha(torch.tensor([0.1, 0.2, 4.0, 6.0])), torch.tensor(9.9))
+    # multi-bit keeps LSQ's rule: 2·mean|x| / √Qp, Qp = 1 for signed 2-bit
+    assert torch.isclose(ActQuantizer(2, True, alpha_init="wide").initial_alpha(x), torch.tensor(4.0))
+
+
+def test_alpha_init_reaches_every_quantizer_and_calibrate(tiny_config):
+    import bitbert
+    from bitbert.config import ConfigError
+    from transformers import BertForSequenceClassification
+
+    cfg = bitbert.QuantConfig.from_preset("bit", "1-1-1").replace(alpha_init="wide")
+    model = bitbert.binarize(BertForSequenceClassification(tiny_config), cfg)
+    quantizers = [m for m in model.modules() if isinstance(m, ActQuantizer)]
+    assert quantizers and all(q.alpha_init == "wide" for q in quantizers)
+    seen = {}
+    handles = [q.register_forward_pre_hook(lambda m, a: seen.setdefault(id(m), a[0].detach().clone()))
+               for q in quantizers]
+    batch = {"input_ids": torch.randint(0, tiny_config.vocab_size, (2, 8)), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
+    bitbert.calibrate(model, [batch])  # one batch: α is exactly the rule applied to what each site saw
+    for h in handles:
+        h.remove()
+    for q in quantizers:
+        want = (2 if q.signed else 4) * (seen[id(q)].float() - q.beta).abs().mean()
+        assert torch.isclose(q.alpha, want, rtol=1e-5), q
+    with pytest.raises(ConfigError, match="alpha_init"):
+        bitbert.QuantConfig(alpha_init="huge")
 
 
 def test_sign_quantizer_has_no_parameters():
