@@ -21,7 +21,10 @@ EARLIER_BIBERT = " ‡"
 
 
 def _mark(r: dict) -> str:
-    return EARLIER_BIBERT if r["method"] == "bibert" and "losses" not in r else ""
+    """A record's flag in the tables (and a reason to leave it out of the comparisons)."""
+    if r["method"] == "bibert" and "losses" not in r:
+        return EARLIER_BIBERT
+    return " (wide α)" if r.get("alpha_init", "optimal") != "optimal" else ""
 
 
 MAIN_BATCH = 32  # gpu_glue.sh's batch; the summary and the seeds table compare runs of one setting
