@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--runs", default="all", help="';'-separated method:schedule, e.g. 'bit:1-1-2,1-1-1;baseline:1-1-1', or all")
     ap.add_argument("--loss", default=None, help="loss-weight overrides for every run (bitbert distill --loss)")
     ap.add_argument("--alpha-init", default=None, choices=ALPHA_INITS, help="QuantConfig.alpha_init for every run")
+    ap.add_argument("--inherit-quantizers", action="store_true", help="QuantConfig.inherit_quantizers for every run")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
     try:
@@ -105,7 +106,7 @@ def main() -> None:
     for r in records:  # done runs are skipped below: they must have been made with these settings
         if r["method"] != "fp":
             check_same_run({k: r.get(k) for k in now}, now, records_path)
-    quant = {"alpha_init": args.alpha_init} if args.alpha_init else None
+    quant = {k: v for k, v in (("alpha_init", args.alpha_init), ("inherit_quantizers", args.inherit_quantizers)) if v} or None
     wanted = RUNS if args.runs == "all" else [parse_run(r) for r in args.runs.split(";") if r.strip()]
     for method, schedule in wanted:
         if (method, schedule) in done:
@@ -115,6 +116,7 @@ def main() -> None:
         run = {"task": data.spec.name, "method": method, "schedule": schedule, "metric": key, "seed": args.seed,
                "batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": args.epochs, "teacher_metric": teacher_metric,
                "teacher_epochs": args.teacher_epochs, "teacher_lr": tcfg.lr, "alpha_init": args.alpha_init or "optimal",
+               "inherit_quantizers": args.inherit_quantizers,
                "command": command, "hardware": hardware()}  # in every record of the run, and in run.json
         run_dir.mkdir(parents=True, exist_ok=True)  # what merge_results.py --cut needs of a run cut short
         atomic_write(run_dir / "run.json", lambda p: p.write_text(json.dumps(run, indent=2)))

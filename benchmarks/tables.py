@@ -24,7 +24,9 @@ def _mark(r: dict) -> str:
     """A record's flag in the tables (and a reason to leave it out of the comparisons)."""
     if r["method"] == "bibert" and "losses" not in r:
         return EARLIER_BIBERT
-    return " (wide α)" if r.get("alpha_init", "optimal") != "optimal" else ""
+    if r.get("alpha_init", "optimal") != "optimal":
+        return " (wide α)"
+    return " (inherited α, β)" if r.get("inherit_quantizers") else ""
 
 
 MAIN_BATCH = 32  # gpu_glue.sh's batch; the summary and the seeds table compare runs of one setting
@@ -51,7 +53,8 @@ def _setting(r: dict) -> str | None:
     batch = int(_arg(cmd, "--batch-size", 32)) if r["method"] == "fp" else r["batch_size"]
     lr = _arg(cmd, "--lr", paper_defaults(task)["lr"]) if r["method"] == "fp" else r["lr"]
     t_epochs, t_lr = _arg(cmd, "--teacher-epochs", 3.0), _arg(cmd, "--teacher-lr", MAIN_TEACHER_LR)
-    if lr != paper_defaults(task)["lr"] or _arg(cmd, "--alpha-init", "optimal") != "optimal":
+    if lr != paper_defaults(task)["lr"] or _arg(cmd, "--alpha-init", "optimal") != "optimal" \
+            or "--inherit-quantizers" in cmd.split():
         return None
     if t_epochs == _main_teacher_epochs(task) and t_lr == MAIN_TEACHER_LR:
         if batch == MAIN_BATCH:

@@ -166,7 +166,8 @@ def cmd_distill(args) -> int:
     else:
         teacher = load_classifier(args.teacher, data.spec)
     teacher_metrics = make_evaluator(data, cfg.eval_batch_size)(teacher.eval())
-    overrides = {k: v for k, v in (("residual_rank", args.residual_rank), ("alpha_init", args.alpha_init)) if v} or None
+    overrides = {k: v for k, v in (("residual_rank", args.residual_rank), ("alpha_init", args.alpha_init),
+                                   ("inherit_quantizers", args.inherit_quantizers)) if v} or None
     result = run_schedule(teacher, data, args.method, args.schedule or "1-1-1", cfg, out, tokenizer=tok,
                           losses=losses, quant_overrides=overrides, resume=args.resume)
     summary = {"task": data.spec.name, "method": args.method, "teacher": teacher_metrics,
@@ -214,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--residual-rank", type=int, default=0, help="BiPFT low-rank residual estimators (0 = off)")
     d.add_argument("--alpha-init", default=None, choices=ALPHA_INITS,
                    help="1-bit α from data: optimal (BiT eq. 6/8, default) or wide (BiT's code: 2·mean|x|, 4·mean|x|)")
+    d.add_argument("--inherit-quantizers", action="store_true",
+                   help="each stage starts its α, β from the previous stage's (as BiT's code ends up doing)")
     d.add_argument("--out", default="runs/distill")
     _add_data_args(d)
     _add_train_args(d)

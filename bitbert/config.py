@@ -67,6 +67,11 @@ class QuantConfig:
             the α that best fits the input) or ``wide`` (BiT's public code: 2·mean|x| signed,
             4·mean|x| unsigned; a wider straight-through window |x − β| ≤ α, so more gradient
             passes). Multi-bit α is LSQ's either way.
+        inherit_quantizers: when re-quantizing an already quantized model (the next stage of a
+            multi-distillation), start each activation site's α and β from the previous model's
+            quantizer there instead of fresh (β = 0, α from :func:`bitbert.calibrate`). BiT's code
+            ends up doing this when it loads the W1A2 checkpoint into the W1A1 model: α is set
+            lazily only while it is still exactly 1, so the loaded α is kept. Off by default.
         preset: the preset this config came from (informational).
     """
 
@@ -85,6 +90,7 @@ class QuantConfig:
     embeddings: tuple[str, ...] = ("word",)
     residual_rank: int = 0
     alpha_init: str = "optimal"
+    inherit_quantizers: bool = False
     preset: str = "custom"
 
     def __post_init__(self) -> None:

@@ -6,6 +6,7 @@ from torch import nn
 from . import attention
 from .config import QuantConfig
 from .layers import QuantEmbedding, QuantLinear
+from .quantizers import ActQuantizer
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 
@@ -24,10 +25,20 @@ def base_model(model: nn.Module) -> nn.Module:
     return getattr(model, "base_model", model)
 
 
+def _inherit(new: ActQuantizer | None, old: ActQuantizer | None) -> None:
+    """Start ``new`` from ``old``'s learned α, β (and calibrated flag) when both are elastic
+    quantizers of the same kind of input; otherwise ``new`` stays fresh."""
+    if (isinstance(new, ActQuantizer) and isinstance(old, ActQuantizer) and new.kind == old.kind == "elastic"
+            and new.signed == old.signed and new.beta.shape == old.beta.shape):
+        new.load_state_dict(old.state_dict())
+
+
 def _swap_linear(parent: nn.Module, name: str, config: QuantConfig, quantize: bool, signed_input: bool) -> None:
     old: nn.Linear = getattr(parent, name)
     if quantize and (config.weight_bits < 32 or config.act_bits < 32):
         new: nn.Linear = QuantLinear.from_linear(old, config, signed_input)
+        if config.inherit_quantizers and isinstance(old, QuantLinear):
+            _inherit(new.act_quant, old.act_quant)
     elif isinstance(old, QuantLinear):  # back to full precision, same Parameters
         new = nn.Linear(old.in_features, old.out_features, bias=old.bias is not None, device="meta")
         new.weight, new.bias = old.weight, old.bias
@@ -50,7 +61,8 @@ def binarize(model: nn.Module, config: QuantConfig) -> nn.Module:
     """Convert ``model`` in place to the precision and methods of ``config`` and return it.
 
     Works on a stock model or on one converted before (multi-distillation re-quantizes the previous
-    student): weights are shared, quantizer parameters start fresh and need :func:`bitbert.calibrate`.
+    student): weights are shared; quantizer parameters start fresh and need :func:`bitbert.calibrate`
+    (``calibrate(..., only_uncalibrated=True)`` keeps the ones ``config.inherit_quantizers`` carried over).
     """
     base = base_model(model)
     hf_config = model.config
@@ -80,6 +92,9 @@ def binarize(model: nn.Module, config: QuantConfig) -> nn.Module:
         if old is not None and old.residual is not None and new.residual is not None \
                 and old.residual.rank == new.residual.rank:
             new.residual.load_state_dict(old.residual.state_dict())
+        if old is not None and config.inherit_quantizers:
+            for site in ("q_quant", "k_quant", "v_quant", "p_quant"):
+                _inherit(getattr(new, site), getattr(old, site))
 
     if getattr(base, "pooler", None) is not None:
         _swap_linear(base.pooler, "dense", config, config.binarize_pooler, True)

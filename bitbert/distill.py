@@ -235,7 +235,8 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
         student.train()
         for p in student.parameters():
             p.requires_grad_(True)
-        calibrate(student, data.calibration_batches(cfg.batch_size))
+        # fresh quantizers only: those QuantConfig.inherit_quantizers carried over keep their α
+        calibrate(student, data.calibration_batches(cfg.batch_size), only_uncalibrated=True)
         loss = DistillLoss(current, data.spec, weights, compile=should_compile(cfg, acc.device))
         report = train(student, loss,
                        data.train_batches(cfg.batch_size, cfg.seed, acc.device.type == "cuda"),

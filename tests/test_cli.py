@@ -55,6 +55,13 @@ def test_finetune_then_distill_custom_task(tmp_path, tiny_teacher, capsys, monke
     assert "other settings" in err and "seed=" in err and "Traceback" not in err
     assert main(["summary", str(tmp_path / "s" / "stage1-1-1-1" / "model"), "--seq-len", "32"]) == 0
     assert main(["summary", str(tmp_path / "s" / "stage1-1-1-1" / "model")]) == 2  # 128 > 64 positions
+    # the quantizer options reach every stage's config (saved with the model)
+    assert main(["distill", "--teacher", str(tmp_path / "t" / "model"), "--out", str(tmp_path / "w"), *data,
+                 "--schedule", "1-1-2,1-1-1", "--epochs", "1", "--batch-size", "8", "--alpha-init", "wide",
+                 "--inherit-quantizers"]) == 0
+    for stage in ("stage0-1-1-2", "stage1-1-1-1"):
+        cfg = json.loads((tmp_path / "w" / stage / "model" / "config.json").read_text())["bitbert"]
+        assert cfg["alpha_init"] == "wide" and cfg["inherit_quantizers"] is True, stage
 
 
 def test_bad_data_is_a_clear_error(tmp_path, tiny_teacher, capsys):

@@ -115,6 +115,34 @@ def test_rebinarize_previous_student(tiny_config, batch):
     assert type(model.bert.encoder.layer[0].attention.self.query) is torch.nn.Linear
 
 
+@pytest.mark.parametrize("inherit", [False, True])
+def test_rebinarize_inherits_quantizers_only_when_asked(tiny_config, batch, inherit):
+    model = BertForSequenceClassification(tiny_config)
+    bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-2"))
+    bitbert.calibrate(model, [batch])
+    before = {n: m for n, m in model.named_modules() if isinstance(m, ActQuantizer)}
+    with torch.no_grad():  # stand-ins for what the 1-1-2 stage learned
+        for i, q in enumerate(before.values()):
+            q.alpha.fill_(0.1 * (i + 1))
+            q.beta.fill_(0.01 * (i + 1))
+    learned = {n: (q.alpha.clone(), q.beta.clone()) for n, q in before.items()}
+    cfg = bitbert.QuantConfig.from_preset("bit", "1-1-1").replace(inherit_quantizers=inherit)
+    bitbert.binarize(model, cfg)
+    after = {n: m for n, m in model.named_modules() if isinstance(m, ActQuantizer)}
+    assert after.keys() == before.keys() and all(after[n] is not before[n] for n in after)
+    assert all(q.bits == 1 for q in after.values())
+    # Q/K/V, attention probabilities, every linear input (per-channel β), FFN2 (unsigned), pooler
+    assert len(after) == tiny_config.num_hidden_layers * 10 + 1
+    calibrated = bitbert.calibrate(model, [batch], only_uncalibrated=True)
+    for n, q in after.items():
+        alpha, beta = learned[n]
+        if inherit:
+            assert torch.equal(q.alpha, alpha) and torch.equal(q.beta, beta), n
+        else:
+            assert torch.equal(q.beta, torch.zeros_like(beta)) and not torch.equal(q.alpha, alpha), n
+    assert calibrated == (0 if inherit else len(after))
+
+
 def test_summary_bert_base_near_paper():
     from transformers import BertConfig
 

@@ -47,6 +47,22 @@ def test_schedule_hands_over_and_reports(tmp_path, tiny_config):
     assert any("eval/accuracy" in l for l in lines) and any("train/loss" in l for l in lines)
 
 
+def test_inherited_quantizers_are_not_recalibrated(tmp_path, tiny_config, monkeypatch):
+    import bitbert.distill as distill
+
+    counts = []
+    real = distill.calibrate
+    monkeypatch.setattr(distill, "calibrate", lambda *a, **k: counts.append(real(*a, **k)) or counts[-1])
+    data, teacher = tiny_task(), BertForSequenceClassification(tiny_config).eval()
+    run_schedule(teacher, data, "bit", "1-1-2,1-1-1", CFG, tmp_path / "fresh")
+    run_schedule(teacher, data, "bit", "1-1-2,1-1-1", CFG, tmp_path / "inherit",
+                 quant_overrides={"inherit_quantizers": True})
+    sites = tiny_config.num_hidden_layers * 10 + 1
+    # fresh: every site calibrated in both stages; inherited: only in the first (the 1-1-2 stage's
+    # learned α, β start the 1-1-1 stage)
+    assert counts == [sites, sites, sites, 0]
+
+
 def _weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 

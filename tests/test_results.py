@@ -50,6 +50,7 @@ def test_settings_are_told_apart_by_batch_lr_and_teacher():
     assert setting(dict(base, batch_size=16)) is None  # neither ours nor BiT's
     assert setting(dict(base, lr=2e-4)) is None  # an lr probe
     assert setting(dict(base, command=base["command"] + " --alpha-init wide")) is None  # a quantizer probe
+    assert setting(dict(base, command=base["command"] + " --inherit-quantizers")) is None
     assert setting(dict(base, command=base["command"] + " --teacher-epochs 10 --teacher-lr 1e-4")) == "10-epoch teacher"
     assert setting(dict(base, task="sst2", lr=1e-4)) is None  # SST-2's main teacher is 1 epoch
     # a teacher's own record (batch 32, lr 5e-5) belongs to its students' setting, read from the command
