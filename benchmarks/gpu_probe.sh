@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Paired probe on one GPU call: one SST-2 teacher, then the same runs under each variant's extra
+# run_glue.py arguments, in parallel, so the variants differ only in what is being probed.
+#   VARIANTS='name:ARGS|name:ARGS' RUNS='bit:1-1-1' EPOCHS=2 PROBE_DIR=runs/probe bash benchmarks/gpu_probe.sh OUTDIR
+# e.g. the stage hand-over: VARIANTS='fresh:|inherit:--inherit-quantizers' RUNS='bit:1-1-2,1-1-1' EPOCHS=3
+# Resumable on a warm machine (--resume). Back here:
+#   python benchmarks/merge_results.py OUTDIR/records.json --call N --note "..."  (--cut for cut runs)
+set -u
+OUT=${1:-runs/gpu}
+mkdir -p "$OUT" runs
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false BITBERT_CACHE=runs/cache
+R=${PROBE_DIR:-runs/probe}
+common="--task sst2 --model .devdata/minilm-l6-h384-fp16 --data-dir .devdata/glue/SST-2 --epochs ${EPOCHS:-2}
+  --teacher-epochs 1 --batch-size 32 --eval-every 250 --resume ${EXTRA_ARGS:-}"
+T=${GLUE_TIMEOUT:-240}
+IFS='|' read -ra variants <<< "${VARIANTS:?e.g. VARIANTS='fresh:|inherit:--inherit-quantizers'}"
+first=${variants[0]%%:*}
+mkdir -p $R/$first
+timeout $T python benchmarks/run_glue.py $common --out $R/$first --runs "" > $R/teacher.log 2>&1
+for v in "${variants[@]}"; do
+  name=${v%%:*}; args=${v#*:}
+  mkdir -p $R/$name/sst2
+  [ "$name" != "$first" ] && ln -sfn "$PWD/$R/$first/sst2/teacher" $R/$name/sst2/teacher  # one teacher for all
+  timeout $T python benchmarks/run_glue.py $common $args --out $R/$name --runs "${RUNS:-bit:1-1-1}" > $R/$name.log 2>&1 &
+done
+wait
+python - "$OUT/records.json" $R/*/sst2.json <<'PY'
+import json, sys
+recs = [dict(r, records_file=f) for f in sys.argv[2:] for r in json.load(open(f))]
+json.dump(recs, open(sys.argv[1], "w"), indent=1)
+print([(r["records_file"], r["schedule"], round(r["best"], 1), round(r["final"], 1)) for r in recs])
+PY
+tar czf "$OUT/runs.tgz" $R/*.log $(find $R -name metrics.jsonl -o -name progress.json -o -name run.json -o -name report.json) 2>/dev/null
+nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
