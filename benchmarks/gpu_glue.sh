@@ -53,15 +53,7 @@ TASK_PIDS=()
 # history of every run, cut ones included. Refreshed every 10 s, so a call that hits the time limit
 # still returns what finished.
 save_results() {
-  python - "$OUT/records.json" $R/*.json $R/p*/*.json <<'PY' 2>/dev/null
-import json, os, sys
-recs = []
-for f in sys.argv[2:]:
-    if os.path.isfile(f):
-        recs += [dict(r, records_file=f) for r in json.load(open(f))]
-json.dump(recs, open(sys.argv[1] + ".tmp", "w"), indent=1)
-os.replace(sys.argv[1] + ".tmp", sys.argv[1])
-PY
+  python benchmarks/collect_records.py "$OUT/records.json" $R/*.json $R/p*/*.json 2>/dev/null
   tar czf "$OUT/runs.tgz.tmp" $L/*.log $( { find $R -maxdepth 3 -name '*.json'; find $R -name metrics.jsonl -o -name progress.json -o -name run.json -o -name report.json; } | sort -u) 2>/dev/null \
     && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
 }

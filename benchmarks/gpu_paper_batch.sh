@@ -22,11 +22,7 @@ BATCH=16 TASKS=cola COLA_EPOCHS=20 GLUE_OUT=runs/c16 \
         --out runs/teachers-$lr --runs "" --resume ${TEACHER_ARGS:-} >> runs/teachers.log 2>&1
     done
   done
-  python - "$OUT/teachers.json" runs/teachers-*/*.json <<'PY'
-import json, sys
-recs = [dict(r, records_file=f) for f in sys.argv[2:] for r in json.load(open(f))]
-json.dump(recs, open(sys.argv[1], "w"), indent=1)
-PY
+  python benchmarks/collect_records.py "$OUT/teachers.json" runs/teachers-*/*.json
   tail -n 3 runs/teachers.log
 ) > "$OUT/teachers.log" 2>&1 &
 wait

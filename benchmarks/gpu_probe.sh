@@ -24,11 +24,6 @@ for v in "${variants[@]}"; do
   timeout $T python benchmarks/run_glue.py $common $args --out $R/$name --runs "${RUNS:-bit:1-1-1}" > $R/$name.log 2>&1 &
 done
 wait
-python - "$OUT/records.json" $R/*/sst2.json <<'PY'
-import json, sys
-recs = [dict(r, records_file=f) for f in sys.argv[2:] for r in json.load(open(f))]
-json.dump(recs, open(sys.argv[1], "w"), indent=1)
-print([(r["records_file"], r["schedule"], round(r["best"], 1), round(r["final"], 1)) for r in recs])
-PY
+python benchmarks/collect_records.py "$OUT/records.json" $R/*/sst2.json --print
 tar czf "$OUT/runs.tgz" $R/*.log $(find $R -name metrics.jsonl -o -name progress.json -o -name run.json -o -name report.json) 2>/dev/null
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null

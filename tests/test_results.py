@@ -9,18 +9,32 @@ REQUIRED = {"task", "method", "schedule", "bits", "metric", "best", "final", "te
             "examples_per_s", "command", "hardware", "wall_s"}
 
 
-def _tables():
-    spec = importlib.util.spec_from_file_location("tables", ROOT / "benchmarks" / "tables.py")
+def _benchmark(name: str):
+    """A benchmarks/ script as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _tables():
+    return _benchmark("tables")
 
 
 def _merge_results():
-    spec = importlib.util.spec_from_file_location("merge_results", ROOT / "benchmarks" / "merge_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _benchmark("merge_results")
+
+
+def test_collect_records_tags_and_skips_missing_files(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps([{"method": "fp", "schedule": "32-32-32", "best": 85.04, "final": 84.96}]))
+    b.write_text(json.dumps([{"method": "bit", "schedule": "1-1-1", "best": 82.0, "final": 79.2}]))
+    out = tmp_path / "records.json"
+    assert _benchmark("collect_records").main([str(out), str(a), str(tmp_path / "not-yet.json"), str(b), "--print"]) == 0
+    assert json.loads(out.read_text()) == [
+        {"method": "fp", "schedule": "32-32-32", "best": 85.04, "final": 84.96, "records_file": str(a)},
+        {"method": "bit", "schedule": "1-1-1", "best": 82.0, "final": 79.2, "records_file": str(b)}]
+    assert "85.0, 85.0" in capsys.readouterr().out and not (tmp_path / "records.json.tmp").exists()
 
 
 def test_glue_records_have_the_issue_format():
