@@ -20,13 +20,19 @@ METHOD_ORDER = {"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}
 EARLIER_BIBERT = " ‡"
 
 
+def _quant_probe(r: dict) -> str:
+    """The flag of a run with non-default quantizer options, read from its command (which a
+    teacher-only record shares with its students), or ""."""
+    if _arg(r["command"], "--alpha-init", "optimal") != "optimal":
+        return " (wide α)"
+    return " (inherited α, β)" if "--inherit-quantizers" in r["command"].split() else ""
+
+
 def _mark(r: dict) -> str:
     """A record's flag in the tables (and a reason to leave it out of the comparisons)."""
     if r["method"] == "bibert" and "losses" not in r:
         return EARLIER_BIBERT
-    if r.get("alpha_init", "optimal") != "optimal":
-        return " (wide α)"
-    return " (inherited α, β)" if r.get("inherit_quantizers") else ""
+    return _quant_probe(r)
 
 
 MAIN_BATCH = 32  # gpu_glue.sh's batch; the summary and the seeds table compare runs of one setting
@@ -53,8 +59,7 @@ def _setting(r: dict) -> str | None:
     batch = int(_arg(cmd, "--batch-size", 32)) if r["method"] == "fp" else r["batch_size"]
     lr = _arg(cmd, "--lr", paper_defaults(task)["lr"]) if r["method"] == "fp" else r["lr"]
     t_epochs, t_lr = _arg(cmd, "--teacher-epochs", 3.0), _arg(cmd, "--teacher-lr", MAIN_TEACHER_LR)
-    if lr != paper_defaults(task)["lr"] or _arg(cmd, "--alpha-init", "optimal") != "optimal" \
-            or "--inherit-quantizers" in cmd.split():
+    if lr != paper_defaults(task)["lr"] or _quant_probe(r):
         return None
     if t_epochs == _main_teacher_epochs(task) and t_lr == MAIN_TEACHER_LR:
         if batch == MAIN_BATCH:
@@ -66,6 +71,14 @@ def _setting(r: dict) -> str | None:
 def _main_setting(r: dict) -> bool:
     """A teacher or student of the main setting (not an lr/batch/teacher probe)."""
     return _setting(r) == "main"
+
+
+def _own_teachers(students: list[dict], teachers: list[dict], group) -> dict:
+    """For each group (``group(record)``) of ``students``, the newest of ``teachers`` fine-tuned in a
+    call where students of that group ran: their own teacher, not another call's."""
+    calls = {(group(r), r.get("device_call")) for r in students}
+    return {group(r): r for r in sorted(teachers, key=lambda r: r.get("device_call", 0))
+            if (group(r), r.get("device_call")) in calls}
 
 
 def _load(name: str):
@@ -129,13 +142,11 @@ def glue_seeds() -> str:
         if len(seeds) < 2:
             continue
         seeds = sorted(seeds)
-        # a seed's teacher: the one fine-tuned in a call where that seed's students ran
-        calls = {(r["seed"], r.get("device_call")) for r in students if r["epochs"] == epochs}
-        newest: dict = {}
-        for r in sorted(recs, key=lambda r: r.get("device_call", 0)):
-            if r["task"] == task and (r["epochs"] == epochs if r["method"] != "fp"
-                                      else (r["seed"], r.get("device_call")) in calls):
-                newest[(r["method"], r["schedule"], r["seed"])] = r
+        students = [r for r in students if r["epochs"] == epochs]
+        newest = {(r["method"], r["schedule"], r["seed"]): r for r in sorted(students, key=lambda r: r.get("device_call", 0))}
+        teachers = [r for r in recs if r["task"] == task and r["method"] == "fp"]
+        for seed, r in _own_teachers(students, teachers, lambda r: r["seed"]).items():
+            newest[("fp", r["schedule"], seed)] = r
         runs = sorted({k[:2] for k in newest}, key=lambda m: (METHOD_ORDER.get(m[0], 9), m[1]))
         metric = students[0]["metric"]
         out += [f"{task} ({metric}), {epochs:g} epochs a stage (teacher: its own fine-tune per seed):", "",
@@ -160,14 +171,13 @@ def glue_settings() -> str:
     the newest record of each (task, setting, run); the teacher row is that setting's teacher."""
     recs = [r for r in _load("glue_minilm.json") or [] if r["task"] in ("mrpc", "cola") and r["seed"] == 42
             and not _mark(r) and _setting(r) and (r["method"] == "fp" or r["epochs"] == 20)]
-    newest: dict = {}
+    newest: dict = {}  # the teacher row falls back to the setting's newest teacher (a run resumed in a later call)
     for r in sorted(recs, key=lambda r: r.get("device_call", 0)):
         newest[(r["task"], _setting(r), r["method"], r["schedule"])] = r
-    # a setting's teacher: the newest one fine-tuned in a call where that setting's students ran
-    calls = {(t, s, newest[k].get("device_call")) for k in newest for (t, s, m, _) in [k] if m != "fp"}
-    for r in sorted(recs, key=lambda r: r.get("device_call", 0)):
-        if r["method"] == "fp" and (r["task"], _setting(r), r.get("device_call")) in calls:
-            newest[(r["task"], _setting(r), "fp", r["schedule"])] = r
+    students = [r for k, r in newest.items() if k[2] != "fp"]
+    teachers = [r for r in recs if r["method"] == "fp"]
+    for (task, setting), r in _own_teachers(students, teachers, lambda r: (r["task"], _setting(r))).items():
+        newest[(task, setting, "fp", r["schedule"])] = r
     rows = []
     for task in ("mrpc", "cola"):
         got = {k: v for k, v in newest.items() if k[0] == task}
