@@ -3,7 +3,7 @@
 # run_glue.py arguments, in parallel, so the variants differ only in what is being probed.
 #   VARIANTS='name:ARGS|name:ARGS' RUNS='bit:1-1-1' EPOCHS=2 PROBE_DIR=runs/probe bash benchmarks/gpu_probe.sh OUTDIR
 # e.g. the stage hand-over: VARIANTS='fresh:|inherit:--inherit-quantizers' RUNS='bit:1-1-2,1-1-1' EPOCHS=3
-# Resumable on a warm machine (--resume). Back here:
+# Resumable on a warm machine (--resume). Also writes OUTDIR/NAME.bitbert (each variant's last model). Back here:
 #   python benchmarks/merge_results.py OUTDIR/records.json --call N --note "..."  (--cut for cut runs)
 set -u
 OUT=${1:-runs/gpu}
@@ -20,10 +20,14 @@ timeout $T python benchmarks/run_glue.py $common --out $R/$first --runs "" > $R/
 for v in "${variants[@]}"; do
   name=${v%%:*}; args=${v#*:}
   mkdir -p $R/$name/sst2
-  [ "$name" != "$first" ] && ln -sfn "$PWD/$R/$first/sst2/teacher" $R/$name/sst2/teacher  # one teacher for all
+  [ "$name" != "$first" ] && ln -sfn "$(cd $R/$first/sst2 && pwd)/teacher" $R/$name/sst2/teacher  # one teacher for all
   timeout $T python benchmarks/run_glue.py $common $args --out $R/$name --runs "${RUNS:-bit:1-1-1}" > $R/$name.log 2>&1 &
 done
 wait
+for v in "${variants[@]}"; do  # each variant's last hand-over model as a packed file: its engine accuracy, here
+  last=$(ls -d $R/${v%%:*}/sst2/*/stage*/model 2>/dev/null | tail -1)
+  [ -n "$last" ] && python -m bitbert.cli export "$last" "$OUT/${v%%:*}.bitbert" > /dev/null
+done
 python benchmarks/collect_records.py "$OUT/records.json" $R/*/sst2.json --print
 tar czf "$OUT/runs.tgz" $R/*.log $(find $R -name metrics.jsonl -o -name progress.json -o -name run.json -o -name report.json) 2>/dev/null
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null

@@ -97,7 +97,9 @@ def main() -> None:
                             "examples_per_s": report.examples_per_s, "command": command, "hardware": hardware(), "cuda_graphs": tcfg.cuda_graphs,
                             "wall_s": time.perf_counter() - t0, "dev_history": report.history})
     teacher = bitbert.load(out / "teacher" / "model")
-    teacher_metric = make_evaluator(data, 256)(teacher.to("cuda" if torch.cuda.is_available() else "cpu"))[key]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    evaluate_fp32 = make_evaluator(data, 256)  # no autocast: the precision an exported model runs in
+    teacher_metric = evaluate_fp32(teacher.to(device))[key]
 
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr or d["lr"], batch_size=args.batch_size,
                       max_length=d["max_length"], seed=args.seed, eval_every=args.eval_every,
@@ -136,6 +138,8 @@ def main() -> None:
                                   "max_length": cfg.max_length, "examples_per_s": stage.report.examples_per_s,
                                   "cuda_graphs": cfg.cuda_graphs,
                                   "wall_s": stage.report.wall_s,  # training time, summed over resumed segments
+                                  # the hand-over model again in fp32: the trainer's evaluations ran under bf16 autocast
+                                  "final_fp32": evaluate_fp32(bitbert.load(stage.model_dir).to(device))[key],
                                   "dev_history": stage.report.history})  # every evaluation: what best/final come from
             done.add(rec_key)
         atomic_write(records_path, lambda p: p.write_text(json.dumps(records, indent=2)))

@@ -11,6 +11,7 @@ from bitbert.batching import TokenizedSplit
 from bitbert.distill import DistillLoss, LossWeights, finetune, method_losses, parse_schedule, run_schedule
 from bitbert.pipeline import TaskData
 from bitbert.tasks import get_task
+from conftest import tiny_bert_config
 from bitbert.train import TrainConfig
 
 
@@ -165,3 +166,20 @@ def test_method_losses_and_schedule_validation():
         bibert.with_overrides("dmd")
     with pytest.raises(bitbert.ConfigError):
         parse_schedule("1-1-1,1-1-3")
+
+
+def test_evaluate_batches_is_graph_free_deterministic_and_restores_mode():
+    from bitbert.train import evaluate_batches
+
+    torch.manual_seed(0)
+    model = bitbert.binarize(BertForSequenceClassification(tiny_bert_config(hidden_dropout_prob=0.5)),
+                             bitbert.QuantConfig.from_preset("bit"))
+    model.train()  # a caller's training model: dropout must not reach the dev metric
+    ids = torch.randint(5, 90, (3, 7))
+    batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 0])}] * 2
+    a, labels = evaluate_batches(model, batches, torch.device("cpu"))
+    b, _ = evaluate_batches(model, batches, torch.device("cpu"))
+    assert not a.requires_grad and a.grad_fn is None  # no graph kept across the dev set
+    assert torch.equal(a, b) and torch.equal(a[:3], a[3:])
+    assert labels.tolist() == [0, 1, 0, 0, 1, 0]
+    assert model.training
