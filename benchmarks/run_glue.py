@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--loss", default=None, help="loss-weight overrides for every run (bitbert distill --loss)")
     ap.add_argument("--alpha-init", default=None, choices=ALPHA_INITS, help="QuantConfig.alpha_init for every run")
     ap.add_argument("--inherit-quantizers", action="store_true", help="QuantConfig.inherit_quantizers for every run")
+    ap.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16"],
+                    help="the students' training precision (TrainConfig.mixed_precision; auto: bf16 on GPU)")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
     try:
@@ -95,7 +97,7 @@ def main() -> None:
                             "teacher_metric": report.final[key], "epochs": args.teacher_epochs, "seed": args.seed,
                             "lr": tcfg.lr, "batch_size": 32, "max_length": d["max_length"],
                             "examples_per_s": report.examples_per_s, "command": command, "hardware": hardware(), "cuda_graphs": tcfg.cuda_graphs,
-                            "wall_s": time.perf_counter() - t0, "dev_history": report.history})
+                            "wall_s": time.perf_counter() - t0, "dev_history": report.history, "eval_precision": "fp32"})
     teacher = bitbert.load(out / "teacher" / "model")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     evaluate_fp32 = make_evaluator(data, 256)  # no autocast: the precision an exported model runs in
@@ -103,7 +105,7 @@ def main() -> None:
 
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr or d["lr"], batch_size=args.batch_size,
                       max_length=d["max_length"], seed=args.seed, eval_every=args.eval_every,
-                      max_steps=args.max_steps)
+                      max_steps=args.max_steps, mixed_precision=args.mixed_precision)
     now = {"seed": args.seed, "epochs": args.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size}
     for r in records:  # done runs are skipped below: they must have been made with these settings
         if r["method"] != "fp":
@@ -118,7 +120,8 @@ def main() -> None:
         run = {"task": data.spec.name, "method": method, "schedule": schedule, "metric": key, "seed": args.seed,
                "batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": args.epochs, "teacher_metric": teacher_metric,
                "teacher_epochs": args.teacher_epochs, "teacher_lr": tcfg.lr, "alpha_init": args.alpha_init or "optimal",
-               "inherit_quantizers": args.inherit_quantizers,
+               "inherit_quantizers": args.inherit_quantizers, "mixed_precision": args.mixed_precision,
+               "eval_precision": "fp32",  # the trainer's dev evaluations (bf16 autocast before call 29)
                "command": command, "hardware": hardware()}  # in every record of the run, and in run.json
         run_dir.mkdir(parents=True, exist_ok=True)  # what merge_results.py --cut needs of a run cut short
         atomic_write(run_dir / "run.json", lambda p: p.write_text(json.dumps(run, indent=2)))
