@@ -97,7 +97,7 @@ def main() -> None:
                             "teacher_metric": report.final[key], "epochs": args.teacher_epochs, "seed": args.seed,
                             "lr": tcfg.lr, "batch_size": 32, "max_length": d["max_length"],
                             "examples_per_s": report.examples_per_s, "command": command, "hardware": hardware(), "cuda_graphs": tcfg.cuda_graphs,
-                            "wall_s": time.perf_counter() - t0, "dev_history": report.history, "eval_precision": "fp32"})
+                            "wall_s": time.perf_counter() - t0, "dev_history": report.history})
     teacher = bitbert.load(out / "teacher" / "model")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     evaluate_fp32 = make_evaluator(data, 256)  # no autocast: the precision an exported model runs in
@@ -121,7 +121,6 @@ def main() -> None:
                "batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": args.epochs, "teacher_metric": teacher_metric,
                "teacher_epochs": args.teacher_epochs, "teacher_lr": tcfg.lr, "alpha_init": args.alpha_init or "optimal",
                "inherit_quantizers": args.inherit_quantizers, "mixed_precision": args.mixed_precision,
-               "eval_precision": "fp32",  # the trainer's dev evaluations (bf16 autocast before call 29)
                "command": command, "hardware": hardware()}  # in every record of the run, and in run.json
         run_dir.mkdir(parents=True, exist_ok=True)  # what merge_results.py --cut needs of a run cut short
         atomic_write(run_dir / "run.json", lambda p: p.write_text(json.dumps(run, indent=2)))
@@ -141,7 +140,8 @@ def main() -> None:
                                   "max_length": cfg.max_length, "examples_per_s": stage.report.examples_per_s,
                                   "cuda_graphs": cfg.cuda_graphs,
                                   "wall_s": stage.report.wall_s,  # training time, summed over resumed segments
-                                  # the hand-over model again in fp32: the trainer's evaluations ran under bf16 autocast
+                                  # the hand-over model again in fp32 (the engine's precision): the trainer's evaluations
+                                  # run in the training precision (bf16 autocast on GPU)
                                   "final_fp32": evaluate_fp32(bitbert.load(stage.model_dir).to(device))[key],
                                   "dev_history": stage.report.history})  # every evaluation: what best/final come from
             done.add(rec_key)

@@ -324,9 +324,10 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     def run_eval() -> None:
         if evaluate is None:
             return
-        # fp32, not the training autocast: the exported model and the engine run in fp32, and bf16
-        # rounding flips binary signs near their thresholds (SST-2 1-1-1: 80.4 under bf16, 80.8 in fp32)
-        metrics = evaluate(acc.unwrap_model(model))  # evaluate_batches: eval mode, no autograd
+        model.eval()  # also for evaluators other than evaluate_batches (BiPFT's held-out loss)
+        with torch.no_grad(), acc.autocast():
+            metrics = evaluate(acc.unwrap_model(model))
+        model.train()
         metrics = {"step": step, **metrics}
         report.history.append(metrics)
         report.final = metrics
