@@ -11,6 +11,7 @@
 # PT_SECONDS of training or PT_TOKENS tokens, whichever first); as each pretraining ends, its three
 # fine-tunes start. Runs still going at DEADLINE are stopped and `collect` reports their evaluations so far.
 set -u
+NEED=${CORPUS:-.devdata/corpus/english.txt.xz} source benchmarks/require_devdata.sh
 OUT=${1:-runs/gpu-bipft}
 MODE=${2:-main}
 R=${BIPFT_RUNS:-runs/bipft}

@@ -6,6 +6,7 @@
 #   python benchmarks/merge_results.py FILES_AT/records.json --call N --note "..." && python benchmarks/tables.py
 # and the runs a limit cut (from the unpacked runs.tgz): merge_results.py --cut RUNS_DIR --call N --note "..."
 set -u
+source benchmarks/require_devdata.sh
 OUT=${1:-runs/gpu}
 mkdir -p "$OUT" runs
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false BITBERT_CACHE=runs/cache

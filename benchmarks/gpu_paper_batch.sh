@@ -5,6 +5,7 @@
 # benchmarks/gpu_paper_batch.sh OUTDIR. Back here: merge OUTDIR/{b8,c16}/records.json and
 # OUTDIR/teachers.json with merge_results.py (--cut for the unpacked runs.tgz of cut runs).
 set -u
+source benchmarks/require_devdata.sh
 OUT=${1:-runs/gpu}
 mkdir -p "$OUT" runs  # before the teacher loop writes runs/teachers.log
 export SKIP_TESTS=1 SKIP_SPEED=1 GLUE_TIMEOUT=${GLUE_TIMEOUT:-500}

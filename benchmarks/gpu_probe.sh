@@ -6,6 +6,7 @@
 # Resumable on a warm machine (--resume). Also writes OUTDIR/NAME.bitbert (each variant's last model). Back here:
 #   python benchmarks/merge_results.py OUTDIR/records.json --call N --note "..."  (--cut for cut runs)
 set -u
+source benchmarks/require_devdata.sh
 OUT=${1:-runs/gpu}
 mkdir -p "$OUT" runs
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false BITBERT_CACHE=runs/cache

@@ -68,12 +68,13 @@ def _task_name(args) -> str:
     return get_task(args.task).name
 
 
-def _load_data(args, tokenizer, max_length: int):
+def _load_data(args, tokenizer, max_length: int, dev_only: bool = False):
     from .pipeline import load_task_data
 
     return load_task_data(args.task, tokenizer, max_length, data_dir=args.data_dir, train_file=args.train_file,
                           dev_file=args.dev_file, text_columns=args.text_columns, label_column=args.label_column,
-                          regression=args.regression, max_train_examples=args.max_train_examples)
+                          regression=args.regression, max_train_examples=getattr(args, "max_train_examples", 0),
+                          dev_only=dev_only)
 
 
 def demo_paths() -> tuple[str, str]:
@@ -184,6 +185,46 @@ def cmd_distill(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    import time
+
+    import torch
+
+    from .pipeline import load_classifier, make_evaluator, packed_tokenizer, paper_defaults
+
+    task = _task_name(args)
+    max_length = args.max_length or paper_defaults(task)["max_length"]
+    packed = Path(args.model).is_file()
+    if packed:  # the 1-bit file on the bitwise CPU engine: the accuracy a deployment gets
+        from .engine import load_packed
+
+        engine = load_packed(args.model, threads=args.threads)
+        tok = _tokenizer(args.tokenizer) if args.tokenizer else packed_tokenizer(engine)
+        max_length = min(max_length, engine.max_length)
+    else:
+        tok = _tokenizer(args.tokenizer or args.model)
+    data = _load_data(args, tok, max_length, dev_only=True)
+    if packed:
+        if engine.num_labels != data.spec.num_labels:
+            raise ValueError(f"{args.model} has {engine.num_labels} outputs but task {data.spec.name} has "
+                             f"{data.spec.num_labels} labels")
+        model, where = engine, f"packed engine, {engine.threads} CPU threads"
+    else:  # fp32, no autocast: the precision the exported file runs in
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model, where = load_classifier(args.model, data.spec).to(device), f"PyTorch fp32 on {device}"
+    t0 = time.perf_counter()
+    metrics = make_evaluator(data, args.batch_size)(model)
+    result = {"model": args.model, "runs_on": where, "task": data.spec.name, "max_length": max_length,
+              "examples": {name: len(split) for name, split in data.dev.items()},
+              "metrics": metrics, "seconds": round(time.perf_counter() - t0, 3)}
+    print(json.dumps(result, indent=2))
+    if args.out:
+        from .io import atomic_write
+
+        atomic_write(Path(args.out), lambda p: p.write_text(json.dumps(result, indent=2) + "\n"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bitbert", description="Fully binarized BERT: distill, export, run.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -221,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(d)
     _add_train_args(d)
     d.set_defaults(fn=cmd_distill)
+
+    v = sub.add_parser("evaluate", help="dev-set metrics of a packed file (bitwise engine) or a model directory")
+    v.add_argument("model", help="packed file written by bitbert export, or a model directory")
+    v.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the one in the file/directory)")
+    v.add_argument("--max-length", type=int, default=None, help="truncation (default: the task's distillation length)")
+    v.add_argument("--batch-size", type=int, default=64)
+    v.add_argument("--threads", type=int, default=None, help="engine CPU threads (default: all)")
+    v.add_argument("--device", default=None, help="PyTorch device for a model directory (default: cuda if present)")
+    v.add_argument("--out", default=None, help="also write the result as JSON here")
+    _add_data_args(v)
+    v.set_defaults(fn=cmd_evaluate)
 
     from .cli_deploy import add_deploy_commands
     from .cli_pretrain import add_pretrain_commands

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -45,12 +45,17 @@ def paper_defaults(task: str) -> dict[str, Any]:
 @dataclass
 class TaskData:
     spec: TaskSpec
-    train: TokenizedSplit
+    train: TokenizedSplit | None  # None: loaded for evaluation only
     dev: dict[str, TokenizedSplit]
     pad_id: int
 
+    def _train_split(self) -> TokenizedSplit:
+        if self.train is None:
+            raise ValueError("this task data was loaded without its training split (dev_only=True)")
+        return self.train
+
     def train_batches(self, batch_size: int, seed: int, device_is_gpu: bool = False) -> BucketBatcher:
-        return BucketBatcher(self.train, batch_size, shuffle=True, seed=seed, pad_id=self.pad_id,
+        return BucketBatcher(self._train_split(), batch_size, shuffle=True, seed=seed, pad_id=self.pad_id,
                              pad_to_multiple_of=8 if device_is_gpu else None)
 
     def dev_batches(self, batch_size: int) -> dict[str, BucketBatcher]:
@@ -58,15 +63,18 @@ class TaskData:
                 for name, split in self.dev.items()}
 
     def calibration_batches(self, batch_size: int, n: int = 4) -> list[dict[str, torch.Tensor]]:
-        batcher = BucketBatcher(self.train, batch_size, shuffle=False, seed=0, pad_id=self.pad_id)
+        batcher = BucketBatcher(self._train_split(), batch_size, shuffle=False, seed=0, pad_id=self.pad_id)
         return [batcher.collate(idx) for idx in batcher.batch_indices()[:n]]
 
 
 def load_task_data(task: str, tokenizer, max_length: int, data_dir: str | Path | None = None,
                    train_file: str | Path | None = None, dev_file: str | Path | None = None,
                    text_columns: list[str] | None = None, label_column: str = "label",
-                   regression: bool = False, max_train_examples: int = 0) -> TaskData:
-    """Load a GLUE task (from ``data_dir``, else the Hub) or a custom task from files."""
+                   regression: bool = False, max_train_examples: int = 0, dev_only: bool = False) -> TaskData:
+    """Load a GLUE task (from ``data_dir``, else the Hub) or a custom task from files.
+
+    ``dev_only``: tokenize only the dev splits (``TaskData.train`` is None). A custom classification
+    task still reads its training file: its label set defines the class ids."""
     if train_file is not None:
         if not text_columns:
             raise DataError("a custom task needs --text-columns (one or two column names)")
@@ -76,32 +84,53 @@ def load_task_data(task: str, tokenizer, max_length: int, data_dir: str | Path |
         devs = {"dev": load_split(spec, dev_file)}
     else:
         spec = get_task(task)
-        if data_dir is not None:
-            train = load_glue(spec, data_dir, "train")
-            devs = {s: load_glue(spec, data_dir, s) for s in spec.dev_splits}
-        else:
-            train = load_glue_hub(spec, "train")
-            devs = {s: load_glue_hub(spec, s) for s in spec.dev_splits}
-    if max_train_examples and len(train) > max_train_examples:
+        load = (lambda split: load_glue(spec, data_dir, split)) if data_dir is not None else (
+            lambda split: load_glue_hub(spec, split))
+        train = None if dev_only else load("train")
+        devs = {s: load(s) for s in spec.dev_splits}
+    if dev_only:
+        train = None
+    elif max_train_examples and len(train) > max_train_examples:
         rng = np.random.default_rng(0)
         keep = np.sort(rng.choice(len(train), max_train_examples, replace=False))
         train = type(train)([train.texts_a[i] for i in keep],
                             None if train.texts_b is None else [train.texts_b[i] for i in keep],
                             train.labels[keep], f"{train.source}[{max_train_examples} sampled]")
-    return TaskData(spec, tokenize(tokenizer, train, max_length),
+    return TaskData(spec, None if train is None else tokenize(tokenizer, train, max_length),
                     {k: tokenize(tokenizer, v, max_length) for k, v in devs.items()},
                     tokenizer.pad_token_id)
 
 
+def engine_logits(engine: Any, batches: Iterable[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`evaluate_batches` for a packed model (`bitbert.engine.PackedEngine`) on the CPU."""
+    logits, labels = [], []
+    for batch in batches:
+        logits.append(torch.from_numpy(engine.logits(batch["input_ids"].numpy(), batch["attention_mask"].numpy(),
+                                                     batch["token_type_ids"].numpy())))
+        labels.append(batch["labels"])
+    return torch.cat(logits), torch.cat(labels)
+
+
+def packed_tokenizer(engine: Any):
+    """The tokenizer embedded in a packed file as a `PreTrainedTokenizerFast` (what `tokenize` takes)."""
+    from transformers import PreTrainedTokenizerFast
+
+    backend = engine.tokenizer  # EngineError when the file was exported without one
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=backend.id_to_token(engine.pad_id))
+
+
 def make_evaluator(data: TaskData, batch_size: int):
-    """``evaluate(model) -> metrics``: the first dev split's metrics unprefixed, others prefixed."""
+    """``evaluate(model) -> metrics``: the first dev split's metrics unprefixed, others prefixed.
+    ``model`` is a PyTorch classifier (run on the device of its parameters) or a packed engine."""
     dev = data.dev_batches(batch_size)
 
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        device = next(model.parameters()).device
+    def evaluate(model: nn.Module | Any) -> dict[str, float]:
         out: dict[str, float] = {}
         for i, (name, batches) in enumerate(dev.items()):
-            logits, labels = evaluate_batches(model, batches, device)
+            if isinstance(model, nn.Module):
+                logits, labels = evaluate_batches(model, batches, next(model.parameters()).device)
+            else:
+                logits, labels = engine_logits(model, batches)
             preds = logits.squeeze(-1) if data.spec.is_regression else logits.argmax(-1)
             metrics = compute_metrics(data.spec, preds.cpu().numpy(), labels.cpu().numpy())
             out.update(metrics if i == 0 else {f"{name}/{k}": v for k, v in metrics.items()})
@@ -142,3 +171,12 @@ def _check_head(model: nn.Module, spec: TaskSpec, path: str) -> None:
     n = getattr(model.config, "num_labels", None)
     if n != spec.num_labels:
         raise DataError(f"model {path} has {n} outputs but task {spec.name} has {spec.num_labels} labels")
+    if spec.labels is None:
+        return
+    names = [model.config.id2label.get(i) for i in range(n)]
+    if names == [f"LABEL_{i}" for i in range(n)]:  # HF's placeholders: name the classes, for predict's output
+        model.config.id2label = dict(enumerate(spec.labels))
+        model.config.label2id = {label: i for i, label in enumerate(spec.labels)}
+    elif names != list(spec.labels):
+        log.warning("model %s names its classes %s, task %s has %s: class i is taken as the task's label i",
+                    path, names, spec.name, list(spec.labels))

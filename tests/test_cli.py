@@ -93,3 +93,47 @@ def test_bad_loss_override_is_a_clear_error(tmp_path, tiny_teacher, capsys):
                      "--text-columns", "sentence"])
         err = capsys.readouterr().err
         assert code == 2 and words in err and "Traceback" not in err, (bad, err)
+
+
+def test_evaluate_packed_file_and_model_dir_agree(tmp_path, tiny_teacher, capsys, monkeypatch):
+    """`bitbert evaluate` on a distilled student: its directory (PyTorch fp32) and its packed file
+    (bitwise engine) give the stage's final dev metrics; a GLUE folder needs no train file."""
+    monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
+    data = ["--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"),
+            "--text-columns", "sentence", "--label-column", "label"]
+    assert main(["distill", "--teacher", str(tiny_teacher), "--out", str(tmp_path / "s"), *data,
+                 "--schedule", "1-1-1", "--epochs", "1", "--batch-size", "8", "--max-length", "32"]) == 0
+    final = json.loads((tmp_path / "s" / "schedule.json").read_text())["stages"][0]["final"]
+    student = tmp_path / "s" / "stage0-1-1-1" / "model"
+    assert main(["export", str(student), str(tmp_path / "m.bitbert")]) == 0
+    capsys.readouterr()
+    results = {}
+    for name, model in (("dir", student), ("packed", tmp_path / "m.bitbert")):
+        assert main(["evaluate", str(model), *data, "--max-length", "32", "--out", str(tmp_path / f"{name}.json")]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed == json.loads((tmp_path / f"{name}.json").read_text())
+        results[name] = printed
+    assert results["dir"]["examples"] == {"dev": 12} and "PyTorch fp32" in results["dir"]["runs_on"]
+    assert "packed engine" in results["packed"]["runs_on"]
+    assert results["dir"]["metrics"]["accuracy"] == pytest.approx(final["accuracy"])
+    assert results["packed"]["metrics"]["accuracy"] == pytest.approx(final["accuracy"])
+    assert main(["predict", str(tmp_path / "m.bitbert"), "a good movie"]) == 0  # the task's class names
+    assert json.loads(capsys.readouterr().out)["label"] in ("neg", "pos")
+
+    glue = tmp_path / "SST-2"  # dev only: evaluation never reads (or needs) train.tsv
+    glue.mkdir()
+    (glue / "dev.tsv").write_text((tmp_path / "dev.tsv").read_text())
+    assert main(["evaluate", str(tmp_path / "m.bitbert"), "--task", "sst2", "--data-dir", str(glue)]) == 2
+    assert "unknown label 'pos'" in capsys.readouterr().err  # SST-2's labels are 0/1, named with file:line
+    rows = (tmp_path / "dev.tsv").read_text().replace("\tpos", "\t1").replace("\tneg", "\t0")
+    (glue / "dev.tsv").write_text(rows)
+    assert main(["evaluate", str(tmp_path / "m.bitbert"), "--task", "sst2", "--data-dir", str(glue)]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == {"dev": 12}
+    assert main(["evaluate", str(tmp_path / "m.bitbert"), "--task", "mnli", "--data-dir", str(glue)]) == 2
+    assert "file not found" in capsys.readouterr().err
+    three = tmp_path / "three.tsv"
+    three.write_text("sentence\tlabel\ngood\ta\nbad\tb\nfine\tc\n")
+    assert main(["evaluate", str(tmp_path / "m.bitbert"), "--train-file", str(three), "--dev-file", str(three),
+                 "--text-columns", "sentence"]) == 2
+    err = capsys.readouterr().err
+    assert "has 2 outputs but task custom has 3 labels" in err and "Traceback" not in err
