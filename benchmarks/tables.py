@@ -21,8 +21,10 @@ EARLIER_BIBERT = " ‡"
 
 
 def _quant_probe(r: dict) -> str:
-    """The flag of a run with non-default quantizer options, read from its command (which a
-    teacher-only record shares with its students), or ""."""
+    """The flag of a run with non-default quantizer options or fp32 training, read from its command
+    (which a teacher-only record shares with its students), or ""."""
+    if _arg(r["command"], "--mixed-precision", "auto") == "no":
+        return " (fp32 training)"
     if _arg(r["command"], "--alpha-init", "optimal") != "optimal":
         return " (wide α)"
     return " (inherited α, β)" if "--inherit-quantizers" in r["command"].split() else ""
@@ -81,6 +83,10 @@ def _own_teachers(students: list[dict], teachers: list[dict], group) -> dict:
             if (group(r), r.get("device_call")) in calls}
 
 
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
 def _load(name: str):
     path = RESULTS / name
     return json.loads(path.read_text()) if path.is_file() else None
@@ -90,11 +96,12 @@ def glue_table() -> str:
     recs = _load("glue_minilm.json")
     if not recs:
         return "_no GLUE results yet_"
-    rows = ["| call | task | method | schedule | best | final | teacher | epochs/stage | batch | lr | seed | wall s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    # final fp32: the hand-over model re-evaluated without autocast (the engine's precision), from call 28 on
+    rows = ["| call | task | method | schedule | best | final | final fp32 | teacher | epochs/stage | batch | lr | seed | wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(recs, key=lambda r: (r["task"], r.get("device_call", 0), METHOD_ORDER.get(r["method"], 9), r["schedule"])):
         rows.append(f"| {r.get('device_call', '')} | {r['task']} ({r['metric']}) | {r['method']}{_mark(r)} | {r['schedule']} | "
-                    f"{r['best']:.1f} | {r['final']:.1f} | {r['teacher_metric']:.1f} | {r['epochs']:g} | "
+                    f"{r['best']:.1f} | {r['final']:.1f} | {_fmt(r.get('final_fp32'))} | {r['teacher_metric']:.1f} | {r['epochs']:g} | "
                     f"{r.get('batch_size', '')} | {r.get('lr', '')} | {r['seed']} | {r['wall_s']:.0f} |")
     return "\n".join(rows)
 
