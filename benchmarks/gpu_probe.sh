@@ -3,7 +3,8 @@
 # run_glue.py arguments, in parallel, so the variants differ only in what is being probed.
 #   VARIANTS='name:ARGS|name:ARGS' RUNS='bit:1-1-1' EPOCHS=2 PROBE_DIR=runs/probe bash benchmarks/gpu_probe.sh OUTDIR
 # e.g. the stage hand-over: VARIANTS='fresh:|inherit:--inherit-quantizers' RUNS='bit:1-1-2,1-1-1' EPOCHS=3
-# Resumable on a warm machine (--resume). Also writes OUTDIR/NAME.bitbert (each variant's last model). Back here:
+# Resumable on a warm machine (--resume). Also writes OUTDIR/NAME.bitbert (each variant's last model) and
+# OUTDIR/evals.jsonl (its dev metrics: PyTorch fp32 on GPU and CPU, the packed engine). Back here:
 #   python benchmarks/merge_results.py OUTDIR/records.json --call N --note "..."  (--cut for cut runs)
 set -u
 source benchmarks/require_devdata.sh
@@ -25,9 +26,17 @@ for v in "${variants[@]}"; do
   timeout $T python benchmarks/run_glue.py $common $args --out $R/$name --runs "${RUNS:-bit:1-1-1}" > $R/$name.log 2>&1 &
 done
 wait
-for v in "${variants[@]}"; do  # each variant's last hand-over model as a packed file: its engine accuracy, here
-  last=$(ls -d $R/${v%%:*}/sst2/*/stage*/model 2>/dev/null | tail -1)
-  [ -n "$last" ] && python -m bitbert.cli export "$last" "$OUT/${v%%:*}.bitbert" > /dev/null
+for v in "${variants[@]}"; do  # each variant's last hand-over model as a packed file, and its dev metrics
+  name=${v%%:*}                 # in PyTorch fp32 on the GPU and on the CPU, and on the bitwise engine
+  last=$(ls -d $R/$name/sst2/*/stage*/model 2>/dev/null | tail -1)
+  [ -z "$last" ] && continue
+  python -m bitbert.cli export "$last" "$OUT/$name.bitbert" > /dev/null
+  for where in "$last --device cuda" "$last --device cpu" "$OUT/$name.bitbert"; do
+    args="$where --task sst2 --data-dir .devdata/glue/SST-2"
+    python -m bitbert.cli evaluate $args --out $R/eval.json > /dev/null && python -c "import json, sys
+print(json.dumps({'variant': sys.argv[1], 'command': 'bitbert evaluate ' + sys.argv[2], **json.load(open(sys.argv[3]))}))" \
+      "$name" "$args" $R/eval.json >> "$OUT/evals.jsonl"
+  done
 done
 python benchmarks/collect_records.py "$OUT/records.json" $R/*/sst2.json --print
 tar czf "$OUT/runs.tgz" $R/*.log $(find $R -name metrics.jsonl -o -name progress.json -o -name run.json -o -name report.json) 2>/dev/null

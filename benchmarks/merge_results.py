@@ -8,6 +8,11 @@ schedule, run_glue.py command and wall time) is not added twice, so re-merging a
 records.json, or a later call's that repeats what an earlier call on the same machine finished, is safe. Then run
 ``python benchmarks/tables.py`` to regenerate the README tables.
 
+gpu_probe.sh's evals.jsonl (each variant's last model through ``bitbert evaluate``: PyTorch fp32 on GPU
+and CPU, the packed engine) goes to benchmarks/results/engine_accuracy.json:
+
+    python benchmarks/merge_results.py --evals EVALS.jsonl --call 31 --note "..."
+
 Runs a call's limit cut leave no record; their stages' reports so far come back in runs.tgz:
 
     python benchmarks/merge_results.py --cut UNPACKED_RUNS_TGZ --call 21 --note "..." \
@@ -31,6 +36,7 @@ from bitbert.train import RunReport  # noqa: E402
 # not the call: a later call on a still-warm machine returns the earlier call's finished records again.
 KEY = ("task", "method", "schedule", "command", "wall_s")
 CUT_KEY = ("device_call", "command", "stage")
+EVAL_KEY = ("device_call", "variant", "command", "runs_on")  # bitbert evaluate results (gpu_probe's evals.jsonl)
 
 
 def cut_runs(root: Path) -> list[dict]:
@@ -89,12 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cut", action="append", default=[], metavar="DIR",
                     help="a runs folder (unpacked runs.tgz): add its unfinished runs' stages to --cut-into")
     ap.add_argument("--cut-into", default=str(ROOT / "benchmarks" / "results" / "glue_cut_runs.json"))
+    ap.add_argument("--evals", action="append", default=[], metavar="JSONL",
+                    help="evals.jsonl (bitbert evaluate results, one JSON per line): add them to --evals-into")
+    ap.add_argument("--evals-into", default=str(ROOT / "benchmarks" / "results" / "engine_accuracy.json"))
     ap.add_argument("--call", type=int, required=True, help="the device call's number")
     ap.add_argument("--note", required=True, help="machine, what ran, the exact gpu_glue.sh command")
     ap.add_argument("--into", default=str(ROOT / "benchmarks" / "results" / "glue_minilm.json"))
     args = ap.parse_args(argv)
-    if not args.records and not args.cut:
-        ap.error("give records.json files, --cut DIR, or both")
+    if not args.records and not args.cut and not args.evals:
+        ap.error("give records.json files, --cut DIR or --evals JSONL")
     try:
         for d in args.cut:
             if not Path(d).is_dir():
@@ -102,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.records:
             returned = [r for f in args.records for r in json.loads(Path(f).read_text())]
             _merge_into(Path(args.into), returned, KEY, args.call, args.note)
+        if args.evals:
+            evals = [json.loads(line) for f in args.evals for line in Path(f).read_text().splitlines() if line.strip()]
+            _merge_into(Path(args.evals_into), evals, EVAL_KEY, args.call, args.note)
         if args.cut:
             _merge_into(Path(args.cut_into), [r for d in args.cut for r in cut_runs(Path(d))], CUT_KEY,
                         args.call, args.note)

@@ -21,8 +21,10 @@ EARLIER_BIBERT = " ‡"
 
 
 def _quant_probe(r: dict) -> str:
-    """The flag of a run with non-default quantizer options or fp32 training, read from its command
+    """The flag of a run with non-default quantizer options, loss weights or fp32 training, read from its command
     (which a teacher-only record shares with its students), or ""."""
+    if (loss := _arg(r["command"], "--loss", "")):
+        return f" (loss {loss})"
     if _arg(r["command"], "--mixed-precision", "auto") == "no":
         return " (fp32 training)"
     if _arg(r["command"], "--alpha-init", "optimal") != "optimal":
@@ -271,7 +273,34 @@ def bipft_table() -> str:
     return "\n".join(rows)
 
 
-SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table}
+def engine_accuracy_table() -> str:
+    """Each probed variant's last model: the trainer's final evaluation and its fp32 re-evaluation
+    (from glue_minilm.json), then `bitbert evaluate` in PyTorch fp32 and on the packed engine."""
+    evals = _load("engine_accuracy.json")
+    if not evals:
+        return "_no engine evaluations yet_"
+    glue = _load("glue_minilm.json") or []
+    kinds = {"cuda": "PyTorch fp32 GPU", "cpu": "PyTorch fp32 CPU", "engine": "packed engine"}
+    cells: dict[tuple, dict] = {}
+    for e in evals:
+        kind = "engine" if e["runs_on"].startswith("packed") else e["runs_on"].rsplit(" ", 1)[-1].split(":")[0]
+        metric = next(iter(e["metrics"]))
+        cells.setdefault((e["device_call"], e["variant"], e["task"], metric), {})[kind] = e
+    rows = ["| call | variant | task | trainer final | final fp32 | " + " | ".join(kinds.values()) + " | engine on |",
+            "|---|---|---|---|---|" + "---|" * len(kinds) + "---|"]
+    for (call, variant, task, metric), by_kind in sorted(cells.items()):
+        run = next((r for r in glue if r.get("device_call") == call and r["method"] != "fp" and r["task"] == task
+                    and f"/{variant} " in r["command"] + " "), None)
+        engine = by_kind.get("engine")
+        rows.append(f"| {call} | {variant} | {task} ({metric}) | {_fmt(run and run['final'])} | "
+                    f"{_fmt(run and run.get('final_fp32'))} | "
+                    + " | ".join(_fmt(by_kind[k]["metrics"][metric]) if k in by_kind else "" for k in kinds)
+                    + f" | {engine['hardware'] + ', ' + engine['runs_on'].split(', ')[1] if engine else ''} |")
+    return "\n".join(rows)
+
+
+SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table,
+            "engine-accuracy": engine_accuracy_table}
 
 
 def main() -> None:

@@ -190,6 +190,7 @@ def cmd_evaluate(args) -> int:
 
     import torch
 
+    from .peak import cpu_name
     from .pipeline import load_classifier, make_evaluator, packed_tokenizer, paper_defaults
 
     task = _task_name(args)
@@ -209,13 +210,15 @@ def cmd_evaluate(args) -> int:
             raise ValueError(f"{args.model} has {engine.num_labels} outputs but task {data.spec.name} has "
                              f"{data.spec.num_labels} labels")
         model, where = engine, f"packed engine, {engine.threads} CPU threads"
+        hardware = cpu_name()
     else:  # fp32, no autocast: the precision the exported file runs in
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model, where = load_classifier(args.model, data.spec).to(device), f"PyTorch fp32 on {device}"
+        hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     t0 = time.perf_counter()
     metrics = make_evaluator(data, args.batch_size)(model)
-    result = {"model": args.model, "runs_on": where, "task": data.spec.name, "max_length": max_length,
-              "examples": {name: len(split) for name, split in data.dev.items()},
+    result = {"model": args.model, "runs_on": where, "hardware": hardware, "task": data.spec.name,
+              "max_length": max_length, "examples": {name: len(split) for name, split in data.dev.items()},
               "metrics": metrics, "seconds": round(time.perf_counter() - t0, 3)}
     print(json.dumps(result, indent=2))
     if args.out:
