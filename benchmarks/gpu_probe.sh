@@ -23,7 +23,7 @@ for v in "${variants[@]}"; do
   name=${v%%:*}; args=${v#*:}
   mkdir -p $R/$name/sst2
   [ "$name" != "$first" ] && ln -sfn "$(cd $R/$first/sst2 && pwd)/teacher" $R/$name/sst2/teacher  # one teacher for all
-  timeout $T python benchmarks/run_glue.py $common $args --out $R/$name --runs "${RUNS:-bit:1-1-1}" > $R/$name.log 2>&1 &
+  timeout $T python benchmarks/run_glue.py $common --out $R/$name --runs "${RUNS:-bit:1-1-1}" $args > $R/$name.log 2>&1 &  # args last: a variant may override --runs
 done
 wait
 for v in "${variants[@]}"; do  # each variant's last hand-over model as a packed file, and its dev metrics
