@@ -22,6 +22,7 @@ import torch
 
 import bitbert
 from bitbert.config import ALPHA_INITS, ConfigError
+from bitbert.augment import AugmentConfig
 from bitbert.distill import finetune, finished_report, method_losses, run_schedule
 from bitbert.io import atomic_write
 from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--inherit-quantizers", action="store_true", help="QuantConfig.inherit_quantizers for every run")
     ap.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16"],
                     help="the students' training precision (TrainConfig.mixed_precision; auto: bf16 on GPU)")
+    ap.add_argument("--augment", type=int, default=0, help="augmented copies per example for every run (bitbert distill --augment)")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
     try:
@@ -110,6 +112,7 @@ def main() -> None:
     for r in records:  # done runs are skipped below: they must have been made with these settings
         if r["method"] != "fp":
             check_same_run({k: r.get(k) for k in now}, now, records_path)
+    augment = AugmentConfig(args.augment, seed=args.seed)
     quant = {k: v for k, v in (("alpha_init", args.alpha_init), ("inherit_quantizers", args.inherit_quantizers)) if v} or None
     wanted = RUNS if args.runs == "all" else [parse_run(r) for r in args.runs.split(";") if r.strip()]
     for method, schedule in wanted:
@@ -121,11 +124,12 @@ def main() -> None:
                "batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": args.epochs, "teacher_metric": teacher_metric,
                "teacher_epochs": args.teacher_epochs, "teacher_lr": tcfg.lr, "alpha_init": args.alpha_init or "optimal",
                "inherit_quantizers": args.inherit_quantizers, "mixed_precision": args.mixed_precision,
+               "augment": augment.settings() if augment.copies else None,
                "command": command, "hardware": hardware()}  # in every record of the run, and in run.json
         run_dir.mkdir(parents=True, exist_ok=True)  # what merge_results.py --cut needs of a run cut short
         atomic_write(run_dir / "run.json", lambda p: p.write_text(json.dumps(run, indent=2)))
         result = run_schedule(teacher, data, method, schedule, cfg, run_dir, tokenizer=tok, losses=losses,
-                              quant_overrides=quant, resume=args.resume)
+                              quant_overrides=quant, resume=args.resume, augment=augment)
         if not result.stages[-1].report.finished:
             print(f"{method} {schedule}: stopped at max-steps; rerun with --resume", flush=True)
             continue

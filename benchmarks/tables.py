@@ -21,10 +21,12 @@ EARLIER_BIBERT = " ‡"
 
 
 def _quant_probe(r: dict) -> str:
-    """The flag of a run with non-default quantizer options, loss weights or fp32 training, read from its command
+    """The flag of a run with non-default quantizer options, loss weights, augmentation or fp32 training, read from its command
     (which a teacher-only record shares with its students), or ""."""
     if (loss := _arg(r["command"], "--loss", "")):
         return f" (loss {loss})"
+    if (copies := _arg(r["command"], "--augment", 0)):
+        return f" (augmented x{copies})"
     if _arg(r["command"], "--mixed-precision", "auto") == "no":
         return " (fp32 training)"
     if _arg(r["command"], "--alpha-init", "optimal") != "optimal":

@@ -140,7 +140,10 @@ def cmd_distill(args) -> int:
     from .distill import finetune, method_losses, run_schedule
     from .pipeline import load_classifier, make_evaluator, paper_defaults
 
+    from .augment import AugmentConfig
+
     losses = method_losses(args.method).with_overrides(args.loss)  # a bad --loss fails before any work
+    augment = AugmentConfig(args.augment, args.augment_prob, args.augment_neighbours, args.seed)
     demo = args.teacher is None
     if demo:
         if args.task or args.train_file:
@@ -170,7 +173,7 @@ def cmd_distill(args) -> int:
     overrides = {k: v for k, v in (("residual_rank", args.residual_rank), ("alpha_init", args.alpha_init),
                                    ("inherit_quantizers", args.inherit_quantizers)) if v} or None
     result = run_schedule(teacher, data, args.method, args.schedule or "1-1-1", cfg, out, tokenizer=tok,
-                          losses=losses, quant_overrides=overrides, resume=args.resume)
+                          losses=losses, quant_overrides=overrides, resume=args.resume, augment=augment)
     summary = {"task": data.spec.name, "method": args.method, "teacher": teacher_metrics,
                "stages": [s.to_dict() for s in result.stages]}
     print(json.dumps(summary, indent=2))
@@ -261,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1-bit α from data: optimal (BiT eq. 6/8, default) or wide (BiT's code: 2·mean|x|, 4·mean|x|)")
     d.add_argument("--inherit-quantizers", action="store_true",
                    help="each stage starts its α, β from the previous stage's (as BiT's code ends up doing)")
+    g = d.add_argument_group("data augmentation (BiT 5.1.1, TinyBERT's recipe with the teacher's embedding neighbours)")
+    g.add_argument("--augment", type=int, default=0, metavar="COPIES",
+                   help="perturbed copies per training example, labelled by the teacher (TinyBERT: 20; 0 = off)")
+    g.add_argument("--augment-prob", type=float, default=0.4, help="chance each single-piece word is replaced")
+    g.add_argument("--augment-neighbours", type=int, default=15, help="nearest words a replacement is drawn from")
     d.add_argument("--out", default="runs/distill")
     _add_data_args(d)
     _add_train_args(d)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import io
+from .augment import UNKNOWN_CLASS, AugmentConfig, augment_for_teacher
 from .calibration import calibrate
 from .config import ConfigError, QuantConfig
 from .convert import binarize
@@ -87,9 +88,15 @@ def method_losses(method: str) -> LossWeights:
 
 
 def ground_truth_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Cross-entropy (MSE for regression) averaged over the examples whose label is known: augmented
+    copies carry `UNKNOWN_CLASS` / NaN. Sums over a clamped count, so a batch of copies only gives 0
+    without a host sync."""
     if regression:
-        return F.mse_loss(logits.float().squeeze(-1), labels.float())
-    return F.cross_entropy(logits.float(), labels)
+        known = ~torch.isnan(labels)
+        err = (logits.float().squeeze(-1) - labels.float().nan_to_num()) ** 2 * known
+        return err.sum() / known.sum().clamp_min(1)
+    n = (labels != UNKNOWN_CLASS).sum().clamp_min(1)
+    return F.cross_entropy(logits.float(), labels, ignore_index=UNKNOWN_CLASS, reduction="sum") / n
 
 
 class DistillLoss:
@@ -201,17 +208,22 @@ def finished_report(run_dir: Path, settings: dict) -> RunReport | None:
 
 def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str | list[str], cfg: TrainConfig,
                  out_dir: str | Path, tokenizer=None, losses: LossWeights | None = None,
-                 quant_overrides: dict | None = None, resume: bool = False) -> ScheduleResult:
+                 quant_overrides: dict | None = None, resume: bool = False,
+                 augment: AugmentConfig | None = None) -> ScheduleResult:
     """BiT Algorithm 1: for each E-W-A stage, quantize the current teacher into a student, distill,
     and make the student the next teacher. Stage ``i`` lives in ``out_dir/stage{i}-{bits}`` with
     its checkpoint, metrics and final model; ``resume`` skips finished stages and continues the
-    interrupted one from its checkpoint."""
+    interrupted one from its checkpoint. ``augment`` extends the training set once, with the
+    full-precision teacher's embedding neighbours, for every stage (`bitbert.augment`)."""
     out_dir = Path(out_dir)
     result = ScheduleResult()
     weights = losses or method_losses(method)
     acc = make_accelerator(cfg)
     current = teacher.to(acc.device).eval()
     stages = parse_schedule(schedule)
+    if augment is not None and augment.copies:
+        data = dataclasses.replace(data, train=augment_for_teacher(data._train_split(), current, tokenizer, augment))
+        log.info("training set augmented to %d examples (%s)", len(data.train), data.train.source)
     for i, bits in enumerate(stages):
         qcfg = QuantConfig.from_preset(method, bits)
         if quant_overrides:
@@ -224,6 +236,8 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
         # what this stage computes; a resume with other settings must not reuse or continue it
         extra = {"method": method, "bits": bits, "losses": dataclasses.asdict(weights),
                  "quant_overrides": quant_overrides or {}}
+        if augment is not None and augment.copies:  # absent when off: older runs still resume
+            extra["augment"] = augment.settings()
         done = finished_report(stage_dir, run_settings(cfg, extra)) if resume else None
         if done is not None:
             log.info("stage %s already finished: loading %s", bits, stage_dir / "model")
@@ -255,6 +269,7 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
     if acc.is_main_process:
         io.atomic_write(out_dir / "schedule.json", lambda p: p.write_text(json.dumps(
             {"method": method, "schedule": stages, "losses": dataclasses.asdict(weights),
+             "augment": augment.settings() if augment is not None and augment.copies else None,
              "stages": [s.to_dict() for s in result.stages]}, indent=2)))
     return result
 

@@ -137,3 +137,24 @@ def test_evaluate_packed_file_and_model_dir_agree(tmp_path, tiny_teacher, capsys
                  "--text-columns", "sentence"]) == 2
     err = capsys.readouterr().err
     assert "has 2 outputs but task custom has 3 labels" in err and "Traceback" not in err
+
+
+def test_distill_with_augmentation(tmp_path, tiny_teacher, capsys, monkeypatch):
+    monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
+    data = ["--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"),
+            "--text-columns", "sentence", "--label-column", "label", "--epochs", "1", "--batch-size", "8"]
+    teacher = ["--teacher", str(tiny_teacher)]  # an untrained head is teacher enough here
+    # bibert's recipe has a ground-truth term: the copies' unknown labels must not reach it as garbage
+    assert main(["distill", *teacher, *data, "--method", "bibert", "--out", str(tmp_path / "a"), "--augment", "2"]) == 0
+    report = json.loads((tmp_path / "a" / "schedule.json").read_text())
+    assert report["augment"] == {"copies": 2, "replace_prob": 0.4, "neighbours": 15, "seed": 42}
+    stage = report["stages"][0]
+    assert 36 / 8 * 2 < stage["steps"] <= 36 * 3 / 8 + 1  # 36 rows and up to 72 copies, batch 8
+    # the augmentation is part of what a run computes: a resume with other copies is refused
+    capsys.readouterr()
+    assert main(["distill", *teacher, *data, "--method", "bibert", "--out", str(tmp_path / "a"), "--augment", "1",
+                 "--resume"]) == 2
+    assert "augment=" in capsys.readouterr().err
+    assert main(["distill", *teacher, *data, "--out", str(tmp_path / "b"), "--augment", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "augment copies must be an integer >= 0" in err and "Traceback" not in err
