@@ -4,7 +4,7 @@
 #   VARIANTS='name:ARGS|name:ARGS' RUNS='bit:1-1-1' EPOCHS=2 PROBE_DIR=runs/probe bash benchmarks/gpu_probe.sh OUTDIR
 # e.g. the stage hand-over: VARIANTS='fresh:|inherit:--inherit-quantizers' RUNS='bit:1-1-2,1-1-1' EPOCHS=3
 # Resumable on a warm machine (--resume). Also writes OUTDIR/NAME.bitbert (each variant's last model) and
-# OUTDIR/evals.jsonl (its dev metrics: PyTorch fp32 on GPU and CPU, the packed engine). Back here:
+# OUTDIR/evals.jsonl (its dev metrics: PyTorch fp32 on GPU and CPU, the packed engine; EVALS=0 skips). Back here:
 #   python benchmarks/merge_results.py OUTDIR/records.json --call N --note "..."  (--cut for cut runs)
 set -u
 source benchmarks/require_devdata.sh
@@ -26,6 +26,12 @@ for v in "${variants[@]}"; do
   timeout $T python benchmarks/run_glue.py $common --out $R/$name --runs "${RUNS:-bit:1-1-1}" $args > $R/$name.log 2>&1 &  # args last: a variant may override --runs
 done
 wait
+collect() {  # the records and logs first: a call cut by its limit during the evaluations still returns them
+  python benchmarks/collect_records.py "$OUT/records.json" $R/*/sst2.json --print
+  tar czf "$OUT/runs.tgz" $R/*.log $(find $R -name metrics.jsonl -o -name progress.json -o -name run.json -o -name report.json) 2>/dev/null
+}
+collect
+[ "${EVALS:-1}" = 0 ] && exit 0
 for v in "${variants[@]}"; do  # each variant's last hand-over model as a packed file, and its dev metrics
   name=${v%%:*}                 # in PyTorch fp32 on the GPU and on the CPU, and on the bitwise engine
   last=$(ls -d $R/$name/sst2/*/stage*/model 2>/dev/null | tail -1)
@@ -38,6 +44,5 @@ print(json.dumps({'variant': sys.argv[1], 'command': 'bitbert evaluate ' + sys.a
       "$name" "$args" $R/eval.json >> "$OUT/evals.jsonl"
   done
 done
-python benchmarks/collect_records.py "$OUT/records.json" $R/*/sst2.json --print
-tar czf "$OUT/runs.tgz" $R/*.log $(find $R -name metrics.jsonl -o -name progress.json -o -name run.json -o -name report.json) 2>/dev/null
+collect > /dev/null
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null

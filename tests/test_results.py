@@ -65,6 +65,8 @@ def test_settings_are_told_apart_by_batch_lr_and_teacher():
     assert setting(dict(base, lr=2e-4)) is None  # an lr probe
     assert setting(dict(base, command=base["command"] + " --alpha-init wide")) is None  # a quantizer probe
     assert setting(dict(base, command=base["command"] + " --inherit-quantizers")) is None
+    assert setting(dict(base, command=base["command"] + " --augment 4")) is None  # an augmentation probe
+    assert _tables()._quant_probe(dict(base, command=base["command"] + " --augment 4")) == " (augmented x4)"
     assert setting(dict(base, command=base["command"] + " --teacher-epochs 10 --teacher-lr 1e-4")) == "10-epoch teacher"
     assert setting(dict(base, task="sst2", lr=1e-4)) is None  # SST-2's main teacher is 1 epoch
     # a teacher's own record (batch 32, lr 5e-5) belongs to its students' setting, read from the command
@@ -142,3 +144,14 @@ def test_cut_runs_agree_with_their_histories():
         assert max(values) == r["best_so_far"] and values[-1] == r["last_eval"], r["command"]
         assert 0 < r["steps_done"] <= r["steps_planned"] and r["finished"] == (r["steps_done"] == r["steps_planned"])
         assert r["command"].startswith("python benchmarks/run_glue.py") and f"--batch-size {r['batch_size']}" in r["command"]
+
+
+def test_engine_table_compares_a_schedule_with_its_last_stage():
+    """Call 34's aug4m ran 1-1-2,1-1-1: its row's trainer figures are the 1-1-1 stage's, whose model
+    the evaluations ran, not the 1-1-2 stage's."""
+    glue = json.loads((ROOT / "benchmarks" / "results" / "glue_minilm.json").read_text())
+    last = next(r for r in glue if r.get("device_call") == 34 and r["schedule"] == "1-1-2,1-1-1")
+    first = next(r for r in glue if r.get("device_call") == 34 and r["schedule"] == "1-1-2")
+    assert round(last["final"], 1) != round(first["final"], 1)
+    row = next(line for line in _tables().engine_accuracy_table().splitlines() if line.startswith("| 34 | aug4m |"))
+    assert row.split(" | ")[3:5] == [f"{last['final']:.1f}", f"{last['final_fp32']:.1f}"]
