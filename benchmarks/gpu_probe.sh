@@ -26,11 +26,9 @@ for v in "${variants[@]}"; do
   timeout $T python benchmarks/run_glue.py $common --out $R/$name --runs "${RUNS:-bit:1-1-1}" $args > $R/$name.log 2>&1 &  # args last: a variant may override --runs
 done
 wait
-collect() {  # the records and logs first: a call cut by its limit during the evaluations still returns them
-  python benchmarks/collect_records.py "$OUT/records.json" $R/*/sst2.json --print
-  tar czf "$OUT/runs.tgz" $R/*.log $(find $R -name metrics.jsonl -o -name progress.json -o -name run.json -o -name report.json) 2>/dev/null
-}
-collect
+# the records and logs before the evaluations: a call cut by its limit during them still returns these
+python benchmarks/collect_records.py "$OUT/records.json" $R/*/sst2.json --print
+tar czf "$OUT/runs.tgz" $R/*.log $(find $R -name metrics.jsonl -o -name progress.json -o -name run.json -o -name report.json) 2>/dev/null
 [ "${EVALS:-1}" = 0 ] && exit 0
 for v in "${variants[@]}"; do  # each variant's last hand-over model as a packed file, and its dev metrics
   name=${v%%:*}                 # in PyTorch fp32 on the GPU and on the CPU, and on the bitwise engine
@@ -44,5 +42,4 @@ print(json.dumps({'variant': sys.argv[1], 'command': 'bitbert evaluate ' + sys.a
       "$name" "$args" $R/eval.json >> "$OUT/evals.jsonl"
   done
 done
-collect > /dev/null
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null

@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 
 import bitbert
-from bitbert.config import ALPHA_INITS, ConfigError
-from bitbert.augment import AugmentConfig
+from bitbert.config import ALPHA_INITS, AugmentConfig, ConfigError
 from bitbert.distill import finetune, finished_report, method_losses, run_schedule
 from bitbert.io import atomic_write
 from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
@@ -124,7 +123,7 @@ def main() -> None:
                "batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": args.epochs, "teacher_metric": teacher_metric,
                "teacher_epochs": args.teacher_epochs, "teacher_lr": tcfg.lr, "alpha_init": args.alpha_init or "optimal",
                "inherit_quantizers": args.inherit_quantizers, "mixed_precision": args.mixed_precision,
-               "augment": augment.settings() if augment.copies else None,
+               "augment": dataclasses.asdict(augment) if augment.copies else None,
                "command": command, "hardware": hardware()}  # in every record of the run, and in run.json
         run_dir.mkdir(parents=True, exist_ok=True)  # what merge_results.py --cut needs of a run cut short
         atomic_write(run_dir / "run.json", lambda p: p.write_text(json.dumps(run, indent=2)))

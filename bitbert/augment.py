@@ -12,48 +12,16 @@ their labels marked unknown (`UNKNOWN_CLASS` / NaN), which the ground-truth loss
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from .batching import TokenizedSplit
-from .config import ConfigError
+from .config import AugmentConfig, ConfigError
 
 UNKNOWN_CLASS = -100  # F.cross_entropy's ignore_index
 _CHUNK = 4096  # candidate rows per similarity matmul: bounds its memory
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """How the training set is augmented; ``copies=0`` leaves it as it is.
-
-    Attributes:
-        copies: perturbed versions per example (TinyBERT: 20 for SST-2 and QNLI, 30 for CoLA,
-            MRPC, RTE and STS-B, 10 for MNLI and QQP). A version that happened to change no
-            word is dropped, so the set grows by at most ``copies`` times.
-        replace_prob: chance that each single-piece word is replaced (TinyBERT: 0.4).
-        neighbours: how many nearest words a replacement is drawn from (TinyBERT: 15).
-        seed: the draws are deterministic given it.
-    """
-
-    copies: int = 0
-    replace_prob: float = 0.4
-    neighbours: int = 15
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.copies, int) or self.copies < 0:
-            raise ConfigError(f"augment copies must be an integer >= 0, got {self.copies!r}")
-        if not 0 < self.replace_prob <= 1:
-            raise ConfigError(f"augment replace_prob must be in (0, 1], got {self.replace_prob!r}")
-        if not isinstance(self.neighbours, int) or self.neighbours < 1:
-            raise ConfigError(f"augment neighbours must be an integer >= 1, got {self.neighbours!r}")
-
-    def settings(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def _is_wordpiece(tokenizer: Any) -> bool:
@@ -76,8 +44,8 @@ def neighbour_table(embeddings: torch.Tensor, tokenizer: Any, neighbours: int) -
     size = embeddings.shape[0]
     tokens = _vocab_tokens(tokenizer, size)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    words = np.array([i for i, t in enumerate(tokens) if t and t.isalpha() and i not in special
-                      and not (t.startswith("[") and t.endswith("]"))], np.int64)
+    # isalpha() also leaves out bracketed placeholders such as [unused0] and [MASK]
+    words = np.array([i for i, t in enumerate(tokens) if t and t.isalpha() and i not in special], np.int64)
     if len(words) <= neighbours:
         raise ConfigError(f"augment neighbours={neighbours}: the vocabulary has only {len(words)} whole words")
     e = torch.nn.functional.normalize(embeddings.detach().float(), dim=-1)

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ALPHA_INITS
+from .config import ALPHA_INITS, AugmentConfig
 
 log = logging.getLogger("bitbert")
 
@@ -140,8 +140,6 @@ def cmd_distill(args) -> int:
     from .distill import finetune, method_losses, run_schedule
     from .pipeline import load_classifier, make_evaluator, paper_defaults
 
-    from .augment import AugmentConfig
-
     losses = method_losses(args.method).with_overrides(args.loss)  # a bad --loss fails before any work
     augment = AugmentConfig(args.augment, args.augment_prob, args.augment_neighbours, args.seed)
     demo = args.teacher is None
@@ -268,8 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--augment", type=int, default=0, metavar="COPIES",
                    help="perturbed copies per training example, labelled by the teacher (TinyBERT: 20 for SST-2, 30 for "
                         "small tasks; 0 = off). An epoch covers the augmented set")
-    g.add_argument("--augment-prob", type=float, default=0.4, help="chance each single-piece word is replaced")
-    g.add_argument("--augment-neighbours", type=int, default=15, help="nearest words a replacement is drawn from")
+    g.add_argument("--augment-prob", type=float, default=AugmentConfig.replace_prob,
+                   help="chance each single-piece word is replaced (default %(default)s)")
+    g.add_argument("--augment-neighbours", type=int, default=AugmentConfig.neighbours,
+                   help="nearest words a replacement is drawn from (default %(default)s)")
     d.add_argument("--out", default="runs/distill")
     _add_data_args(d)
     _add_train_args(d)

@@ -174,3 +174,30 @@ class QuantConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """How `bitbert.augment` extends a training set for distillation; ``copies=0`` leaves it as it is.
+
+    Attributes:
+        copies: perturbed versions per example (TinyBERT: 20 for SST-2 and QNLI, 30 for CoLA,
+            MRPC, RTE and STS-B, 10 for MNLI and QQP). A version that happened to change no
+            word is dropped, so the set grows by at most ``copies`` times.
+        replace_prob: chance that each single-piece word is replaced (TinyBERT: 0.4).
+        neighbours: how many nearest words a replacement is drawn from (TinyBERT: 15).
+        seed: the draws are deterministic given it.
+    """
+
+    copies: int = 0
+    replace_prob: float = 0.4
+    neighbours: int = 15
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.copies, int) or self.copies < 0:
+            raise ConfigError(f"augment copies must be an integer >= 0, got {self.copies!r}")
+        if not 0 < self.replace_prob <= 1:
+            raise ConfigError(f"augment replace_prob must be in (0, 1], got {self.replace_prob!r}")
+        if not isinstance(self.neighbours, int) or self.neighbours < 1:
+            raise ConfigError(f"augment neighbours must be an integer >= 1, got {self.neighbours!r}")

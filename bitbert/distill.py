@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import io
-from .augment import UNKNOWN_CLASS, AugmentConfig, augment_for_teacher
+from .augment import UNKNOWN_CLASS, augment_for_teacher
 from .calibration import calibrate
-from .config import ConfigError, QuantConfig
+from .config import AugmentConfig, ConfigError, QuantConfig
 from .convert import binarize
 from .losses import attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss
 from .pipeline import TaskData, make_evaluator
@@ -221,7 +221,8 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
     acc = make_accelerator(cfg)
     current = teacher.to(acc.device).eval()
     stages = parse_schedule(schedule)
-    if augment is not None and augment.copies:
+    augment = augment if augment is not None and augment.copies else None
+    if augment:
         data = dataclasses.replace(data, train=augment_for_teacher(data._train_split(), current, tokenizer, augment))
         log.info("training set augmented to %d examples (%s)", len(data.train), data.train.source)
     for i, bits in enumerate(stages):
@@ -236,8 +237,8 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
         # what this stage computes; a resume with other settings must not reuse or continue it
         extra = {"method": method, "bits": bits, "losses": dataclasses.asdict(weights),
                  "quant_overrides": quant_overrides or {}}
-        if augment is not None and augment.copies:  # absent when off: older runs still resume
-            extra["augment"] = augment.settings()
+        if augment:  # absent when off: older runs still resume
+            extra["augment"] = dataclasses.asdict(augment)
         done = finished_report(stage_dir, run_settings(cfg, extra)) if resume else None
         if done is not None:
             log.info("stage %s already finished: loading %s", bits, stage_dir / "model")
@@ -269,7 +270,7 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
     if acc.is_main_process:
         io.atomic_write(out_dir / "schedule.json", lambda p: p.write_text(json.dumps(
             {"method": method, "schedule": stages, "losses": dataclasses.asdict(weights),
-             "augment": augment.settings() if augment is not None and augment.copies else None,
+             "augment": dataclasses.asdict(augment) if augment else None,
              "stages": [s.to_dict() for s in result.stages]}, indent=2)))
     return result
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bitbert.augment import UNKNOWN_CLASS, AugmentConfig, augment_split, neighbour_table
+from bitbert.augment import UNKNOWN_CLASS, augment_split, neighbour_table
 from bitbert.batching import TokenizedSplit
-from bitbert.config import ConfigError
+from bitbert.config import AugmentConfig, ConfigError
 from bitbert.distill import ground_truth_loss
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "great", "bad", "##s", "!", "movie", "film", "42", "[unused0]"]
