@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 import bitbert
-from bitbert.config import ALPHA_INITS, AugmentConfig, ConfigError
-from bitbert.distill import finetune, finished_report, method_losses, run_schedule
+from bitbert.config import ALPHA_INITS, AugmentConfig, ConfigError, parse_quant_overrides
+from bitbert.distill import finetune, finished_report, method_losses, run_schedule, stage_configs
 from bitbert.io import atomic_write
 from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
 from bitbert.train import TrainConfig, check_same_run, run_settings
@@ -62,13 +62,18 @@ def main() -> None:
     ap.add_argument("--loss", default=None, help="loss-weight overrides for every run (bitbert distill --loss)")
     ap.add_argument("--alpha-init", default=None, choices=ALPHA_INITS, help="QuantConfig.alpha_init for every run")
     ap.add_argument("--inherit-quantizers", action="store_true", help="QuantConfig.inherit_quantizers for every run")
+    ap.add_argument("--quant", default=None, help="QuantConfig overrides for every run (bitbert distill --quant)")
     ap.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16"],
                     help="the students' training precision (TrainConfig.mixed_precision; auto: bf16 on GPU)")
     ap.add_argument("--augment", type=int, default=0, help="augmented copies per example for every run (bitbert distill --augment)")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
-    try:
-        method_losses("bit").with_overrides(args.loss)  # a bad --loss fails before any training
+    wanted = RUNS if args.runs == "all" else [parse_run(r) for r in args.runs.split(";") if r.strip()]
+    try:  # a bad --loss or --quant fails before any training
+        method_losses("bit").with_overrides(args.loss)
+        quant = parse_quant_overrides(args.quant, alpha_init=args.alpha_init, inherit_quantizers=args.inherit_quantizers)
+        for method, schedule in wanted:
+            stage_configs(method, schedule, quant)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
@@ -112,8 +117,6 @@ def main() -> None:
         if r["method"] != "fp":
             check_same_run({k: r.get(k) for k in now}, now, records_path)
     augment = AugmentConfig(args.augment, seed=args.seed)
-    quant = {k: v for k, v in (("alpha_init", args.alpha_init), ("inherit_quantizers", args.inherit_quantizers)) if v} or None
-    wanted = RUNS if args.runs == "all" else [parse_run(r) for r in args.runs.split(";") if r.strip()]
     for method, schedule in wanted:
         if (method, schedule) in done:
             continue
@@ -123,6 +126,7 @@ def main() -> None:
                "batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": args.epochs, "teacher_metric": teacher_metric,
                "teacher_epochs": args.teacher_epochs, "teacher_lr": tcfg.lr, "alpha_init": args.alpha_init or "optimal",
                "inherit_quantizers": args.inherit_quantizers, "mixed_precision": args.mixed_precision,
+               "quant_overrides": json.loads(json.dumps(quant)) or None,
                "augment": dataclasses.asdict(augment) if augment.copies else None,
                "command": command, "hardware": hardware()}  # in every record of the run, and in run.json
         run_dir.mkdir(parents=True, exist_ok=True)  # what merge_results.py --cut needs of a run cut short

@@ -25,6 +25,8 @@ def _quant_probe(r: dict) -> str:
     (which a teacher-only record shares with its students), or ""."""
     if (loss := _arg(r["command"], "--loss", "")):
         return f" (loss {loss})"
+    if (quant := _arg(r["command"], "--quant", "")):
+        return f" (quant {quant})"
     if (copies := _arg(r["command"], "--augment", 0)):
         return f" (augmented x{copies})"
     if _arg(r["command"], "--mixed-precision", "auto") == "no":

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ALPHA_INITS, AugmentConfig
+from .config import ALPHA_INITS, AugmentConfig, parse_quant_overrides
 
 log = logging.getLogger("bitbert")
 
@@ -137,10 +137,12 @@ def cmd_finetune(args) -> int:
 def cmd_distill(args) -> int:
     import bitbert
 
-    from .distill import finetune, method_losses, run_schedule
+    from .distill import finetune, method_losses, run_schedule, stage_configs
     from .pipeline import load_classifier, make_evaluator, paper_defaults
 
     losses = method_losses(args.method).with_overrides(args.loss)  # a bad --loss fails before any work
+    overrides = parse_quant_overrides(args.quant, residual_rank=args.residual_rank, alpha_init=args.alpha_init,
+                                      inherit_quantizers=args.inherit_quantizers)
     augment = AugmentConfig(args.augment, args.augment_prob, args.augment_neighbours, args.seed)
     demo = args.teacher is None
     if demo:
@@ -152,6 +154,7 @@ def cmd_distill(args) -> int:
         args.schedule = args.schedule or "1-1-2,1-1-1"
         print(f"bitbert default job: MiniLM-L6 ({base_model}) on SST-2 ({args.max_train_examples} training "
               f"sentences), method {args.method}, schedule {args.schedule}, on the CPU in a few minutes.")
+    stage_configs(args.method, args.schedule or "1-1-1", overrides)  # a bad --quant combination fails now too
     task = _task_name(args)
     defaults = paper_defaults(task)
     if demo:
@@ -168,8 +171,6 @@ def cmd_distill(args) -> int:
     else:
         teacher = load_classifier(args.teacher, data.spec)
     teacher_metrics = make_evaluator(data, cfg.eval_batch_size)(teacher.eval())
-    overrides = {k: v for k, v in (("residual_rank", args.residual_rank), ("alpha_init", args.alpha_init),
-                                   ("inherit_quantizers", args.inherit_quantizers)) if v} or None
     result = run_schedule(teacher, data, args.method, args.schedule or "1-1-1", cfg, out, tokenizer=tok,
                           losses=losses, quant_overrides=overrides, resume=args.resume, augment=augment)
     summary = {"task": data.spec.name, "method": args.method, "teacher": teacher_metrics,
@@ -257,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--loss", default=None, metavar="KEY=VALUE,...",
                    help="override the method's loss weights, e.g. 'dmd=0.5,ground_truth=0,hidden_loss=mse' "
                         "(keys: logits hidden attention dmd ground_truth temperature hidden_loss)")
+    d.add_argument("--quant", default=None, metavar="KEY=VALUE,...",
+                   help="override QuantConfig fields of every stage, e.g. 'binarize_pooler=false,attention_probs=softmax' "
+                        "for an ablation (bits come from --schedule)")
     d.add_argument("--residual-rank", type=int, default=0, help="BiPFT low-rank residual estimators (0 = off)")
     d.add_argument("--alpha-init", default=None, choices=ALPHA_INITS,
                    help="1-bit α from data: optimal (BiT eq. 6/8, default) or wide (BiT's code: 2·mean|x|, 4·mean|x|)")

@@ -176,6 +176,56 @@ class QuantConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
+# what a schedule's E-W-A string (or the preset) already decides; not overridable field by field
+SCHEDULE_FIELDS = ("embed_bits", "weight_bits", "act_bits", "preset")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_quant_overrides(text: str | None, **shortcuts: Any) -> dict[str, Any]:
+    """``"key=value,key=value"`` (e.g. ``"binarize_pooler=false,attention_probs=softmax"``) as typed
+    `QuantConfig` field changes, applied to every stage's preset config. Booleans take true/false,
+    ``embeddings`` takes tables joined by ``+`` (``word+position``). Bits come from the schedule,
+    never from here. ``shortcuts`` are dedicated CLI flags (``alpha_init="wide"``); those left at a
+    falsy value are not given, and one that contradicts ``text`` is an error. Unknown keys and
+    untypeable values raise `ConfigError`; whether a combination is valid is checked when it is
+    applied (`QuantConfig.__post_init__`)."""
+    changes = _parse_quant_text(text)
+    for key, value in shortcuts.items():
+        if not value:
+            continue
+        if key in changes and changes[key] != value:
+            raise ConfigError(f"--quant sets {key}={changes[key]!r} but its own flag says {value!r}")
+        changes[key] = value
+    return changes
+
+
+def _parse_quant_text(text: str | None) -> dict[str, Any]:
+    if not text or not text.strip():
+        return {}
+    fields = {f.name: f for f in dataclasses.fields(QuantConfig) if f.name not in SCHEDULE_FIELDS}
+    changes: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in fields:
+            hint = " (bits come from --schedule)" if key in SCHEDULE_FIELDS else ""
+            raise ConfigError(f"--quant: {item.strip()!r} is not key=value with key in {sorted(fields)}{hint}")
+        default = fields[key].default
+        if isinstance(default, bool):
+            if value.lower() not in _TRUE + _FALSE:
+                raise ConfigError(f"--quant: {key} needs true or false, got {value!r}")
+            changes[key] = value.lower() in _TRUE
+        elif isinstance(default, int):
+            try:
+                changes[key] = int(value)
+            except ValueError:
+                raise ConfigError(f"--quant: {key} needs an integer, got {value!r}") from None
+        elif isinstance(default, tuple):
+            changes[key] = tuple(v.strip() for v in value.split("+") if v.strip())
+        else:
+            changes[key] = value
+    return changes
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """How `bitbert.augment` extends a training set for distillation; ``copies=0`` leaves it as it is.

@@ -187,6 +187,13 @@ def parse_schedule(schedule: str | list[str]) -> list[str]:
     return stages
 
 
+def stage_configs(method: str, schedule: str | list[str], quant_overrides: dict | None = None) -> list[QuantConfig]:
+    """Each stage's `QuantConfig`: the method's preset at the stage's bits, with ``quant_overrides``
+    (`bitbert.config.parse_quant_overrides`) applied; raises `ConfigError` for an invalid one."""
+    return [QuantConfig.from_preset(method, bits).replace(**(quant_overrides or {}))
+            for bits in parse_schedule(schedule)]
+
+
 def stage_dir_name(index: int, bits: str) -> str:
     """The folder of a schedule's stage ``index`` (E-W-A ``bits``) inside the run's folder."""
     return f"stage{index}-{bits}"
@@ -213,7 +220,8 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
     """BiT Algorithm 1: for each E-W-A stage, quantize the current teacher into a student, distill,
     and make the student the next teacher. Stage ``i`` lives in ``out_dir/stage{i}-{bits}`` with
     its checkpoint, metrics and final model; ``resume`` skips finished stages and continues the
-    interrupted one from its checkpoint. ``augment`` extends the training set once, with the
+    interrupted one from its checkpoint. ``quant_overrides`` changes `QuantConfig` fields of every
+    stage (an ablation, e.g. ``{"binarize_pooler": False}``). ``augment`` extends the training set once, with the
     full-precision teacher's embedding neighbours, for every stage (`bitbert.augment`)."""
     out_dir = Path(out_dir)
     result = ScheduleResult()
@@ -221,14 +229,12 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
     acc = make_accelerator(cfg)
     current = teacher.to(acc.device).eval()
     stages = parse_schedule(schedule)
+    configs = stage_configs(method, stages, quant_overrides)  # before any work: a bad combination fails now
     augment = augment if augment is not None and augment.copies else None
     if augment:
         data = dataclasses.replace(data, train=augment_for_teacher(data._train_split(), current, tokenizer, augment))
         log.info("training set augmented to %d examples (%s)", len(data.train), data.train.source)
-    for i, bits in enumerate(stages):
-        qcfg = QuantConfig.from_preset(method, bits)
-        if quant_overrides:
-            qcfg = qcfg.replace(**quant_overrides)
+    for i, (bits, qcfg) in enumerate(zip(stages, configs)):
         stage_dir = out_dir / stage_dir_name(i, bits)
         if qcfg.is_identity:
             log.info("stage %s is the full-precision teacher itself: nothing to distill", bits)

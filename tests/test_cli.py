@@ -158,3 +158,30 @@ def test_distill_with_augmentation(tmp_path, tiny_teacher, capsys, monkeypatch):
     assert main(["distill", *teacher, *data, "--out", str(tmp_path / "b"), "--augment", "-1"]) == 2
     err = capsys.readouterr().err
     assert "augment copies must be an integer >= 0" in err and "Traceback" not in err
+
+
+def test_distill_quant_overrides(tmp_path, tiny_teacher, capsys, monkeypatch):
+    import bitbert
+    from bitbert.layers import QuantLinear
+
+    monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
+    data = ["--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"),
+            "--text-columns", "sentence", "--label-column", "label", "--epochs", "1", "--batch-size", "8"]
+    teacher = ["--teacher", str(tiny_teacher)]
+    assert main(["distill", *teacher, *data, "--out", str(tmp_path / "a"), "--quant", "binarize_pooler=false"]) == 0
+    student = bitbert.load(tmp_path / "a" / "stage0-1-1-1" / "model")
+    assert not isinstance(student.bert.pooler.dense, QuantLinear)  # left in full precision, as asked
+    assert isinstance(student.bert.encoder.layer[0].attention.self.query, QuantLinear)
+    assert json.loads((tmp_path / "a" / "stage0-1-1-1" / "report.json").read_text())["config"][
+        "quant_overrides"] == {"binarize_pooler": False}
+    capsys.readouterr()
+    # an ablation is part of what a run computes: resuming it without the override is refused
+    assert main(["distill", *teacher, *data, "--out", str(tmp_path / "a"), "--resume"]) == 2
+    assert "quant_overrides=" in capsys.readouterr().err
+    # bad overrides fail before any work, with the reason
+    for bad, why in (("pooler=false", "is not key=value"), ("ffn_act=gelu", "ffn_act='relu'"),
+                     ("act_bits=2", "bits come from --schedule")):
+        assert main(["distill", *teacher, *data, "--out", str(tmp_path / "b"), "--quant", bad]) == 2
+        err = capsys.readouterr().err
+        assert why in err and "Traceback" not in err, err
+    assert not (tmp_path / "b").exists()

@@ -89,6 +89,38 @@ def test_config_validation_messages():
     assert bitbert.QuantConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_quant_overrides_are_typed_and_checked():
+    from bitbert.config import parse_quant_overrides
+    from bitbert.distill import stage_configs
+
+    assert parse_quant_overrides(None) == parse_quant_overrides(" ") == {}
+    assert parse_quant_overrides("binarize_pooler=false, residual_rank=2,attention_probs=softmax,"
+                                 "embeddings=word+position") == {
+        "binarize_pooler": False, "residual_rank": 2, "attention_probs": "softmax",
+        "embeddings": ("word", "position")}
+    assert parse_quant_overrides("weight_centering=TRUE") == {"weight_centering": True}
+    # the dedicated flags join in; left at their defaults they add nothing, contradicting --quant is an error
+    assert parse_quant_overrides("binarize_pooler=0", alpha_init="wide", inherit_quantizers=False,
+                                 residual_rank=0) == {"binarize_pooler": False, "alpha_init": "wide"}
+    assert parse_quant_overrides("alpha_init=wide", alpha_init="wide") == {"alpha_init": "wide"}
+    with pytest.raises(bitbert.ConfigError, match="alpha_init='optimal' but its own flag says 'wide'"):
+        parse_quant_overrides("alpha_init=optimal", alpha_init="wide")
+    with pytest.raises(bitbert.ConfigError, match="'pooler=false' is not key=value with key in"):
+        parse_quant_overrides("pooler=false")
+    with pytest.raises(bitbert.ConfigError, match="bits come from --schedule"):
+        parse_quant_overrides("act_bits=2")
+    with pytest.raises(bitbert.ConfigError, match="binarize_pooler needs true or false, got 'maybe'"):
+        parse_quant_overrides("binarize_pooler=maybe")
+    with pytest.raises(bitbert.ConfigError, match="residual_rank needs an integer, got 'two'"):
+        parse_quant_overrides("residual_rank=two")
+    # applied to every stage's preset; a combination the config refuses fails for the whole schedule
+    fp, w1a2, w1a1 = stage_configs("bit", "32-32-32,1-1-2,1-1-1", {"binarize_pooler": False})
+    assert fp.is_identity and not w1a2.binarize_pooler and w1a1.attention_probs == "softmax_elastic"
+    assert w1a1 == bitbert.QuantConfig.from_preset("bit").replace(binarize_pooler=False)
+    with pytest.raises(bitbert.ConfigError, match="ffn_act='relu'"):
+        stage_configs("bit", "1-1-2,1-1-1", {"ffn_act": "gelu"})
+
+
 def test_save_load_roundtrip_identical(tmp_path, tiny_config, batch):
     model = BertForSequenceClassification(tiny_config)
     bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-2").replace(residual_rank=1))

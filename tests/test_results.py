@@ -67,6 +67,9 @@ def test_settings_are_told_apart_by_batch_lr_and_teacher():
     assert setting(dict(base, command=base["command"] + " --inherit-quantizers")) is None
     assert setting(dict(base, command=base["command"] + " --augment 4")) is None  # an augmentation probe
     assert _tables()._quant_probe(dict(base, command=base["command"] + " --augment 4")) == " (augmented x4)"
+    assert setting(dict(base, command=base["command"] + " --quant binarize_pooler=false")) is None  # an ablation
+    assert _tables()._quant_probe(dict(base, command=base["command"] + " --quant binarize_pooler=false")) == \
+        " (quant binarize_pooler=false)"
     assert setting(dict(base, command=base["command"] + " --teacher-epochs 10 --teacher-lr 1e-4")) == "10-epoch teacher"
     assert setting(dict(base, task="sst2", lr=1e-4)) is None  # SST-2's main teacher is 1 epoch
     # a teacher's own record (batch 32, lr 5e-5) belongs to its students' setting, read from the command
