@@ -67,13 +67,58 @@ def _setting(r: dict) -> str | None:
     batch = int(_arg(cmd, "--batch-size", 32)) if r["method"] == "fp" else r["batch_size"]
     lr = _arg(cmd, "--lr", paper_defaults(task)["lr"]) if r["method"] == "fp" else r["lr"]
     t_epochs, t_lr = _arg(cmd, "--teacher-epochs", 3.0), _arg(cmd, "--teacher-lr", MAIN_TEACHER_LR)
-    if lr != paper_defaults(task)["lr"] or _quant_probe(r):
+    if lr != paper_defaults(task)["lr"] or _quant_probe(r) or _partial(r.get("schedule", "")):
         return None
     if t_epochs == _main_teacher_epochs(task) and t_lr == MAIN_TEACHER_LR:
         if batch == MAIN_BATCH:
             return "main"
         return "paper batch" if batch == paper_defaults(task)["batch_size"] else None
     return "10-epoch teacher" if t_epochs == 10 and batch == MAIN_BATCH else None
+
+
+def _partial(schedule: str) -> bool:
+    """A schedule with a stage that keeps some of E-W-A in full precision (``1-1-32``, ``32-1-1``):
+    an ablation of where the 1-bit gap comes from, not a method's result."""
+    return any("32" in s.split("-") and s != "32-32-32" for s in schedule.split(","))
+
+
+# what an ablation keeps from the fully binary `bit` 1-1-1, by its one-stage schedule or --quant
+GAP_SOURCES = {"1-1-2": "2-bit activations", "32-1-1": "word embeddings in full precision", "1-32-1": "linear weights in full precision",
+               "1-1-32": "all activations in full precision (binary weights and embeddings only)",
+               "binarize_pooler=false": "pooler in full precision",
+               "attention_probs=softmax": "attention probabilities in full precision",
+               "binarize_qkv=false": "Q, K, V in full precision",
+               "binarize_qkv=false,attention_probs=softmax": "Q, K, V and attention probabilities in full precision",
+               "ffn2_input=signed": "FFN2 input binarized to ±1 instead of {0, 1}"}
+
+
+def gap_sources_table() -> str:
+    """The calls that ran ablations (partial-precision schedules or --quant overrides): each run's
+    best / final per seed, beside the fully binary reference of the same calls, and the mean gap
+    of best-on-dev to each record's own teacher."""
+    recs = [r for r in _load("glue_minilm.json") or [] if r["method"] == "bit"]
+    calls = {r.get("device_call") for r in recs if _partial(r["schedule"]) or _arg(r["command"], "--quant", "")}
+    recs = [r for r in recs if r.get("device_call") in calls]
+    if not recs:
+        return "_no ablation results yet_"
+    newest: dict[tuple, dict] = {}  # (schedule, quant, epochs) -> seed -> record; a later call wins
+    for r in sorted(recs, key=lambda r: r.get("device_call", 0)):
+        quant = _arg(r["command"], "--quant", "")
+        newest.setdefault((r["schedule"], quant, r["epochs"]), {})[r["seed"]] = r
+    seeds = sorted({r["seed"] for r in recs})
+    rows = ["| run | schedule | --quant | epochs/stage | " + " | ".join(f"seed {s} (call)" for s in seeds)
+            + " | mean best − teacher |", "|---|---|---|---|" + "---|" * len(seeds) + "---|"]
+    for key in sorted(newest, key=lambda k: (-k[2], "," in k[0], k[0] != "1-1-1" or bool(k[1]), k[0], k[1])):
+        sched, quant, epochs = key
+        got = newest[key]
+        what = "fully binary (reference)" if sched == "1-1-1" and not quant else GAP_SOURCES.get(quant or sched, "")
+        if "," in sched:
+            what = "multi-distillation through " + " → ".join(sched.split(","))
+        cells = [f"{got[s]['best']:.1f} / {got[s]['final']:.1f} ({got[s]['device_call']})" if s in got else "–"
+                 for s in seeds]
+        gap = sum(r["best"] - r["teacher_metric"] for r in got.values()) / len(got)
+        rows.append(f"| {what} | {sched} | {quant} | {epochs:g} | " + " | ".join(cells) + f" | {gap:+.1f} |")
+    return "\n".join(rows)
 
 
 def _main_setting(r: dict) -> bool:
@@ -304,7 +349,7 @@ def engine_accuracy_table() -> str:
     return "\n".join(rows)
 
 
-SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table,
+SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table,
             "engine-accuracy": engine_accuracy_table}
 
 

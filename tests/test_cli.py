@@ -139,11 +139,17 @@ def test_evaluate_packed_file_and_model_dir_agree(tmp_path, tiny_teacher, capsys
     assert "has 2 outputs but task custom has 3 labels" in err and "Traceback" not in err
 
 
-def test_distill_with_augmentation(tmp_path, tiny_teacher, capsys, monkeypatch):
+def _distill_args(tmp_path, teacher, monkeypatch) -> tuple[list[str], list[str]]:
+    """``--teacher`` and the tiny custom TSV task for a one-epoch distillation (an untrained head is
+    teacher enough for these tests)."""
     monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
     data = ["--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"),
             "--text-columns", "sentence", "--label-column", "label", "--epochs", "1", "--batch-size", "8"]
-    teacher = ["--teacher", str(tiny_teacher)]  # an untrained head is teacher enough here
+    return ["--teacher", str(teacher)], data
+
+
+def test_distill_with_augmentation(tmp_path, tiny_teacher, capsys, monkeypatch):
+    teacher, data = _distill_args(tmp_path, tiny_teacher, monkeypatch)
     # bibert's recipe has a ground-truth term: the copies' unknown labels must not reach it as garbage
     assert main(["distill", *teacher, *data, "--method", "bibert", "--out", str(tmp_path / "a"), "--augment", "2"]) == 0
     report = json.loads((tmp_path / "a" / "schedule.json").read_text())
@@ -164,10 +170,7 @@ def test_distill_quant_overrides(tmp_path, tiny_teacher, capsys, monkeypatch):
     import bitbert
     from bitbert.layers import QuantLinear
 
-    monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
-    data = ["--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"),
-            "--text-columns", "sentence", "--label-column", "label", "--epochs", "1", "--batch-size", "8"]
-    teacher = ["--teacher", str(tiny_teacher)]
+    teacher, data = _distill_args(tmp_path, tiny_teacher, monkeypatch)
     assert main(["distill", *teacher, *data, "--out", str(tmp_path / "a"), "--quant", "binarize_pooler=false"]) == 0
     student = bitbert.load(tmp_path / "a" / "stage0-1-1-1" / "model")
     assert not isinstance(student.bert.pooler.dense, QuantLinear)  # left in full precision, as asked

@@ -78,6 +78,19 @@ def test_settings_are_told_apart_by_batch_lr_and_teacher():
     assert setting(fp) == "paper batch"
 
 
+def test_partial_precision_schedules_are_ablations():
+    t = _tables()
+    assert [t._partial(s) for s in ("1-1-32", "32-1-1", "1-1-32,1-1-1", "1-1-1", "32-32-32,1-1-2,1-1-1", "1-1-4")] == [
+        True, True, True, False, False, False]
+    base = {"task": "sst2", "method": "bit", "batch_size": 32, "lr": 1e-4, "schedule": "1-1-1",
+            "command": "python benchmarks/run_glue.py --task sst2 --teacher-epochs 1"}
+    assert t._setting(base) == "main" and t._setting(dict(base, schedule="1-32-1")) is None
+    # the ablation table holds the calls that ran one, with their fully binary reference
+    table = t.gap_sources_table()
+    assert "| fully binary (reference) | 1-1-1 |" in table and "| word embeddings in full precision | 32-1-1 |" in table
+    assert all(row.count("|") == table.splitlines()[0].count("|") for row in table.splitlines())
+
+
 def test_merge_results_tags_and_skips_what_is_there(tmp_path, capsys):
     mod = _merge_results()
     rec = {"task": "mrpc", "method": "bit", "schedule": "1-1-1", "seed": 43, "best": 82.6,
