@@ -3,16 +3,17 @@
 # run_glue.py arguments, in parallel, so the variants differ only in what is being probed.
 #   VARIANTS='name:ARGS|name:ARGS' RUNS='bit:1-1-1' EPOCHS=2 PROBE_DIR=runs/probe bash benchmarks/gpu_probe.sh OUTDIR
 # e.g. the stage hand-over: VARIANTS='fresh:|inherit:--inherit-quantizers' RUNS='bit:1-1-2,1-1-1' EPOCHS=3
+# MODEL=.devdata/minilm-l3-h384-fp16 probes another base model (carry it, with .devdata/glue/SST-2).
 # Resumable on a warm machine (--resume). Also writes OUTDIR/NAME.bitbert (each variant's last model) and
 # OUTDIR/evals.jsonl (its dev metrics: PyTorch fp32 on GPU and CPU, the packed engine; EVALS=0 skips). Back here:
 #   python benchmarks/merge_results.py OUTDIR/records.json --call N --note "..."  (--cut for cut runs)
 set -u
-source benchmarks/require_devdata.sh
+NEED=.devdata/glue/SST-2/dev.tsv source benchmarks/require_devdata.sh
 OUT=${1:-runs/gpu}
 mkdir -p "$OUT" runs
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false BITBERT_CACHE=runs/cache
 R=${PROBE_DIR:-runs/probe}
-common="--task sst2 --model .devdata/minilm-l6-h384-fp16 --data-dir .devdata/glue/SST-2 --epochs ${EPOCHS:-2}
+common="--task sst2 --model ${MODEL:-.devdata/minilm-l6-h384-fp16} --data-dir .devdata/glue/SST-2 --epochs ${EPOCHS:-2}
   --teacher-epochs 1 --batch-size 32 --eval-every 250 --resume ${EXTRA_ARGS:-}"
 T=${GLUE_TIMEOUT:-240}
 IFS='|' read -ra variants <<< "${VARIANTS:?e.g. VARIANTS='fresh:|inherit:--inherit-quantizers'}"
