@@ -44,6 +44,7 @@ def _mark(r: dict) -> str:
 
 
 MAIN_BATCH = 32  # gpu_glue.sh's batch; the summary and the seeds table compare runs of one setting
+MAIN_MODEL = "minilm-l6-h384-fp16"  # the teacher's base model in every compared setting
 MAIN_TEACHER_LR = 5e-5  # run_glue.py's default
 
 
@@ -54,8 +55,8 @@ def _main_teacher_epochs(task: str) -> float:
 def _arg(command: str, flag: str, default: float | str) -> float | str:
     """A flag's value in a record's run_glue.py command, typed like ``default`` (the record's own
     fields describe the student; the teacher's settings and the students' batch are in the command)."""
-    words = command.split()
-    return type(default)(words[words.index(flag) + 1]) if flag in words else default
+    words = command.split()  # the last occurrence wins, as in argparse (gpu_probe.sh appends overrides)
+    return type(default)(words[len(words) - 1 - words[::-1].index(flag) + 1]) if flag in words else default
 
 
 def _setting(r: dict) -> str | None:
@@ -67,13 +68,19 @@ def _setting(r: dict) -> str | None:
     batch = int(_arg(cmd, "--batch-size", 32)) if r["method"] == "fp" else r["batch_size"]
     lr = _arg(cmd, "--lr", paper_defaults(task)["lr"]) if r["method"] == "fp" else r["lr"]
     t_epochs, t_lr = _arg(cmd, "--teacher-epochs", 3.0), _arg(cmd, "--teacher-lr", MAIN_TEACHER_LR)
-    if lr != paper_defaults(task)["lr"] or _quant_probe(r) or _partial(r.get("schedule", "")):
+    if (lr != paper_defaults(task)["lr"] or _quant_probe(r) or _partial(r.get("schedule", ""))
+            or _model(r) != MAIN_MODEL):
         return None
     if t_epochs == _main_teacher_epochs(task) and t_lr == MAIN_TEACHER_LR:
         if batch == MAIN_BATCH:
             return "main"
         return "paper batch" if batch == paper_defaults(task)["batch_size"] else None
     return "10-epoch teacher" if t_epochs == 10 and batch == MAIN_BATCH else None
+
+
+def _model(r: dict) -> str:
+    """The base model a record's teacher was fine-tuned from (the folder name of ``--model``)."""
+    return Path(str(_arg(r["command"], "--model", MAIN_MODEL))).name
 
 
 def _partial(schedule: str) -> bool:
@@ -101,15 +108,16 @@ def gap_sources_table() -> str:
     recs = [r for r in recs if r.get("device_call") in calls]
     if not recs:
         return "_no ablation results yet_"
-    newest: dict[tuple, dict] = {}  # (schedule, quant, epochs) -> seed -> record; a later call wins
+    newest: dict[tuple, dict] = {}  # (task, model, epochs, schedule, quant) -> seed -> record; a later call wins
     for r in sorted(recs, key=lambda r: r.get("device_call", 0)):
         quant = _arg(r["command"], "--quant", "")
-        newest.setdefault((r["schedule"], quant, r["epochs"]), {})[r["seed"]] = r
+        newest.setdefault((r["task"], _model(r), r["epochs"], r["schedule"], quant), {})[r["seed"]] = r
     seeds = sorted({r["seed"] for r in recs})
-    rows = ["| run | schedule | --quant | epochs/stage | " + " | ".join(f"seed {s} (call)" for s in seeds)
-            + " | mean best − teacher |", "|---|---|---|---|" + "---|" * len(seeds) + "---|"]
-    for key in sorted(newest, key=lambda k: (-k[2], "," in k[0], k[0] != "1-1-1" or bool(k[1]), k[0], k[1])):
-        sched, quant, epochs = key
+    rows = ["| task | run | schedule | --quant | epochs/stage | " + " | ".join(f"seed {s} (call)" for s in seeds)
+            + " | mean best − teacher |", "|---|---|---|---|---|" + "---|" * len(seeds) + "---|"]
+    for key in sorted(newest, key=lambda k: (k[0], k[1] != MAIN_MODEL, k[1], -k[2], "," in k[3],
+                                             k[3] != "1-1-1" or bool(k[4]), k[3], k[4])):
+        task, model, epochs, sched, quant = key
         got = newest[key]
         what = "fully binary (reference)" if sched == "1-1-1" and not quant else GAP_SOURCES.get(quant or sched, "")
         if "," in sched:
@@ -117,7 +125,8 @@ def gap_sources_table() -> str:
         cells = [f"{got[s]['best']:.1f} / {got[s]['final']:.1f} ({got[s]['device_call']})" if s in got else "–"
                  for s in seeds]
         gap = sum(r["best"] - r["teacher_metric"] for r in got.values()) / len(got)
-        rows.append(f"| {what} | {sched} | {quant} | {epochs:g} | " + " | ".join(cells) + f" | {gap:+.1f} |")
+        task += "" if model == MAIN_MODEL else f", {model}"
+        rows.append(f"| {task} ({got[min(got)]['metric']}) | {what} | {sched} | {quant} | {epochs:g} | " + " | ".join(cells) + f" | {gap:+.1f} |")
     return "\n".join(rows)
 
 

@@ -85,6 +85,10 @@ def test_partial_precision_schedules_are_ablations():
     base = {"task": "sst2", "method": "bit", "batch_size": 32, "lr": 1e-4, "schedule": "1-1-1",
             "command": "python benchmarks/run_glue.py --task sst2 --teacher-epochs 1"}
     assert t._setting(base) == "main" and t._setting(dict(base, schedule="1-32-1")) is None
+    # another base model is not the compared setting; like argparse, a flag's last value wins
+    other = dict(base, command=base["command"] + " --model .devdata/minilm-l6-h384-fp16 --model .devdata/minilm-l3-h384-fp16")
+    assert t._model(other) == "minilm-l3-h384-fp16" and t._setting(other) is None
+    assert t._model(base) == t.MAIN_MODEL
     # the ablation table holds the calls that ran one, with their fully binary reference
     table = t.gap_sources_table()
     assert "| fully binary (reference) | 1-1-1 |" in table and "| word embeddings in full precision | 32-1-1 |" in table
