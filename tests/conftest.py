@@ -1,8 +1,10 @@
+import pathlib
+
 import pytest
 import torch
 from transformers import BertConfig, RobertaConfig
 
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared"
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
 
 
 def tiny_bert_config(**kw) -> BertConfig:
@@ -10,6 +12,33 @@ def tiny_bert_config(**kw) -> BertConfig:
                 max_position_embeddings=64, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     base.update(kw)
     return BertConfig(**base)
+
+
+WORDS = "good bad fine awful great terrible movie plot actor story the a was is very not".split()
+
+
+def save_tiny_base(d) -> "pathlib.Path":
+    """Save a tiny untrained BertForSequenceClassification with a WordPiece tokenizer over `WORDS` to ``d``."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    BertForSequenceClassification(tiny_bert_config(vocab_size=len(vocab))).save_pretrained(d)
+    fast.save_pretrained(d)
+    return pathlib.Path(d)
+
+
+def sentiment_rows(label) -> list[str]:
+    """A header and 36 rows "the movie was [very ...] WORD<TAB>label(positive)" over six sentiment words."""
+    return ["sentence\tlabel"] + [f"the movie was {'very ' * (i % 3)}{w}\t{label(w in ('good', 'fine', 'great'))}"
+                                  for i, w in enumerate(WORDS[:6] * 6)]
 
 
 @pytest.fixture

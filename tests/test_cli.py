@@ -3,32 +3,15 @@ and clear errors for bad input."""
 import json
 
 import pytest
-from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
-
 from bitbert.cli import main
-from conftest import tiny_bert_config
-
-WORDS = "good bad fine awful great terrible movie plot actor story the a was is very not".split()
+from conftest import save_tiny_base, sentiment_rows
 
 
 @pytest.fixture
 def tiny_teacher(tmp_path):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
-    model = BertForSequenceClassification(tiny_bert_config(vocab_size=len(vocab)))
-    d = tmp_path / "base"
-    model.save_pretrained(d)
-    fast.save_pretrained(d)
-    rows = ["sentence\tlabel"] + [f"the movie was {'very ' * (i % 3)}{w}\t{'pos' if w in ('good', 'fine', 'great') else 'neg'}"
-                                  for i, w in enumerate(WORDS[:6] * 6)]
+    """A tiny BERT with a WordPiece tokenizer in tmp_path/base, and train.tsv / dev.tsv (pos/neg) beside it."""
+    d = save_tiny_base(tmp_path / "base")
+    rows = sentiment_rows(lambda positive: "pos" if positive else "neg")
     (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
     (tmp_path / "dev.tsv").write_text("\n".join(rows[:13]) + "\n")
     return d
