@@ -1,0 +1,79 @@
+"""The device scripts that produce the results, end to end on the CPU with a tiny model:
+gpu_probe.sh runs each variant with its own arguments (a variant's --runs wins over RUNS) on one
+shared teacher; gpu_glue.sh runs a task's run groups in parallel on one teacher; both return their
+records and logs, and stop at once when their data did not travel."""
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import save_tiny_base, sentiment_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fake_repo(tmp_path: Path, model: str) -> Path:
+    """The scripts' layout under their working directory: benchmarks/ and bitbert/ (links to ours),
+    a tiny model at .devdata/MODEL and a tiny SST-2 in .devdata/glue/SST-2."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("benchmarks", "bitbert"):
+        (repo / name).symlink_to(ROOT / name)
+    save_tiny_base(repo / ".devdata" / model)
+    glue = repo / ".devdata" / "glue" / "SST-2"
+    glue.mkdir(parents=True)
+    rows = sentiment_rows(lambda positive: int(positive))
+    (glue / "train.tsv").write_text("\n".join(rows) + "\n")
+    (glue / "dev.tsv").write_text("\n".join(rows[:13]) + "\n")
+    return repo
+
+
+def _run(repo: Path, script: str, out: Path, **env: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["bash", f"benchmarks/{script}", str(out)], cwd=repo, env=dict(os.environ, **env),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_gpu_probe_runs_every_variant_on_one_teacher(tmp_path):
+    repo = _fake_repo(tmp_path, "tiny-bert")
+    model = repo / ".devdata" / "tiny-bert"
+    out = tmp_path / "out"
+    _run(repo, "gpu_probe.sh", out, MODEL=".devdata/tiny-bert", EPOCHS="1", EVALS="0", GLUE_TIMEOUT="300",
+         VARIANTS="ref:|a32:--runs bit:1-1-32|pool:--quant binarize_pooler=false", RUNS="bit:1-1-1")
+    records = json.loads((out / "records.json").read_text())
+    got = {(Path(r["records_file"]).parent.name, r["method"], r["schedule"]) for r in records}
+    assert got == {("ref", "fp", "32-32-32"), ("ref", "bit", "1-1-1"), ("a32", "bit", "1-1-32"), ("pool", "bit", "1-1-1")}
+    pool = next(r for r in records if r["records_file"].endswith("pool/sst2.json"))
+    assert pool["quant_overrides"] == {"binarize_pooler": False} and str(model.name) in pool["command"]
+    teachers = {r["teacher_metric"] for r in records if r["method"] != "fp"}
+    assert len(teachers) == 1  # one teacher, fine-tuned once and linked into every variant
+    assert (repo / "runs" / "probe" / "a32" / "sst2" / "teacher").is_symlink()
+    with tarfile.open(out / "runs.tgz") as tar:
+        assert any(n.endswith("pool.log") for n in tar.getnames())
+
+
+def test_gpu_probe_stops_at_once_without_its_data(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "benchmarks").symlink_to(ROOT / "benchmarks")
+    proc = subprocess.run(["bash", "benchmarks/gpu_probe.sh", str(tmp_path / "out")], cwd=repo, capture_output=True,
+                          text=True, timeout=60, env=dict(os.environ, VARIANTS="ref:"))
+    assert proc.returncode == 2 and "minilm-l6-h384-fp16/config.json is missing" in proc.stderr
+
+
+def test_gpu_glue_runs_a_tasks_groups_on_one_teacher(tmp_path):
+    repo = _fake_repo(tmp_path, "minilm-l6-h384-fp16")  # the model path gpu_glue.sh expects
+    out = tmp_path / "out"
+    _run(repo, "gpu_glue.sh", out, SKIP_TESTS="1", SKIP_SPEED="1", TASKS="sst2", SST2_EPOCHS="1",
+         SST2_RUNS="bit:1-1-1|baseline:1-1-1", GLUE_TIMEOUT="300")
+    records = json.loads((out / "records.json").read_text())
+    assert sorted((r["method"], r["schedule"]) for r in records) == [
+        ("baseline", "1-1-1"), ("bit", "1-1-1"), ("fp", "32-32-32")]
+    assert len({r["teacher_metric"] for r in records}) == 1
+    assert (repo / "runs" / "glue" / "p1" / "sst2" / "teacher").is_symlink()  # the second group's shared teacher
+    with tarfile.open(out / "runs.tgz") as tar:
+        assert any(n.endswith("sst2.1.log") for n in tar.getnames())
