@@ -8,8 +8,6 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-import pytest
-
 from conftest import save_tiny_base, sentiment_rows
 
 ROOT = Path(__file__).resolve().parents[1]
