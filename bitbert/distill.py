@@ -270,6 +270,7 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
         student = acc.unwrap_model(student)
         if acc.is_main_process:
             io.save(student, stage_dir / "model", tokenizer)
+        acc.wait_for_everyone()  # no process moves on (or may be killed and resumed) before the stage is saved
         result.stages.append(StageResult(bits, method, report, str(stage_dir / "model")))
         current = student.eval()
     result.student = current
@@ -294,4 +295,5 @@ def finetune(model: nn.Module, data: TaskData, cfg: TrainConfig, out_dir: str | 
                    main_metric=data.spec.main_key, resume=resume, accelerator=acc)
     if report.finished and acc.is_main_process:
         io.save(acc.unwrap_model(model), out_dir / "model", tokenizer)
+    acc.wait_for_everyone()  # every process may load the saved model next (the default job's teacher)
     return report

@@ -1,6 +1,10 @@
 """The command line end to end on a tiny model: finetune → distill (custom TSV task) → summary,
 and clear errors for bad input."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from bitbert.cli import main
@@ -171,3 +175,26 @@ def test_distill_quant_overrides(tmp_path, tiny_teacher, capsys, monkeypatch):
         err = capsys.readouterr().err
         assert why in err and "Traceback" not in err, err
     assert not (tmp_path / "b").exists()
+
+
+def test_distill_on_two_processes(tmp_path, tiny_teacher):
+    """Data parallel on the CPU (gloo) through torchrun, as ``accelerate launch`` runs it on GPUs: each
+    process trains on half the batches, rank 0 alone saves and reports, and no process reads a model
+    before it is saved."""
+    import bitbert
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), BITBERT_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "bitbert.cli", "distill", "--teacher", str(tiny_teacher), "--train-file", str(tmp_path / "train.tsv"),
+           "--dev-file", str(tmp_path / "dev.tsv"), "--text-columns", "sentence", "--label-column", "label",
+           "--epochs", "2", "--batch-size", "8", "--schedule", "1-1-2,1-1-1", "--out", str(tmp_path / "s")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("teacher accuracy") == 1  # one report, from rank 0
+    report = json.loads((tmp_path / "s" / "schedule.json").read_text())
+    # 36 rows at batch 8 make 5 batches an epoch: 2 for each of the two processes, for 2 epochs
+    assert [(s["bits"], s["steps"]) for s in report["stages"]] == [("1-1-2", 4), ("1-1-1", 4)]
+    metrics = (tmp_path / "s" / "stage1-1-1-1" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(m)["step"] for m in metrics] == [2, 4]  # an evaluation an epoch, written by rank 0 alone
+    bitbert.load(tmp_path / "s" / "stage1-1-1-1" / "model")
