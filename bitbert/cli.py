@@ -114,7 +114,7 @@ def cmd_summary(args) -> int:
     return 0
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
     """False in every process but rank 0 under ``accelerate launch`` / ``torchrun``: one report, not N."""
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -136,7 +136,7 @@ def cmd_finetune(args) -> int:
     data = _load_data(args, tok, cfg.max_length)
     model = load_classifier(args.model, data.spec)
     report = finetune(model, data, cfg, args.out, tokenizer=tok, resume=args.resume)
-    if not _is_main_process():
+    if not is_main_process():
         return 0
     print(json.dumps({"best": report.best, "final": report.final, "model": str(Path(args.out) / "model")}, indent=2))
     return 0
@@ -181,7 +181,7 @@ def cmd_distill(args) -> int:
     teacher_metrics = make_evaluator(data, cfg.eval_batch_size)(teacher.eval())
     result = run_schedule(teacher, data, args.method, args.schedule or "1-1-1", cfg, out, tokenizer=tok,
                           losses=losses, quant_overrides=overrides, resume=args.resume, augment=augment)
-    if not _is_main_process():
+    if not is_main_process():
         return 0
     summary = {"task": data.spec.name, "method": args.method, "teacher": teacher_metrics,
                "stages": [s.to_dict() for s in result.stages]}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 
 
 def add_pretrain_commands(sub) -> None:
@@ -37,7 +36,9 @@ def cmd_pretrain(args) -> int:
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)
                if getattr(args, f.name) is not None}
     report = pretrain(args.teacher, args.corpus, args.out, PretrainConfig(**changes), resume=args.resume)
-    if int(os.environ.get("RANK", "0")):  # under accelerate launch / torchrun: one summary
+    from .cli import is_main_process
+
+    if not is_main_process():
         return 0
     keys = ("finished", "steps", "total_steps", "tokens_seen", "tokens_per_s", "final", "model_dir")
     print(json.dumps({k: report[k] for k in keys}, indent=2))
