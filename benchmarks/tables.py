@@ -56,7 +56,7 @@ def _arg(command: str, flag: str, default: float | str) -> float | str:
     """A flag's value in a record's run_glue.py command, typed like ``default`` (the record's own
     fields describe the student; the teacher's settings and the students' batch are in the command)."""
     words = command.split()  # the last occurrence wins, as in argparse (gpu_probe.sh appends overrides)
-    return type(default)(words[len(words) - 1 - words[::-1].index(flag) + 1]) if flag in words else default
+    return type(default)(words[len(words) - words[::-1].index(flag)]) if flag in words else default
 
 
 def _setting(r: dict) -> str | None:

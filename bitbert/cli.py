@@ -160,9 +160,11 @@ def cmd_distill(args) -> int:
         args.task, args.data_dir = "sst2", data_dir
         args.max_train_examples = args.max_train_examples or DEMO_TRAIN_EXAMPLES
         args.schedule = args.schedule or "1-1-2,1-1-1"
-        print(f"bitbert default job: MiniLM-L6 ({base_model}) on SST-2 ({args.max_train_examples} training "
-              f"sentences), method {args.method}, schedule {args.schedule}, on the CPU in a few minutes.")
-    stage_configs(args.method, args.schedule or "1-1-1", overrides)  # a bad --quant combination fails now too
+        if is_main_process():
+            print(f"bitbert default job: MiniLM-L6 ({base_model}) on SST-2 ({args.max_train_examples} training "
+                  f"sentences), method {args.method}, schedule {args.schedule}, on the CPU in a few minutes.")
+    schedule = args.schedule or "1-1-1"
+    stage_configs(args.method, schedule, overrides)  # a bad --quant combination fails now too
     task = _task_name(args)
     defaults = paper_defaults(task)
     if demo:
@@ -179,7 +181,7 @@ def cmd_distill(args) -> int:
     else:
         teacher = load_classifier(args.teacher, data.spec)
     teacher_metrics = make_evaluator(data, cfg.eval_batch_size)(teacher.eval())
-    result = run_schedule(teacher, data, args.method, args.schedule or "1-1-1", cfg, out, tokenizer=tok,
+    result = run_schedule(teacher, data, args.method, schedule, cfg, out, tokenizer=tok,
                           losses=losses, quant_overrides=overrides, resume=args.resume, augment=augment)
     if not is_main_process():
         return 0
