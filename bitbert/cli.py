@@ -56,7 +56,9 @@ def _train_config(args, defaults: dict):
 def _tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    from .io import TOKENIZER_FILES, from_hub_or_dir
+
+    return from_hub_or_dir(AutoTokenizer.from_pretrained, path, "tokenizer of", TOKENIZER_FILES)
 
 
 def _task_name(args) -> str:
@@ -138,8 +140,18 @@ def cmd_finetune(args) -> int:
     report = finetune(model, data, cfg, args.out, tokenizer=tok, resume=args.resume)
     if not is_main_process():
         return 0
-    print(json.dumps({"best": report.best, "final": report.final, "model": str(Path(args.out) / "model")}, indent=2))
+    done = report.finished
+    print(json.dumps({"best": report.best, "final": report.final, "steps": report.steps,
+                      "total_steps": report.total_steps, "model": str(Path(args.out) / "model") if done else None},
+                     indent=2))
+    if not done:
+        print(_stopped_hint(report, args.out))
     return 0
+
+
+def _stopped_hint(report, out: str) -> str:
+    return (f"stopped at step {report.steps} of {report.total_steps} (--max-steps): no model saved yet; "
+            f"run the same command with --resume (and without --max-steps) to continue from {out}")
 
 
 def cmd_distill(args) -> int:
@@ -196,6 +208,8 @@ def cmd_distill(args) -> int:
         last = result.stages[-1].report
         print(f"teacher {key} {teacher_metrics[key]:.2f} | student ({result.stages[-1].bits}) final {key} "
               f"{last.final[key]:.2f}, best {last.best[key]:.2f} | student saved in {result.stages[-1].model_dir}")
+    elif result.stages and result.stages[-1].report is not None and not result.stages[-1].report.finished:
+        print(f"stage {result.stages[-1].bits}: " + _stopped_hint(result.stages[-1].report, args.out))
     return 0
 
 

@@ -8,12 +8,15 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from .config import QuantConfig
 from .convert import binarize, quant_config_of
+
+T = TypeVar("T")
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
                    "merges.txt", "vocab.json")
@@ -32,6 +35,24 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def from_hub_or_dir(load: Callable[[str], T], source: str | Path, what: str,
+                    needs: tuple[str, ...] = ("config.json",)) -> T:
+    """``load(source)``, a transformers ``from_pretrained``, with one clear `FileNotFoundError` that
+    names ``what`` and ``source`` instead of transformers' errors: a local folder holding none of
+    ``needs``, or a missing folder, which transformers tries as a Hub id ("Repo id must be ...")."""
+    folder = Path(source)
+    if folder.is_dir() and not any((folder / name).is_file() for name in needs):
+        raise FileNotFoundError(f"{what} {source}: the folder holds none of {', '.join(needs)}")
+    try:
+        return load(str(source))
+    except OSError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if folder.exists():
+            raise FileNotFoundError(f"{what} {source}: cannot be loaded from this folder: {reason}") from None
+        raise FileNotFoundError(f"{what} {source}: no such folder, and not loadable as a Hugging Face Hub id "
+                                f"(is the Hub reachable, is the id right?): {reason}") from None
 
 
 def save(model: nn.Module, directory: str | Path, tokenizer=None) -> Path:
@@ -91,8 +112,9 @@ def load(directory: str | Path, device: str | torch.device = "cpu", model_class=
     head_kwargs = {k: v for k, v in (("num_labels", num_labels), ("problem_type", problem_type)) if v is not None}
     cls = _resolve_class(model_class) if model_class is not None else _model_class(cfg)
     if quant is None:  # a plain Hugging Face checkpoint
-        return cls.from_pretrained(directory, dtype=torch.float32, **head_kwargs).to(device)
-    hf_config = AutoConfig.from_pretrained(directory, **head_kwargs)
+        return from_hub_or_dir(lambda d: cls.from_pretrained(d, dtype=torch.float32, **head_kwargs),
+                               directory, "model").to(device)
+    hf_config = from_hub_or_dir(lambda d: AutoConfig.from_pretrained(d, **head_kwargs), directory, "model")
     hf_config._attn_implementation = "eager"
     model = cls.from_config(hf_config) if cls.__name__.startswith("Auto") else cls(hf_config)
     binarize(model, QuantConfig.from_dict(quant))

@@ -161,8 +161,8 @@ def load_classifier(path: str | Path, spec: TaskSpec) -> nn.Module:
             return model
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path_s, num_labels=spec.num_labels, dtype=torch.float32, problem_type=problem_type)
+    model = io.from_hub_or_dir(lambda p: AutoModelForSequenceClassification.from_pretrained(
+        p, num_labels=spec.num_labels, dtype=torch.float32, problem_type=problem_type), path_s, "model")
     _check_head(model, spec, path_s)
     return model
 

@@ -169,13 +169,14 @@ def build_student(teacher_path: str | Path, config: PretrainConfig) -> tuple[nn.
     from transformers.activations import ACT2FN
 
     teacher_path = Path(teacher_path)
-    hf_config = AutoConfig.from_pretrained(teacher_path)
+    hf_config = io.from_hub_or_dir(AutoConfig.from_pretrained, teacher_path, "teacher")
     if getattr(hf_config, "bitbert", None):
         raise ValueError(f"{teacher_path} is a bitbert (quantized) model; the teacher must be full precision")
     if hf_config.model_type != "bert":
         raise UnsupportedModelError(f"pretraining supports BERT teachers; {teacher_path} is {hf_config.model_type!r}")
     cls = BertForPreTraining if config.nsp else BertForMaskedLM
-    model, info = cls.from_pretrained(teacher_path, dtype=torch.float32, output_loading_info=True)
+    model, info = io.from_hub_or_dir(lambda p: cls.from_pretrained(p, dtype=torch.float32, output_loading_info=True),
+                                  teacher_path, "teacher")
     missing = set(info["missing_keys"])
     encoder_missing = sorted(k for k in missing if k.startswith("bert.") and not k.startswith("bert.pooler."))
     if encoder_missing:
@@ -383,7 +384,7 @@ def pretrain(teacher_path: str | Path, corpus_paths: Sequence[str | Path] | str 
     total = config.total_steps(world)
     _check_resumable(out_dir, config, resume, acc.is_main_process)
 
-    tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+    tokenizer = io.from_hub_or_dir(AutoTokenizer.from_pretrained, teacher_path, "tokenizer of", io.TOKENIZER_FILES)
     lines = scan_corpus(paths)
     if acc.is_main_process:
         (log.warning if lines.skipped_non_utf8 or lines.skipped_empty else log.info)(

@@ -60,6 +60,44 @@ def test_bad_data_is_a_clear_error(tmp_path, tiny_teacher, capsys):
     assert code == 2 and "bad.tsv:3" in err and "Traceback" not in err
 
 
+def test_missing_or_empty_model_folder_is_a_clear_error(tmp_path, tiny_teacher, capsys, monkeypatch):
+    """transformers tries a missing folder as a Hub id ("Repo id must be in the form ...") and fails on
+    an empty one deep in the tokenizer: both must name the folder and the problem."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "empty").mkdir()
+    data = ["--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"),
+            "--text-columns", "sentence"]
+    for cmd, flag in (("distill", "--teacher"), ("finetune", "--model")):
+        for folder, words in ((tmp_path / "nope" / "model", "no such folder"), (tmp_path / "empty", "holds none of")):
+            assert main([cmd, flag, str(folder), "--out", str(tmp_path / "x"), *data]) == 2
+            err = capsys.readouterr().err
+            assert str(folder) in err and words in err and "Traceback" not in err, (cmd, folder, err)
+    # a folder with a tokenizer but no model: the model loader names it too
+    only_tok = tmp_path / "tok"
+    only_tok.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (only_tok / name).write_text((tiny_teacher / name).read_text())
+    assert main(["distill", "--teacher", str(only_tok), "--out", str(tmp_path / "x"), *data]) == 2
+    err = capsys.readouterr().err
+    assert "model " + str(only_tok) in err and "config.json" in err and "Traceback" not in err
+
+
+def test_finetune_stopped_by_max_steps_says_so(tmp_path, tiny_teacher, capsys, monkeypatch):
+    monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
+    args = ["finetune", "--model", str(tiny_teacher), "--out", str(tmp_path / "t"), "--train-file",
+            str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"), "--text-columns", "sentence",
+            "--epochs", "1", "--batch-size", "8"]
+    assert main([*args, "--max-steps", "1"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[:out.rindex("}") + 1])
+    assert report["model"] is None and report["steps"] == 1 and report["total_steps"] > 1
+    assert "--resume" in out and not (tmp_path / "t" / "model").exists()
+    assert main([*args, "--resume"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    assert report["steps"] == report["total_steps"] and Path(report["model"], "config.json").is_file()
+
+
 def test_unknown_preset_and_bits(capsys):
     assert main(["summary", "minilm-l6", "--preset", "xnor"]) == 2
     assert "valid presets" in capsys.readouterr().err
