@@ -5,7 +5,7 @@ all threads, plus the binary GEMM kernel alone against the measured popcount pea
 (:mod:`bitbert.peak`). Every timing is the median of ``repeats`` calls after one warm-up call; the
 individual times, the load average before and after, the command line, CPU and library versions
 are recorded with the results. Without a packed model, a random model of the requested shape is
-binarized with BiT 1-1-1, calibrated on random tokens and exported to a temporary file; the FP32
+binarized with BiT (1-1-1, or the requested bits, e.g. 1-1-2), calibrated on random tokens and exported to a temporary file; the FP32
 and int8 baselines are random models of the same shape (speed does not depend on the weights).
 """
 from __future__ import annotations
@@ -55,8 +55,8 @@ def random_classifier(shape: str | dict[str, Any], architecture: str = "BertForS
     return getattr(transformers, architecture)(config).eval()
 
 
-def export_random_bit(fp32, path: str | Path, seq_len: int, seed: int = 0) -> Path:
-    """Binarize a copy of ``fp32`` with BiT 1-1-1, calibrate it on random tokens, export it."""
+def export_random_bit(fp32, path: str | Path, seq_len: int, seed: int = 0, bits: str = "1-1-1") -> Path:
+    """Binarize a copy of ``fp32`` with BiT at E-W-A ``bits``, calibrate it on random tokens, export it."""
     import torch
 
     from .calibration import calibrate
@@ -64,7 +64,7 @@ def export_random_bit(fp32, path: str | Path, seq_len: int, seed: int = 0) -> Pa
     from .convert import binarize
     from .packing import export
 
-    student = binarize(copy.deepcopy(fp32), QuantConfig.from_preset("bit", "1-1-1"))
+    student = binarize(copy.deepcopy(fp32), QuantConfig.from_preset("bit", bits))
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, student.config.vocab_size, (2, seq_len), generator=g)
     calibrate(student, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}])
@@ -142,7 +142,7 @@ def _torch_baselines(rows: list[dict[str, Any]], fp32, inputs: dict[int, Any], r
 def run_bench(model: str | Path | None = None, shape: str = "bert-base", batch_sizes: Sequence[int] = (1, 32),
               seq_len: int = 128, threads: Sequence[int] | None = None, repeats: int = 5,
               torch_baselines: bool = True, gemm_seconds: float = 0.5, out: str | Path | None = None,
-              argv: Sequence[str] | None = None) -> dict[str, Any]:
+              argv: Sequence[str] | None = None, bits: str = "1-1-1") -> dict[str, Any]:
     """Run the benchmark (see the module docstring); returns the record and writes it to ``out``."""
     import numba
     import numpy as np
@@ -156,8 +156,8 @@ def run_bench(model: str | Path | None = None, shape: str = "bert-base", batch_s
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
             fp32 = random_classifier(shape)
-            path = export_random_bit(fp32, Path(tmp) / f"{shape}-bit-1-1-1.bitbert", seq_len)
-            description = f"random {shape}-shaped BertForSequenceClassification, BiT 1-1-1"
+            path = export_random_bit(fp32, Path(tmp) / f"{shape}-bit-{bits}.bitbert", seq_len, bits=bits)
+            description = f"random {shape}-shaped BertForSequenceClassification, BiT {bits}"
         else:
             path = Path(model)
             description = str(path)

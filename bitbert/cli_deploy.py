@@ -33,7 +33,8 @@ def add_deploy_commands(sub) -> None:
     p.set_defaults(fn=cmd_predict)
 
     b = sub.add_parser("bench", help="packed engine vs FP32 and dynamic-int8 PyTorch; GEMM vs popcount peak")
-    b.add_argument("--model", default=None, help="packed file (default: a random model of --shape, BiT 1-1-1)")
+    b.add_argument("--model", default=None, help="packed file (default: a random model of --shape, BiT at --bits)")
+    b.add_argument("--bits", default="1-1-1", help="E-W-A bits of the random model without --model (1-1-1, 1-1-2, ...)")
     b.add_argument("--shape", default="bert-base", help="model shape without --model: bert-base, minilm-l6, tiny")
     b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     b.add_argument("--seq-len", type=int, default=128)
@@ -89,6 +90,7 @@ def cmd_bench(args) -> int:
     from .bench import run_bench
 
     result = run_bench(model=args.model, shape=args.shape, batch_sizes=args.batch_sizes, seq_len=args.seq_len,
-                       threads=args.threads, repeats=args.repeats, torch_baselines=not args.no_torch, out=args.out)
+                       threads=args.threads, repeats=args.repeats, torch_baselines=not args.no_torch, out=args.out,
+                       bits=args.bits)
     print(result["table"])
     return 0

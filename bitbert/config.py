@@ -23,6 +23,14 @@ EMBEDDINGS = ("word", "position", "token_type")
 ALPHA_INITS = ("optimal", "wide")
 
 
+def levels(bits: int, signed: bool) -> tuple[int, int]:
+    """Integer levels (Qn, Qp) of a b-bit activation quantizer (LSQ); 1-bit signed is ±1 instead
+    (`bitbert.quantizers.ElasticSign`). Here, torch-free, because the packed engine needs them too."""
+    if signed:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
 class ConfigError(ValueError):
     """An invalid quantization setting; the message lists what is valid."""
 

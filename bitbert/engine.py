@@ -12,6 +12,11 @@
   context is an AND-popcount of the map bits with ±1 V; BiPFT residual estimators in float;
 - residual adds, LayerNorm, ReLU/GELU, pooler (binarized when the model's is) + tanh, float head.
 
+Multi-bit activations (BiT's W1A2 / W1A4 students, up to 8 bits) run bit-serially on the same
+popcount arithmetic (`bitbert.kernels.bitserial_gemm`): a linear's input becomes the bit planes of
+its levels clamp(round((x − β)/α), Qn, Qp) − Qn, one AND-popcount GEMM per plane; attention
+(`attention_levels`) AND-popcounts every plane pair of Q and K, then of the map's levels and V.
+
 Where a binarization threshold follows, the float32 operations are PyTorch's own CPU kernels'
 (LayerNorm's Welford moments, softmax's SLEEF exp and 16-lane sum, the vectorised erf of GELU),
 so values land on the same side of a threshold; the only unavoidable difference is the summation
@@ -33,9 +38,10 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .config import QuantConfig
-from .kernels import (PackedWeights, _splat, _vec_ptr, and_gemm, binarize_pack_elastic, binarize_pack_signed, mask64,
-                      pack_bits, pack_heads, pack_heads_transposed, popcount64, unpack_bits, xnor_gemm)
+from .config import QuantConfig, levels
+from .kernels import (PackedWeights, _splat, _vec_ptr, and_gemm, binarize_pack_elastic, binarize_pack_signed,
+                      bitserial_gemm, mask64, pack_bits, round_half_even, pack_heads, pack_heads_transposed, pack_planes, popcount64, quantize_pack_planes,
+                      quantize_levels, row_sums, unpack_bits, xnor_gemm)
 from .packing import PackedModel, read_packed
 
 __all__ = ["load_packed", "PackedEngine", "EngineError"]
@@ -46,6 +52,7 @@ _ELASTIC, _BOOL, _SIGN = 0, 1, 2
 ACTIVATIONS = {"relu": 0, "gelu": 1}
 _RELU, _GELU = 0, 1
 _F32_MIN = np.finfo(np.float32).min
+MAX_ACT_BITS = 8  # bit-serial: a linear costs one GEMM per activation bit, attention bits² popcount passes
 _ROWS_PER_THREAD = 256  # tokens per thread processed together (see PackedEngine._forward)
 
 
@@ -436,15 +443,147 @@ def binary_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: int, he
     code = ATTN_MODES[mode]
     pa, pb = (float(p_quant[0]), float(p_quant[1])) if code == _ELASTIC else (1.0, 0.0)
     key_mask = np.asarray(key_mask, dtype=bool)
-    key_add = np.where(key_mask, np.float32(0.0), _F32_MIN).astype(np.float32)
-    empty = np.zeros((0, 0, 0, 0), np.float32)
+    key_add = np.where(key_mask, np.float32(0.0), _F32_MIN).astype(np.float32)  # the additive mask
     keys = np.ascontiguousarray(pack_heads(k, bk, batch, heads).transpose(0, 1, 3, 2))
     return _attention(pack_heads(q, bq, batch, heads), keys,
                       pack_heads_transposed(v, bv, batch, heads), float(aq) * float(ak), np.float32(scaling),
                       key_add, pack_bits(key_mask), code, np.float32(pa), np.float32(pb), pa * float(av),
-                      empty if score_res is None else np.ascontiguousarray(score_res, np.float32),
-                      empty if value_res is None else np.ascontiguousarray(value_res, np.float32),
+                      _residual_operand(score_res),
+                      _residual_operand(value_res),
                       np.empty((M, hidden), np.float32))
+
+
+@njit(cache=True, parallel=True)
+def _attention_levels(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, key_add, key_keep, mode, p_alpha, p_beta,
+                      p_top, p_planes, pv_coef, score_res, value_res, ctx):
+    """Bit-serial attention on multi-bit Q, K, V (levels o + offset, o given as bit planes); see
+    attention_levels. qp (B, H, b, L, dw), kp (B, H, b, dw, L), vp (B, H, b, Lw, d) uint64;
+    qsum, ksum (B, H, L): Σ_d o. The map's levels (p_planes bit planes, top level p_top) are packed
+    along the keys per row and multiplied with V's planes the same way."""
+    B, H, nb, L, dw = qp.shape
+    Lw, d = vp.shape[3], vp.shape[4]
+    has_sres, has_vres = score_res.shape[0] > 0, value_res.shape[0] > 0
+    const = np.int64(d) * offset * offset
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        row = np.zeros((1, Lw * 64), np.float32)
+        plv = np.zeros(Lw * 64, np.int64)
+        pbits = np.zeros((p_planes, Lw), np.uint64)
+        cnt = np.empty(L, np.int64)
+        acc = np.empty(d, np.int64)
+        for i in range(L):
+            cnt[:] = 0
+            for a in range(nb):
+                for c in range(nb):
+                    shift = np.int64(1) << np.int64(a + c)
+                    for w in range(dw):
+                        qw = qp[b, h, a, i, w]
+                        for j in range(L):
+                            cnt[j] += shift * np.int64(popcount64(qw & kp[b, h, c, w, j]))
+            for j in range(L):  # the exact integer dot q·k, rounded once
+                dot = cnt[j] + offset * (qsum[b, h, i] + ksum[b, h, j]) + const
+                row[0, j] = np.float32(dot * qk_coef)
+            if has_sres:
+                for j in range(L):
+                    row[0, j] = row[0, j] + score_res[b, h, i, j]
+            for j in range(L):
+                row[0, j] = row[0, j] * scaling + key_add[b, j]
+            if mode == _ELASTIC:  # softmax, then the map's levels; masked keys are 0
+                _softmax_inplace(row, L)
+                for j in range(L):
+                    u = (row[0, j] - p_beta) / p_alpha
+                    plv[j] = np.int64(min(max(round_half_even(u), np.float32(0.0)), np.float32(p_top))) * key_keep[b, j]
+            elif mode == _BOOL:
+                for j in range(L):
+                    plv[j] = np.int64(row[0, j] >= 0) * key_keep[b, j]
+            else:  # softmax then sign: every kept key is +1
+                for j in range(L):
+                    plv[j] = np.int64(key_keep[b, j])
+            psum = np.int64(0)
+            for j in range(L):
+                psum += plv[j]
+            for a in range(p_planes):  # branch-free packing of plane a along the keys
+                for w in range(Lw):
+                    word = np.uint64(0)
+                    for jj in range(min(64, L - 64 * w)):
+                        word |= np.uint64((plv[64 * w + jj] >> a) & 1) << np.uint64(jj)
+                    pbits[a, w] = word
+            acc[:] = 0
+            for a in range(p_planes):
+                for c in range(nb):
+                    shift = np.int64(1) << np.int64(a + c)
+                    for w in range(Lw):
+                        pw = pbits[a, w]
+                        for t in range(d):
+                            acc[t] += shift * np.int64(popcount64(pw & vp[b, h, c, w, t]))
+            for t in range(d):
+                ctx[b * L + i, h * d + t] = np.float32((acc[t] + offset * psum) * pv_coef)
+            if has_vres:
+                for t in range(d):
+                    extra = np.float32(0.0)
+                    for j in range(L):
+                        extra += np.float32(plv[j]) * value_res[b, h, j, t]
+                    ctx[b * L + i, h * d + t] = ctx[b * L + i, h * d + t] + extra * p_alpha
+    return ctx
+
+
+def _head_levels(x: np.ndarray, quant: "_InputQuant", batch: int, heads: int) -> np.ndarray:
+    """A Q/K/V projection (B*L, heads*d) as offset levels per head, (B, heads, L, d) uint8."""
+    lv = quantize_levels(x, quant.beta, quant.alpha, *quant.levels)
+    L, d = x.shape[0] // batch, x.shape[1] // heads
+    return np.ascontiguousarray(lv.reshape(batch, L, heads, d).transpose(0, 2, 1, 3))
+
+
+def attention_levels(q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: int, heads: int, *,
+                     qkv_quant: Sequence["_InputQuant"], scaling: float, key_mask: np.ndarray, mode: str,
+                     p_quant: "_InputQuant | None" = None, score_res: np.ndarray | None = None,
+                     value_res: np.ndarray | None = None) -> np.ndarray:
+    """Self-attention on multi-bit Q, K, V (BiT's 1-1-2, 1-1-4); returns the context (B*L, heads*d).
+
+    Each of Q, K, V becomes levels o + Qn (`quantize_levels`, the same Qn for all three: one bit
+    width) and the scores α_q α_k Σ (o_q + Qn)(o_k + Qn) come from AND-popcounts of their bit planes
+    plus the plane sums; the map (softmax then ``p_quant``'s levels, BiT; bool or softmax-sign as the
+    1-bit path) is multiplied with V's planes the same way. Masked keys get level 0.
+    """
+    qq, kq, vq = qkv_quant
+    offset = qq.levels[0]
+    if kq.levels != qq.levels or vq.levels != qq.levels:
+        raise EngineError("attention_levels needs Q, K and V quantized to the same levels")
+    planes = (qq.levels[1] - qq.levels[0]).bit_length()
+    M, hidden = q.shape
+    code = ATTN_MODES[mode]
+    if code == _ELASTIC:
+        if p_quant is None:
+            raise EngineError("softmax_elastic attention needs the map's quantizer")
+        pa, pb, p_top = float(p_quant.alpha), float(p_quant.beta.reshape(-1)[0]), p_quant.levels[1]
+    else:
+        pa, pb, p_top = 1.0, 0.0, 1
+    ql, kl, vl = (_head_levels(t, quant, batch, heads) for t, quant in ((q, qq), (k, kq), (v, vq)))
+    qp = _head_planes(ql, planes)
+    kp = np.ascontiguousarray(_head_planes(kl, planes).transpose(0, 1, 2, 4, 3))  # word-major: keys contiguous
+    vp = np.ascontiguousarray(_head_planes(vl.transpose(0, 1, 3, 2), planes).transpose(0, 1, 2, 4, 3))
+    key_mask = np.asarray(key_mask, dtype=bool)
+    key_add = np.where(key_mask, np.float32(0.0), _F32_MIN).astype(np.float32)  # the additive mask
+    return _attention_levels(qp, ql.sum(-1, dtype=np.int64), kp, kl.sum(-1, dtype=np.int64), vp, np.int64(offset),
+                             float(qq.alpha) * float(kq.alpha), np.float32(scaling), key_add, key_mask, code,
+                             np.float32(pa), np.float32(pb), p_top, max(1, p_top.bit_length()), pa * float(vq.alpha),
+                             _residual_operand(score_res),
+                             _residual_operand(value_res),
+                             np.empty((M, hidden), np.float32))
+
+
+def _head_planes(levels: np.ndarray, planes: int) -> np.ndarray:
+    """(B, H, L, K) levels -> (B, H, b, L, ceil(K/64)) bit planes packed along the last axis."""
+    return np.ascontiguousarray(pack_planes(levels, planes).transpose(1, 2, 0, 3, 4))
+
+
+def _residual_operand(res: np.ndarray | None) -> np.ndarray:
+    """BiPFT's score / value residual for the attention kernels, or an empty array (none)."""
+    return np.zeros((0, 0, 0, 0), np.float32) if res is None else np.ascontiguousarray(res, np.float32)
+
+
+def _scalar(beta: np.ndarray) -> float:
+    return float(beta.reshape(-1)[0]) if beta.size else 0.0
 
 
 # ----------------------------------------------------------------------------- model pieces
@@ -452,29 +591,39 @@ def binary_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: int, he
 
 @dataclass
 class _InputQuant:
-    """A linear layer's 1-bit input binarizer: signed (bit = x − β ≥ 0, value α·±1; plain sign is
-    α = 1, β = 0) or BiT's unsigned elastic (bit = (x − β)/α > 0.5, value α)."""
+    """An activation quantizer: 1-bit signed (bit = x − β ≥ 0, value α·±1; plain sign is α = 1,
+    β = 0), 1-bit unsigned elastic (bit = (x − β)/α > 0.5, value α), or multi-bit with integer
+    ``levels`` (Qn, Qp) (value α · clamp(round((x − β)/α), Qn, Qp)). β: per channel or a scalar."""
 
     alpha: float
     beta: np.ndarray
     signed: bool
+    bits: int = 1
+    levels: tuple[int, int] = (0, 1)
 
     def pack(self, x: np.ndarray) -> np.ndarray:
+        """Packed 1-bit rows (M, Kw), or for multi-bit the bit planes (bits, M, Kw) of the offset levels."""
+        if self.bits > 1:
+            return quantize_pack_planes(x, self.beta, self.alpha, *self.levels, self.bits)
         if self.signed:
             return binarize_pack_signed(x, self.beta)
         return binarize_pack_elastic(x, self.beta, self.alpha)
 
 
 class _BinaryLinear:
-    """y = (α · s) · dot(bits(x), ±1 W) + b with the integer dot from the popcount GEMMs."""
+    """y = (α · s) · dot(Q(x), ±1 W) + b with the integer dot from the popcount GEMMs (bit-serial,
+    one AND-popcount GEMM per bit plane, for multi-bit inputs)."""
 
-    def __init__(self, weights: PackedWeights, scale: np.ndarray, bias: np.ndarray, quant: _InputQuant) -> None:
-        self.weights, self.quant = weights, quant
+    def __init__(self, weights: PackedWeights, scale: np.ndarray, bias: np.ndarray, quant: _InputQuant,
+                 row_sum: np.ndarray) -> None:
+        self.weights, self.quant, self.row_sum = weights, quant, row_sum
         self.coef = np.ascontiguousarray(np.float64(quant.alpha) * scale.astype(np.float64) * np.ones(weights.n))
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
 
     def dot(self, x: np.ndarray) -> np.ndarray:
         bits = self.quant.pack(x)
+        if self.quant.bits > 1:
+            return bitserial_gemm(bits, self.weights, self.quant.levels[0], self.row_sum)
         gemm = xnor_gemm if self.quant.signed else and_gemm
         return gemm(bits, self.weights, self.weights.k)
 
@@ -523,8 +672,8 @@ class _Layer:
     out: _BinaryLinear
     ffn_in: _BinaryLinear
     ffn_out: _BinaryLinear
-    qkv_quant: tuple[tuple[float, float], ...]
-    p_quant: tuple[float, float]
+    qkv_quant: tuple[_InputQuant, ...]
+    p_quant: _InputQuant | None
     ln_attn: tuple[np.ndarray, np.ndarray]
     ln_ffn: tuple[np.ndarray, np.ndarray]
     residual: _Residual | None
@@ -533,9 +682,16 @@ class _Layer:
         sres = vres = None
         if self.residual is not None:
             sres, vres = self.residual.terms(x, batch)
-        ctx = binary_attention(self.q(x), self.k(x), self.v(x), batch, engine.heads, qkv_quant=self.qkv_quant,
-                               scaling=engine.scaling, key_mask=key_mask, mode=engine.attention_mode,
-                               p_quant=self.p_quant, score_res=sres, value_res=vres)
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        common = dict(scaling=engine.scaling, key_mask=key_mask, mode=engine.attention_mode, score_res=sres,
+                      value_res=vres)
+        if self.qkv_quant[0].bits > 1:
+            ctx = attention_levels(q, k, v, batch, engine.heads, qkv_quant=self.qkv_quant, p_quant=self.p_quant,
+                                   **common)
+        else:
+            p_quant = (1.0, 0.0) if self.p_quant is None else (self.p_quant.alpha, _scalar(self.p_quant.beta))
+            ctx = binary_attention(q, k, v, batch, engine.heads, p_quant=p_quant,
+                                   qkv_quant=tuple((t.alpha, _scalar(t.beta)) for t in self.qkv_quant), **common)
         x = self._dense_add_norm(self.out, ctx, x, self.ln_attn, engine.eps)
         hidden = self.ffn_in(x, engine.activation)
         return self._dense_add_norm(self.ffn_out, hidden, x, self.ln_ffn, engine.eps)
@@ -552,7 +708,8 @@ class _Layer:
 
 
 class PackedEngine:
-    """A packed 1-bit BERT/RoBERTa sequence classifier on the CPU (see the module docstring).
+    """A packed 1-bit-weight BERT/RoBERTa sequence classifier on the CPU, 1- to 8-bit activations
+    (see the module docstring).
 
     Use :func:`load_packed`. ``logits`` takes token ids; ``predict`` takes text (needs the
     tokenizer embedded at export). ``threads`` (default: all numba threads) applies to every call.
@@ -700,11 +857,11 @@ def _check_threads(threads: int | None) -> int:
 
 
 def _check_supported(packed: PackedModel, quant: QuantConfig) -> None:
-    if quant.weight_bits != 1 or quant.act_bits != 1:
-        raise EngineError(f"the packed engine runs 1-bit weights and activations; use PyTorch for bits {quant.bits} "
-                          f"({packed.path})")
+    if quant.weight_bits != 1 or not 1 <= quant.act_bits <= MAX_ACT_BITS:
+        raise EngineError(f"the packed engine runs 1-bit weights and 1- to {MAX_ACT_BITS}-bit activations; use "
+                          f"PyTorch for bits {quant.bits} ({packed.path})")
     if not quant.binarize_qkv or quant.attention_probs not in ATTN_MODES:
-        raise EngineError("the packed engine runs 1-bit weights and activations; use PyTorch for attention with "
+        raise EngineError("the packed engine runs quantized attention; use PyTorch for attention with "
                           f"binarize_qkv={quant.binarize_qkv}, attention_probs={quant.attention_probs!r}")
     act = packed.config.get("hidden_act", "gelu")
     if act not in ACTIVATIONS:
@@ -727,26 +884,31 @@ class _Builder:
         """A float32 copy (a 0-d tensor, e.g. a scalar alpha, comes back with shape (1,))."""
         return np.ascontiguousarray(self.p.get(name), dtype=np.float32)
 
-    def quantizer(self, name: str) -> tuple[float, np.ndarray, bool]:
-        """(alpha, beta, signed) of a 1-bit binarizer; plain sign is alpha 1 and an empty beta (0)."""
+    def quantizer(self, name: str, channels: int = 1) -> _InputQuant:
+        """The activation quantizer ``name``, its β broadcast to ``channels`` (plain sign: α 1, β 0)."""
         info = self.p.quantizers.get(name)
-        if info is None or info["bits"] != 1:
-            raise EngineError(f"{name}: the packed engine runs 1-bit weights and activations; use PyTorch for "
+        if info is None or not 1 <= int(info["bits"]) <= MAX_ACT_BITS:
+            raise EngineError(f"{name}: the packed engine runs 1- to {MAX_ACT_BITS}-bit activations; use PyTorch for "
                               f"{'a full-precision input' if info is None else str(info['bits']) + '-bit activations'}")
+        bits, signed = int(info["bits"]), bool(info["signed"])
         if info["kind"] == "sign":
-            return 1.0, np.zeros(0, np.float32), True
-        return float(self.f32(f"{name}.alpha")[0]), self.f32(f"{name}.beta"), bool(info["signed"])
+            alpha, beta = 1.0, np.zeros(1, np.float32)
+        else:
+            alpha, beta = float(self.f32(f"{name}.alpha")[0]), self.f32(f"{name}.beta")
+        beta = np.ascontiguousarray(np.broadcast_to(beta, (channels,)) if channels > 1 else beta.reshape(-1)[:1],
+                                    np.float32)
+        return _InputQuant(alpha, beta, signed, bits, levels(bits, signed))
 
     def binary_linear(self, name: str) -> _BinaryLinear:
         if name not in self.p.binary:
-            raise EngineError(f"{name}: the packed engine runs 1-bit weights and activations; use PyTorch for a "
+            raise EngineError(f"{name}: the packed engine runs 1-bit weights; use PyTorch for a "
                               "full-precision (32-bit) weight")
         cols = int(self.p.binary[name]["cols"])
-        alpha, beta, signed = self.quantizer(f"{name}.act_quant")
-        beta = np.ascontiguousarray(np.broadcast_to(beta if beta.size else np.float32(0.0), (cols,)), np.float32)
-        weights = PackedWeights(self.tensor(f"{name}.weight_bits"), cols)
+        rows = self.tensor(f"{name}.weight_bits")
+        weights = PackedWeights(rows, cols)
         bias = self.f32(f"{name}.bias") if f"{name}.bias" in self.p.tensors else np.zeros(weights.n, np.float32)
-        return _BinaryLinear(weights, self.f32(f"{name}.weight_scale"), bias, _InputQuant(alpha, beta, signed))
+        return _BinaryLinear(weights, self.f32(f"{name}.weight_scale"), bias,
+                             self.quantizer(f"{name}.act_quant", cols), row_sums(rows, cols))
 
     def any_linear(self, name: str):
         if name in self.p.binary:
@@ -764,10 +926,6 @@ class _Builder:
 
     def layernorm(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         return self.f32(f"{name}.weight"), self.f32(f"{name}.bias")
-
-    def attention_quant(self, name: str) -> tuple[float, float]:
-        alpha, beta, _ = self.quantizer(name)
-        return alpha, float(beta[0]) if beta.size else 0.0
 
     def build(self, engine: PackedEngine) -> None:
         p = self.prefix
@@ -799,8 +957,8 @@ class _Builder:
             q=self.binary_linear(f"{sa}.query"), k=self.binary_linear(f"{sa}.key"), v=self.binary_linear(f"{sa}.value"),
             out=self.binary_linear(f"{name}.attention.output.dense"),
             ffn_in=self.binary_linear(f"{name}.intermediate.dense"), ffn_out=self.binary_linear(f"{name}.output.dense"),
-            qkv_quant=tuple(self.attention_quant(f"{att}.{n}_quant") for n in "qkv"),
-            p_quant=self.attention_quant(f"{att}.p_quant") if mode == "softmax_elastic" else (1.0, 0.0),
+            qkv_quant=tuple(self.quantizer(f"{att}.{n}_quant") for n in "qkv"),
+            p_quant=self.quantizer(f"{att}.p_quant") if mode == "softmax_elastic" else None,
             ln_attn=self.layernorm(f"{name}.attention.output.LayerNorm"),
             ln_ffn=self.layernorm(f"{name}.output.LayerNorm"),
             residual=residual)
@@ -821,6 +979,6 @@ def load_packed(path: str | Path, threads: int | None = None) -> PackedEngine:
 
     Raises FileNotFoundError for a missing file, :class:`bitbert.packing.PackedFormatError` for a
     corrupted / truncated file or an unknown format version, and :class:`EngineError` for a model
-    the packed engine does not run (activation bits > 1, 32-bit weights, ...).
+    the packed engine does not run (full-precision activations or weights, ...).
     """
     return PackedEngine(read_packed(path), threads)

@@ -11,6 +11,11 @@ Arithmetic:
     {0,1} · ±1 dot product (a01, w):       2 * popcount(a AND w) - popcount(a)
 Zero padding makes both exact without masking the last word.
 
+Multi-bit activations (BiT's 1-1-2, 1-1-4) run bit-serially on the same kernels: a b-bit level
+q = o + Qn (o ∈ [0, 2^b − 1], Qn the lowest level) is split into b bit planes o = Σ_p 2^p o_p, and
+    q · w = Σ_p 2^p (o_p · w) + Qn · Σ_k w_k
+i.e. b {0,1} x ±1 AND-popcount GEMMs, shifted and summed, plus a per-row constant (`bitserial_gemm`).
+
 The GEMMs use a BLIS-style schedule: for each panel of NB = 8 * _NV weight rows, the panel is
 re-laid out word-major (Kw, NB) so that one SIMD load covers 8 output columns; a register tile of
 _MR activation rows x NB columns is then accumulated with broadcast(a) XOR/AND panel + popcount.
@@ -46,6 +51,12 @@ __all__ = [
     "pack_heads_transposed",
     "mask64",
     "and_gemm",
+    "quantize_levels",
+    "pack_planes",
+    "quantize_pack_planes",
+    "round_half_even",
+    "row_sums",
+    "bitserial_gemm",
     "popcount64",
     "set_num_threads",
 ]
@@ -491,6 +502,83 @@ def and_gemm(a01: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.nda
     Same shapes and threading as xnor_gemm; a01 bits are {0,1} values, w bits are ±1 signs.
     """
     return _gemm(a01, w, K, out, True)
+
+
+@njit(cache=True)
+def round_half_even(u):
+    """torch.round of a float32: to the nearest integer, ties to even (u − floor(u) is exact)."""
+    f = np.floor(u)
+    r = u - f
+    if r > 0.5 or (r == 0.5 and f % 2 != 0):
+        f += 1
+    return f
+
+
+@njit(cache=True, parallel=True)
+def _quantize_pack_planes(x, beta, alpha, qn, qp, out):
+    """out[p, m, w] bit jj = bit p of clamp(round((x[m, 64w + jj] − β) / α), qn, qp) − qn."""
+    planes, M, Kw = out.shape
+    K = x.shape[1]
+    lo, hi = np.float32(qn), np.float32(qp)
+    for m in prange(M):
+        lv = np.empty(Kw * 64, np.uint64)
+        lv[K:] = 0
+        for k in range(K):  # branch-free half-to-even rounding, so the loop vectorises
+            u = (x[m, k] - beta[k]) / alpha
+            f = np.floor(u)
+            r = u - f
+            odd = np.float32(f - 2 * np.floor(f * np.float32(0.5)))
+            f = f + np.float32((r > 0.5) | ((r == 0.5) & (odd != 0)))
+            lv[k] = np.uint64(min(max(f, lo), hi) - lo)
+        for p in range(planes):
+            for w in range(Kw):
+                word = np.uint64(0)
+                for jj in range(64):
+                    word |= ((lv[64 * w + jj] >> np.uint64(p)) & np.uint64(1)) << np.uint64(jj)
+                out[p, m, w] = word
+    return out
+
+
+def quantize_pack_planes(x: np.ndarray, beta: np.ndarray, alpha: float, qn: int, qp: int, planes: int) -> np.ndarray:
+    """Fused `quantize_levels` + `pack_planes` of x (M, K) float32 with per-channel β (K,):
+    -> (planes, M, ceil(K/64)) uint64, in one pass without the levels array."""
+    x, beta = _check_rows(x, beta)
+    out = np.empty((planes, x.shape[0], _words(x.shape[1])), np.uint64)
+    return _quantize_pack_planes(x, beta, np.float32(alpha), qn, qp, out)
+
+
+def quantize_levels(x: np.ndarray, beta: np.ndarray | float, alpha: float, qn: int, qp: int) -> np.ndarray:
+    """The integer levels of `bitbert.quantizers.ElasticQuant`, offset to start at 0:
+    clamp(round((x − β) / α), qn, qp) − qn as uint8, in the float32 operations PyTorch uses (round
+    half to even, as torch.round). β broadcasts over the last axis (per channel) or is a scalar."""
+    if not 0 < qp - qn < 256:
+        raise ValueError(f"levels {qn}..{qp} do not fit 8 bits")
+    u = (np.asarray(x, np.float32) - np.asarray(beta, np.float32)) / np.float32(alpha)
+    return (np.clip(np.rint(u), qn, qp) - qn).astype(np.uint8)
+
+
+def pack_planes(levels: np.ndarray, planes: int) -> np.ndarray:
+    """(..., K) unsigned levels -> (planes, ..., ceil(K/64)) uint64: plane p packs bit p of each level."""
+    levels = np.asarray(levels, np.uint8)
+    return np.stack([pack_bits((levels >> np.uint8(p)) & np.uint8(1)) for p in range(planes)])
+
+
+def row_sums(w: np.ndarray, K: int) -> np.ndarray:
+    """Σ_k w[n, k] of packed ±1 rows (N, ceil(K/64)) as int32: 2 · popcount(row) − K."""
+    return (2 * unpack_bits(w, K).sum(axis=1, dtype=np.int64) - K).astype(np.int32)
+
+
+def bitserial_gemm(planes: np.ndarray, w: PackedWeights, offset: int, wsum: np.ndarray) -> np.ndarray:
+    """Multi-bit x ±1 GEMM: out[m, n] = Σ_k (o[m, k] + offset) w[n, k], with o given as its bit
+    planes (b, M, ceil(K/64)) (`pack_planes`) and wsum = `row_sums` of w: Σ_p 2^p and_gemm(plane_p, w)
+    + offset · wsum. Exact in int32 for b ≤ 8 and K < 2^22."""
+    out = and_gemm(planes[0], w, w.k)
+    part = np.empty_like(out)
+    for p in range(1, planes.shape[0]):
+        out += and_gemm(planes[p], w, w.k, part) << p
+    if offset:
+        out += np.int32(offset) * wsum
+    return out
 
 
 def pack_heads(x: np.ndarray, beta: float, batch: int, heads: int) -> np.ndarray:

@@ -174,7 +174,7 @@ def export(model, path: str | Path, tokenizer: Any = None, float_dtype: str = "f
     embedded so :func:`bitbert.load_packed` can ``predict`` on text. ``float_dtype``: ``float32``
     (default, exact) or ``float16`` for the non-binary tensors (see the module docstring). Any
     quantization can be exported (1-bit weights are always packed); the packed engine itself runs
-    only 1-bit weights and activations. The write is atomic.
+    1-bit weights with 1- to 8-bit activations. The write is atomic.
     """
     from .convert import quant_config_of
     from .io import atomic_write

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.autograd import Function
 
+from .config import levels
+
 
 def sgn(x: torch.Tensor) -> torch.Tensor:
     """±1 sign with sgn(0) = +1."""
@@ -135,13 +137,6 @@ class ElasticQuant(Function):
         d_alpha = m * (q - u) + below * qn + above * qp
         gm = g * m
         return gm, _sum_to(g * d_alpha, alpha), -_sum_to(gm, beta), None, None
-
-
-def levels(bits: int, signed: bool) -> tuple[int, int]:
-    """Integer levels (Qn, Qp) of a b-bit quantizer; 1-bit signed is handled by ElasticSign."""
-    if signed:
-        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return 0, 2**bits - 1
 
 
 class ActQuantizer(nn.Module):

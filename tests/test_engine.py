@@ -45,12 +45,32 @@ def tiny_roberta():
     return binary_model("bit", cls=RobertaForSequenceClassification, config=config)
 
 
+def pow2_qk_scales(model):
+    """Round the Q and K scales α to powers of two. Multi-bit Q·K dots are integers, so scores are
+    often exactly 0, and BiBERT's bool map thresholds at 0: PyTorch's float GEMM gets those ties
+    right only when α_q α_k · level products are exact, which powers of two make them (the engine's
+    integer dot is always exact)."""
+    with torch.no_grad():
+        for m in model.modules():
+            att = getattr(m, "bitbert", None)
+            if att is not None:
+                for quant in (att.q_quant, att.k_quant):
+                    quant.alpha.copy_(2.0 ** torch.round(torch.log2(quant.alpha)))
+    return model
+
+
 MODELS = {
     "bit": lambda: binary_model("bit"),
     "bibert": lambda: binary_model("bibert"),
     "baseline": lambda: binary_model("baseline"),
     "bipft-rank1": lambda: binary_model("bit", residual_rank=1),
     "roberta-bit": tiny_roberta,
+    # multi-bit activations, bit-serial (BiT's W1A2 / W1A4 students)
+    "bit-1-1-2": lambda: binary_model("bit", "1-1-2"),
+    "bit-1-1-4": lambda: binary_model("bit", "1-1-4"),
+    "bibert-1-1-2": lambda: pow2_qk_scales(binary_model("bibert", "1-1-2")),
+    "baseline-1-1-2": lambda: binary_model("baseline", "1-1-2"),
+    "bipft-rank1-1-1-2": lambda: binary_model("bit", "1-1-2", residual_rank=1),
 }
 
 
@@ -105,13 +125,9 @@ def test_input_validation(tmp_path):
         engine.predict(["hello"])
 
 
-@pytest.mark.parametrize("preset,bits,match", [
-    ("bit", "1-1-2", "use PyTorch for bits 1-1-2"),
-    ("bibert", "1-1-4", "use PyTorch for bits 1-1-4"),
-])
-def test_engine_refuses_multibit_activations(tmp_path, preset, bits, match):
-    path = bitbert.export(binary_model(preset, bits), tmp_path / "m.bitbert")
-    with pytest.raises(EngineError, match=f"1-bit weights and activations; {match}"):
+def test_engine_refuses_full_precision_activations(tmp_path):
+    path = bitbert.export(binary_model("bit", "1-1-32"), tmp_path / "m.bitbert")
+    with pytest.raises(EngineError, match="1- to 8-bit activations; use PyTorch for bits 1-1-32"):
         bitbert.load_packed(path)
 
 

@@ -205,3 +205,47 @@ def test_avx2_fallback_is_correct(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", AVX2_CHECK], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("bits,signed", [(2, True), (2, False), (4, True), (4, False), (8, True)])
+def test_quantize_levels_match_elastic_quant(bits, signed):
+    """The engine's levels are ElasticQuant's forward (the PyTorch quantizer itself), ties included."""
+    import torch
+
+    from bitbert.config import levels
+    from bitbert.quantizers import ElasticQuant
+
+    qn, qp = levels(bits, signed)
+    rng = np.random.default_rng(bits)
+    alpha = np.float32(0.3)
+    beta = (rng.standard_normal(70) * 0.1).astype(np.float32)
+    x = (rng.standard_normal((50, 70)) * 2).astype(np.float32)
+    x[:, ::7] = beta[::7] + np.float32(1.5) * alpha  # halfway between two levels: half to even
+    assert ((x - beta) / alpha == 1.5).any()
+    ref = ElasticQuant.apply(torch.from_numpy(x), torch.tensor(alpha), torch.from_numpy(beta), qn, qp) / alpha
+    got = kernels.quantize_levels(x, beta, alpha, qn, qp)
+    assert got.dtype == np.uint8 and got.max() <= qp - qn
+    np.testing.assert_array_equal(got.astype(np.int64) + qn, torch.round(ref).numpy().astype(np.int64))
+    # the fused kernel of the engine's linears: the same levels, packed plane by plane
+    planes = kernels.quantize_pack_planes(x, beta, alpha, qn, qp, bits)
+    np.testing.assert_array_equal(planes, kernels.pack_planes(got, bits))
+    with pytest.raises(ValueError, match="8 bits"):
+        kernels.quantize_levels(x, beta, alpha, 0, 256)
+
+
+@pytest.mark.parametrize("threads", THREADS, indirect=True)
+@pytest.mark.parametrize("bits,offset", [(2, -2), (2, 0), (4, -8), (3, 0)])
+@pytest.mark.parametrize("M,N,K", [(3, 5, 63), (13, 33, 200), (37, 70, 777)])
+def test_bitserial_gemm_matches_integer_matmul(M, N, K, bits, offset, threads):
+    rng = np.random.default_rng(M + N + K + bits)
+    lv = rng.integers(0, 2**bits, size=(M, K), dtype=np.uint8)
+    W = random_bits(rng, N, K)
+    planes = kernels.pack_planes(lv, bits)
+    assert planes.shape == (bits, M, (K + 63) // 64)
+    np.testing.assert_array_equal(unpack_bits(planes[1], K), (lv >> 1) & 1)
+    wsum = kernels.row_sums(pack_bits(W), K)
+    np.testing.assert_array_equal(wsum, (2 * W.astype(np.int64) - 1).sum(1))
+    got = kernels.bitserial_gemm(planes, prepack(pack_bits(W), K), offset, wsum)
+    expected = (lv.astype(np.int64) + offset) @ (2 * W.astype(np.int64) - 1).T
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, expected)
