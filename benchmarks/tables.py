@@ -304,13 +304,16 @@ def speed_table() -> str:
     return "\n".join(rows).rstrip()
 
 
+BENCH_FILES = ("bench_cpu.json", "bench_cpu_w1a2.json")  # 1-1-1, then the bit-serial 1-1-2 engine
+
+
 def bench_table() -> str:
-    rec = _load("bench_cpu.json")
-    if not rec:
-        return "_no CPU benchmark yet_"
-    if "table" in rec:
-        return rec["table"]
-    return "```\n" + json.dumps(rec, indent=1)[:3000] + "\n```"
+    tables = []
+    for name in BENCH_FILES:
+        rec = _load(name)
+        if rec:
+            tables.append(rec["table"] if "table" in rec else "```\n" + json.dumps(rec, indent=1)[:3000] + "\n```")
+    return "\n\n".join(tables) or "_no CPU benchmark yet_"
 
 
 def bipft_table() -> str:
