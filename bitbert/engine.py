@@ -40,8 +40,8 @@ from numba.extending import intrinsic
 
 from .config import QuantConfig, levels
 from .kernels import (PackedWeights, _splat, _vec_ptr, and_gemm, binarize_pack_elastic, binarize_pack_signed,
-                      bitserial_gemm, mask64, pack_bits, round_half_even, pack_heads, pack_heads_transposed, pack_planes, popcount64, quantize_pack_planes,
-                      quantize_levels, row_sums, unpack_bits, xnor_gemm)
+                      bitserial_gemm, mask64, pack_bits, pack_heads, pack_heads_transposed, plane_mask64,
+                      popcount64, quantize_pack_heads, quantize_pack_planes, row_sums, unpack_bits, xnor_gemm)
 from .packing import PackedModel, read_packed
 
 __all__ = ["load_packed", "PackedEngine", "EngineError"]
@@ -467,7 +467,7 @@ def _attention_levels(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, key_add,
     for bh in prange(B * H):
         b, h = bh // H, bh % H
         row = np.zeros((1, Lw * 64), np.float32)
-        plv = np.zeros(Lw * 64, np.int64)
+        plv = np.zeros(Lw * 64, np.uint8)  # the map row's levels; entries past L stay 0 (padding)
         pbits = np.zeros((p_planes, Lw), np.uint64)
         cnt = np.empty(L, np.int64)
         acc = np.empty(d, np.int64)
@@ -492,22 +492,19 @@ def _attention_levels(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, key_add,
                 _softmax_inplace(row, L)
                 for j in range(L):
                     u = (row[0, j] - p_beta) / p_alpha
-                    plv[j] = np.int64(min(max(round_half_even(u), np.float32(0.0)), np.float32(p_top))) * key_keep[b, j]
+                    plv[j] = np.int32(min(max(np.rint(u), np.float32(0.0)), np.float32(p_top))) * key_keep[b, j]
             elif mode == _BOOL:
                 for j in range(L):
-                    plv[j] = np.int64(row[0, j] >= 0) * key_keep[b, j]
+                    plv[j] = np.int32(row[0, j] >= 0) * key_keep[b, j]
             else:  # softmax then sign: every kept key is +1
                 for j in range(L):
-                    plv[j] = np.int64(key_keep[b, j])
+                    plv[j] = np.int32(key_keep[b, j])
             psum = np.int64(0)
             for j in range(L):
-                psum += plv[j]
-            for a in range(p_planes):  # branch-free packing of plane a along the keys
+                psum += np.int64(plv[j])
+            for a in range(p_planes):  # plane a packed along the keys
                 for w in range(Lw):
-                    word = np.uint64(0)
-                    for jj in range(min(64, L - 64 * w)):
-                        word |= np.uint64((plv[64 * w + jj] >> a) & 1) << np.uint64(jj)
-                    pbits[a, w] = word
+                    pbits[a, w] = plane_mask64(plv, 64 * w, a)
             acc[:] = 0
             for a in range(p_planes):
                 for c in range(nb):
@@ -525,13 +522,6 @@ def _attention_levels(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, key_add,
                         extra += np.float32(plv[j]) * value_res[b, h, j, t]
                     ctx[b * L + i, h * d + t] = ctx[b * L + i, h * d + t] + extra * p_alpha
     return ctx
-
-
-def _head_levels(x: np.ndarray, quant: "_InputQuant", batch: int, heads: int) -> np.ndarray:
-    """A Q/K/V projection (B*L, heads*d) as offset levels per head, (B, heads, L, d) uint8."""
-    lv = quantize_levels(x, quant.beta, quant.alpha, *quant.levels)
-    L, d = x.shape[0] // batch, x.shape[1] // heads
-    return np.ascontiguousarray(lv.reshape(batch, L, heads, d).transpose(0, 2, 1, 3))
 
 
 def attention_levels(q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: int, heads: int, *,
@@ -558,23 +548,18 @@ def attention_levels(q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: int, he
         pa, pb, p_top = float(p_quant.alpha), float(p_quant.beta.reshape(-1)[0]), p_quant.levels[1]
     else:
         pa, pb, p_top = 1.0, 0.0, 1
-    ql, kl, vl = (_head_levels(t, quant, batch, heads) for t, quant in ((q, qq), (k, kq), (v, vq)))
-    qp = _head_planes(ql, planes)
-    kp = np.ascontiguousarray(_head_planes(kl, planes).transpose(0, 1, 2, 4, 3))  # word-major: keys contiguous
-    vp = np.ascontiguousarray(_head_planes(vl.transpose(0, 1, 3, 2), planes).transpose(0, 1, 2, 4, 3))
+    (qp, qsum), (kp, ksum), (vp, _) = (
+        quantize_pack_heads(t, quant.beta, quant.alpha, *quant.levels, planes, batch, heads, along_tokens=t is v)
+        for t, quant in ((q, qq), (k, kq), (v, vq)))
+    kp = np.ascontiguousarray(kp.transpose(0, 1, 2, 4, 3))  # word-major: the score loop's keys contiguous
     key_mask = np.asarray(key_mask, dtype=bool)
     key_add = np.where(key_mask, np.float32(0.0), _F32_MIN).astype(np.float32)  # the additive mask
-    return _attention_levels(qp, ql.sum(-1, dtype=np.int64), kp, kl.sum(-1, dtype=np.int64), vp, np.int64(offset),
+    return _attention_levels(qp, qsum, kp, ksum, vp, np.int64(offset),
                              float(qq.alpha) * float(kq.alpha), np.float32(scaling), key_add, key_mask, code,
                              np.float32(pa), np.float32(pb), p_top, max(1, p_top.bit_length()), pa * float(vq.alpha),
                              _residual_operand(score_res),
                              _residual_operand(value_res),
                              np.empty((M, hidden), np.float32))
-
-
-def _head_planes(levels: np.ndarray, planes: int) -> np.ndarray:
-    """(B, H, L, K) levels -> (B, H, b, L, ceil(K/64)) bit planes packed along the last axis."""
-    return np.ascontiguousarray(pack_planes(levels, planes).transpose(1, 2, 0, 3, 4))
 
 
 def _residual_operand(res: np.ndarray | None) -> np.ndarray:

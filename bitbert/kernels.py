@@ -54,10 +54,11 @@ __all__ = [
     "quantize_levels",
     "pack_planes",
     "quantize_pack_planes",
-    "round_half_even",
     "row_sums",
     "bitserial_gemm",
     "popcount64",
+    "plane_mask64",
+    "quantize_pack_heads",
     "set_num_threads",
 ]
 
@@ -134,6 +135,26 @@ def mask64(typingctx, x, row, k0, beta, alpha, thr, divide):
             bits = builder.fcmp_ordered(">", builder.fdiv(u, _splat(builder, alpha_f, 64)), _splat(builder, thr_v, 64))
         else:
             bits = builder.fcmp_ordered(">=", u, _splat(builder, thr_v, 64))
+        return builder.bitcast(bits, ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def plane_mask64(typingctx, lv, k0, p):
+    """(numba intrinsic) uint64 whose bit b is bit p of the level lv[k0 + b], b < 64 (lv 1-D uint8 C;
+    the caller keeps k0 + 64 <= len(lv)). One <64 x i8> load, shift and truncate to <64 x i1>: the
+    mask64 of a bit plane, so packing a plane costs a few vector instructions, not 64 shifts."""
+    sig = types.uint64(lv, k0, p)
+
+    def codegen(context, builder, sig, args):
+        lv_v, k0_v, p_v = args
+        la = context.make_array(sig.args[0])(context, builder, lv_v)
+        k0_v = context.cast(builder, k0_v, sig.args[1], types.intp)
+        p_v = builder.trunc(context.cast(builder, p_v, sig.args[2], types.int64), ir.IntType(8))
+        i8x64 = ir.VectorType(ir.IntType(8), 64)
+        levels = builder.load(_vec_ptr(builder, la.data, k0_v, i8x64), align=1)
+        bits = builder.trunc(builder.lshr(levels, _splat(builder, p_v, 64)), ir.VectorType(ir.IntType(1), 64))
         return builder.bitcast(bits, ir.IntType(64))
 
     return sig, codegen
@@ -320,6 +341,46 @@ def _relayout(w, panels):
 
 # ----------------------------------------------------------------------------- attention operands
 
+@njit(inline="always")
+def _level(x, beta, alpha, lo, hi):
+    """clamp(rint((x − β) / α), lo, hi) − lo: rint is round half to even (as torch.round)."""
+    return np.int32(min(max(np.rint((x - beta) / alpha), lo), hi) - lo)
+
+
+@njit(cache=True, parallel=True)
+def _quantize_pack_heads(x, beta, alpha, lo, hi, heads, along_tokens, out, sums):
+    """Each head's levels of x (B*L, H*d) as bit planes: out (B, H, b, L, dw) packed along d, or with
+    along_tokens (B, H, b, Lw, d) packed along the tokens; sums (B, H, L) = Σ_d levels."""
+    B, H, planes = out.shape[0], out.shape[1], out.shape[2]
+    L, d = x.shape[0] // B, x.shape[1] // heads
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        bh_beta = beta[h * d:(h + 1) * d]
+        lv = np.zeros((d + 63) // 64 * 64, np.uint8)  # one token's levels; entries past d stay 0 (padding)
+        lvt = np.zeros((d, out.shape[3] * 64 if along_tokens else 0), np.uint8)  # (d, tokens) for V
+        for i in range(L):
+            row = x[b * L + i, h * d:(h + 1) * d]
+            for t in range(d):  # vectorises (rint is VROUNDPS)
+                lv[t] = _level(row[t], bh_beta[t], alpha, lo, hi)
+            s = 0
+            for t in range(d):
+                s += np.int64(lv[t])
+            sums[b, h, i] = s
+            if along_tokens:
+                for t in range(d):
+                    lvt[t, i] = lv[t]
+            else:
+                for p in range(planes):
+                    for w in range(out.shape[4]):
+                        out[b, h, p, i, w] = plane_mask64(lv, 64 * w, p)
+        if along_tokens:  # one row of the transposed levels is one packed column
+            for p in range(planes):
+                for w in range(out.shape[3]):
+                    for t in range(d):
+                        out[b, h, p, w, t] = plane_mask64(lvt[t], 64 * w, p)
+    return out, sums
+
+
 @njit(cache=True, parallel=True)
 def _pack_heads(x, beta, heads, out):
     """out[b, h, i] = pack(x[b*L + i, h*d : (h+1)*d] - beta >= 0): one packed row per head."""
@@ -504,16 +565,6 @@ def and_gemm(a01: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.nda
     return _gemm(a01, w, K, out, True)
 
 
-@njit(cache=True)
-def round_half_even(u):
-    """torch.round of a float32: to the nearest integer, ties to even (u − floor(u) is exact)."""
-    f = np.floor(u)
-    r = u - f
-    if r > 0.5 or (r == 0.5 and f % 2 != 0):
-        f += 1
-    return f
-
-
 @njit(cache=True, parallel=True)
 def _quantize_pack_planes(x, beta, alpha, qn, qp, out):
     """out[p, m, w] bit jj = bit p of clamp(round((x[m, 64w + jj] − β) / α), qn, qp) − qn."""
@@ -521,21 +572,12 @@ def _quantize_pack_planes(x, beta, alpha, qn, qp, out):
     K = x.shape[1]
     lo, hi = np.float32(qn), np.float32(qp)
     for m in prange(M):
-        lv = np.empty(Kw * 64, np.uint64)
-        lv[K:] = 0
-        for k in range(K):  # branch-free half-to-even rounding, so the loop vectorises
-            u = (x[m, k] - beta[k]) / alpha
-            f = np.floor(u)
-            r = u - f
-            odd = np.float32(f - 2 * np.floor(f * np.float32(0.5)))
-            f = f + np.float32((r > 0.5) | ((r == 0.5) & (odd != 0)))
-            lv[k] = np.uint64(min(max(f, lo), hi) - lo)
+        lv = np.zeros(Kw * 64, np.uint8)  # padding levels stay 0
+        for k in range(K):  # vectorises (rint is VROUNDPS)
+            lv[k] = _level(x[m, k], beta[k], alpha, lo, hi)
         for p in range(planes):
             for w in range(Kw):
-                word = np.uint64(0)
-                for jj in range(64):
-                    word |= ((lv[64 * w + jj] >> np.uint64(p)) & np.uint64(1)) << np.uint64(jj)
-                out[p, m, w] = word
+                out[p, m, w] = plane_mask64(lv, 64 * w, p)
     return out
 
 
@@ -579,6 +621,20 @@ def bitserial_gemm(planes: np.ndarray, w: PackedWeights, offset: int, wsum: np.n
     if offset:
         out += np.int32(offset) * wsum
     return out
+
+
+def quantize_pack_heads(x: np.ndarray, beta: np.ndarray | float, alpha: float, qn: int, qp: int, planes: int,
+                        batch: int, heads: int, along_tokens: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Fused `quantize_levels` + `pack_planes` of each head's slice of x (B*L, heads*d) float32, β per
+    channel or a scalar: -> the bit planes (B, heads, planes, L, ceil(d/64)) uint64, or with
+    along_tokens (B, heads, planes, ceil(L/64), d) (the operand of map x V), and the level sums over
+    d (B, heads, L) int64 (the offset term of a bit-serial dot)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    beta = np.ascontiguousarray(np.broadcast_to(np.asarray(beta, np.float32).reshape(-1), (x.shape[1],)))
+    L, d = x.shape[0] // batch, x.shape[1] // heads
+    shape = (batch, heads, planes, _words(L), d) if along_tokens else (batch, heads, planes, L, _words(d))
+    return _quantize_pack_heads(x, beta, np.float32(alpha), np.float32(qn), np.float32(qp), heads, along_tokens,
+                                np.empty(shape, np.uint64), np.empty((batch, heads, L), np.int64))
 
 
 def pack_heads(x: np.ndarray, beta: float, batch: int, heads: int) -> np.ndarray:

@@ -234,6 +234,31 @@ def test_quantize_levels_match_elastic_quant(bits, signed):
 
 
 @pytest.mark.parametrize("threads", THREADS, indirect=True)
+@pytest.mark.parametrize("batch,L,heads,d", [(1, 128, 12, 64), (2, 70, 3, 20), (3, 5, 2, 130)])
+@pytest.mark.parametrize("bits,signed,channel_beta", [(2, True, False), (2, False, True), (4, True, True)])
+def test_quantize_pack_heads_matches_levels_per_head(batch, L, heads, d, bits, signed, channel_beta, threads):
+    """The engine's multi-bit Q/K/V operands: each head's levels (ties half to even, β per channel or
+    scalar) packed plane by plane along d, or along the tokens for V, with their sums over d."""
+    from bitbert.config import levels
+
+    qn, qp = levels(bits, signed)
+    rng = np.random.default_rng(L + d + bits)
+    alpha = np.float32(0.25)
+    beta = (rng.standard_normal(heads * d) * 0.1).astype(np.float32) if channel_beta else np.float32(0.05)
+    x = (rng.standard_normal((batch * L, heads * d)) * 1.5).astype(np.float32)
+    x[:, ::5] = (np.broadcast_to(beta, (heads * d,))[::5] + np.float32(0.5) * alpha)  # ties: round to 0
+    assert ((x - beta) / alpha == 0.5).any()
+    lv = kernels.quantize_levels(x, beta, alpha, qn, qp).reshape(batch, L, heads, d).transpose(0, 2, 1, 3)
+    planes, sums = kernels.quantize_pack_heads(x, beta, alpha, qn, qp, bits, batch, heads)
+    assert planes.shape == (batch, heads, bits, L, (d + 63) // 64)
+    np.testing.assert_array_equal(planes, kernels.pack_planes(lv, bits).transpose(1, 2, 0, 3, 4))
+    np.testing.assert_array_equal(sums, lv.sum(-1, dtype=np.int64))
+    cols, _ = kernels.quantize_pack_heads(x, beta, alpha, qn, qp, bits, batch, heads, along_tokens=True)
+    assert cols.shape == (batch, heads, bits, (L + 63) // 64, d)
+    np.testing.assert_array_equal(cols, kernels.pack_planes(lv.transpose(0, 1, 3, 2), bits).transpose(1, 2, 0, 4, 3))
+
+
+@pytest.mark.parametrize("threads", THREADS, indirect=True)
 @pytest.mark.parametrize("bits,offset", [(2, -2), (2, 0), (4, -8), (3, 0)])
 @pytest.mark.parametrize("M,N,K", [(3, 5, 63), (13, 33, 200), (37, 70, 777)])
 def test_bitserial_gemm_matches_integer_matmul(M, N, K, bits, offset, threads):
