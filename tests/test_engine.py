@@ -236,23 +236,30 @@ SST2_DEV = SHARED / "data" / "glue" / "SST-2" / "dev.tsv"
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (MINILM.is_dir() and SST2_DEV.is_file()), reason="needs ../shared MiniLM and SST-2")
-def test_minilm_bit_1_1_1_on_sst2_dev_predicts_as_pytorch(tmp_path):
-    """All 872 SST-2 dev sentences, MiniLM-L6 binarized with BiT 1-1-1: the same predictions and
-    logits as PyTorch (at its default thread count).
+@pytest.mark.parametrize("bits", ["1-1-1", "1-1-2"])
+def test_minilm_bit_on_sst2_dev_predicts_as_pytorch(tmp_path, bits):
+    """All 872 SST-2 dev sentences, MiniLM-L6 binarized with BiT: the engine predicts as PyTorch (at
+    its default thread count) does.
 
     Every float32 step of the engine is PyTorch's own (LayerNorm moments, softmax, exp, GELU, the
     thresholds), except the summation order inside PyTorch's float GEMMs, which the engine replaces
     by exact integer dots. That order is not stable even within PyTorch: for this calibrated but
     untrained model (random head, tiny margins), PyTorch at 1 thread and at 2 threads disagree with
-    each other on 1-2 of the 872 predictions for each of seeds 0-5, and the engine's disagreements
-    with either are of the same kind and number (values within ~1e-7 of a binarization threshold).
-    With seed 3 at the default threads there is none. A distilled 1-1-1 student (the default
-    `bitbert distill` job) kept all 872 predictions.
+    each other on 1-2 of the 872 predictions at 1-1-1 for each of seeds 0-5, and the engine's
+    disagreements with either are of the same kind and number (values within ~1e-7 of a binarization
+    threshold). With seed 3 at the default threads there is none, so 1-1-1 must match exactly. A
+    2-bit activation has three thresholds instead of one, and at 1-1-2 PyTorch's two thread counts
+    disagree on 4 sentences here; the engine may then disagree with PyTorch on no more sentences than
+    PyTorch with itself, and every other sentence's logits must match. The default `bitbert distill`
+    job's students (1-1-2 and 1-1-1, trained, wider margins) scored the same full-dev accuracy on
+    the engine as in PyTorch.
     """
     from transformers import AutoTokenizer, BertForSequenceClassification
 
     from bitbert.quantizers import ActQuantizer
 
+    if bits != "1-1-1" and (os.cpu_count() or 1) < 2:
+        pytest.skip("the yardstick is PyTorch at 1 thread against its default: needs 2 or more cores")
     torch.set_num_threads(os.cpu_count() or 1)  # PyTorch's default; the module fixture restores 1 after
     torch.manual_seed(3)
     model = BertForSequenceClassification.from_pretrained(MINILM, num_labels=2, dtype=torch.float32)
@@ -260,7 +267,7 @@ def test_minilm_bit_1_1_1_on_sst2_dev_predicts_as_pytorch(tmp_path):
     with SST2_DEV.open() as f:
         texts = [row[0] for row in list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]]
     assert len(texts) == 872
-    bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-1"))
+    bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", bits))
     bitbert.calibrate(model, [dict(tok(texts[:64], padding=True, return_tensors="pt"))])
     model.eval()
     g = torch.Generator().manual_seed(3)
@@ -269,12 +276,26 @@ def test_minilm_bit_1_1_1_on_sst2_dev_predicts_as_pytorch(tmp_path):
             if isinstance(m, ActQuantizer) and m.kind == "elastic":
                 m.beta.add_(torch.randn(m.beta.shape, generator=g) * 0.05 * m.alpha.abs())
     engine = bitbert.load_packed(bitbert.export(model, tmp_path / "minilm.bitbert", tokenizer=tok))
-    ref, got = [], []
-    for i in range(0, len(texts), 64):
-        enc = tok(texts[i : i + 64], padding=True, return_tensors="pt")
-        ref.append(torch_logits(model, enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]))
-        got.append(engine.logits(*(enc[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids"))))
-    ref, got = np.concatenate(ref), np.concatenate(got)
-    labels = [r["label"] for r in engine.predict(texts)]
-    assert labels == [f"LABEL_{k}" for k in ref.argmax(1)]
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
+    batches = [tok(texts[i : i + 64], padding=True, return_tensors="pt") for i in range(0, len(texts), 64)]
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+
+    def pytorch() -> np.ndarray:
+        return np.concatenate([torch_logits(model, *(enc[k] for k in keys)) for enc in batches])
+
+    ref = pytorch()
+    got = np.concatenate([engine.logits(*(enc[k].numpy() for k in keys)) for enc in batches])
+    labels = np.array([int(r["label"].removeprefix("LABEL_")) for r in engine.predict(texts)])
+
+    def differ(logits: np.ndarray) -> tuple[int, int]:
+        """(flipped predictions, sentences whose logits moved) against the reference"""
+        moved = np.abs(logits - ref).max(1) > 1e-3 * np.abs(ref).max()
+        return int((logits.argmax(1) != ref.argmax(1)).sum()), int(moved.sum())
+
+    assert (labels == got.argmax(1)).all()
+    if bits == "1-1-1":
+        assert differ(got) == (0, 0)
+    else:
+        torch.set_num_threads(1)
+        own = differ(pytorch())  # PyTorch against itself
+        engine_diff = differ(got)
+        assert engine_diff[0] <= own[0] and engine_diff[1] <= own[1], (engine_diff, own)
