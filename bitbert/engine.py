@@ -549,8 +549,8 @@ def attention_levels(q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: int, he
     else:
         pa, pb, p_top = 1.0, 0.0, 1
     (qp, qsum), (kp, ksum), (vp, _) = (
-        quantize_pack_heads(t, quant.beta, quant.alpha, *quant.levels, planes, batch, heads, along_tokens=t is v)
-        for t, quant in ((q, qq), (k, kq), (v, vq)))
+        quantize_pack_heads(t, quant.beta, quant.alpha, *quant.levels, planes, batch, heads, along_tokens=is_v)
+        for t, quant, is_v in ((q, qq, False), (k, kq, False), (v, vq, True)))
     kp = np.ascontiguousarray(kp.transpose(0, 1, 2, 4, 3))  # word-major: the score loop's keys contiguous
     key_mask = np.asarray(key_mask, dtype=bool)
     key_add = np.where(key_mask, np.float32(0.0), _F32_MIN).astype(np.float32)  # the additive mask
