@@ -1,0 +1,175 @@
+"""The sentence-pair control: can a binary student compare two texts?
+
+    python benchmarks/pair_control.py --model DIR --sentences SST-2/train.tsv --out runs/pairs \
+        --variant identity --train 2000 --runs 'bit:1-1-32' 'bit:1-1-2,1-1-1' [--quant ...] [--loss ...]
+
+Pairs are built from single sentences: ``identity`` labels (s, s) 1 and (s, another sentence) 0;
+``edit`` labels (s, s) 1 and (s, s with one word swapped for another sentence's word) 0, so the
+student must compare the segments token by token. A full-precision teacher learns either to ~100%;
+a student that cannot compare segments sits at 50%. Fine-tunes the teacher once (reused by every
+run in ``--out``), distills each ``method:schedule`` run, and writes one JSON record per run to
+``OUT/records/VARIANT-TAG.json`` (best-on-dev and final-step accuracy, settings, wall time). Resumable.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import random
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bitbert.config import parse_quant_overrides
+from bitbert.distill import finetune, method_losses, run_schedule
+from bitbert.io import atomic_write
+from bitbert.pipeline import load_classifier, load_task_data
+from bitbert.train import TrainConfig
+
+VARIANTS = ("identity", "edit")
+
+
+def read_sentences(path: Path) -> list[str]:
+    """The ``sentence`` column of a GLUE-style TSV (SST-2), de-duplicated, order kept."""
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if "sentence" not in (rows.fieldnames or []):
+            raise SystemExit(f"{path}: no 'sentence' column (columns: {rows.fieldnames})")
+        seen: dict[str, None] = {}
+        for row in rows:
+            s = (row["sentence"] or "").strip()
+            if len(s.split()) >= 4:  # a one-word edit of a 1-3 word sentence is often another sentence
+                seen.setdefault(s, None)
+    return list(seen)
+
+
+def make_pairs(sentences: list[str], variant: str, n: int, seed: int) -> list[tuple[str, str, int]]:
+    """``n`` balanced (a, b, label) pairs: label 1 when b is a itself, 0 otherwise (module docstring)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if len(sentences) < 2:
+        raise ValueError("need at least two sentences to build pairs")
+    rng = random.Random(seed)
+    pairs = []
+    for i in range(n):
+        a = rng.choice(sentences)
+        if i % 2 == 0:
+            pairs.append((a, a, 1))
+            continue
+        other = rng.choice(sentences)
+        while other == a:
+            other = rng.choice(sentences)
+        if variant == "identity":
+            pairs.append((a, other, 0))
+            continue
+        words = a.split()
+        j = rng.randrange(len(words))
+        new = rng.choice([w for w in other.split() if w != words[j]] or ["something"])
+        pairs.append((a, " ".join(words[:j] + [new] + words[j + 1:]), 0))
+    rng.shuffle(pairs)
+    return pairs
+
+
+def write_pairs(path: Path, pairs: list[tuple[str, str, int]]) -> None:
+    def write(p: Path) -> None:
+        with p.open("w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
+            w.writerow(["sentence1", "sentence2", "label"])
+            w.writerows(pairs)
+    atomic_write(path, write)
+
+
+def build_data(sentences_file: Path, out: Path, variant: str, n_train: int, n_dev: int, seed: int) -> tuple[Path, Path]:
+    """Train and dev files from disjoint sentence pools (dev never shows a training sentence)."""
+    sentences = read_sentences(sentences_file)
+    random.Random(seed).shuffle(sentences)
+    cut = len(sentences) * 4 // 5
+    train, dev = out / f"{variant}-train.tsv", out / f"{variant}-dev.tsv"
+    if not train.is_file():
+        write_pairs(train, make_pairs(sentences[:cut], variant, n_train, seed))
+    if not dev.is_file():
+        write_pairs(dev, make_pairs(sentences[cut:], variant, n_dev, seed + 1))
+    return train, dev
+
+
+def hardware() -> str:
+    import platform
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU {platform.processor() or platform.machine()}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="pretrained base model directory (the teacher's start)")
+    ap.add_argument("--sentences", required=True, type=Path, help="SST-2 style TSV with a 'sentence' column")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--variant", choices=VARIANTS, default="identity")
+    ap.add_argument("--train", type=int, default=2000, help="training pairs")
+    ap.add_argument("--dev", type=int, default=500, help="dev pairs")
+    ap.add_argument("--runs", nargs="*", default=["bit:1-1-32"], help="method:schedule runs (none: the teacher only)")
+    ap.add_argument("--name", default="", help="tag of this variant of the runs (its own folder)")
+    ap.add_argument("--quant", default=None, help="QuantConfig overrides for every stage")
+    ap.add_argument("--loss", default=None, help="loss weight overrides")
+    ap.add_argument("--epochs", type=float, default=3)
+    ap.add_argument("--teacher-epochs", type=float, default=2)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--quant-lr", type=float, default=None)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--eval-every", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from transformers import AutoTokenizer
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    train_file, dev_file = build_data(args.sentences, args.out, args.variant, args.train, args.dev, 1234)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    data = load_task_data("pairs", tokenizer, args.max_length, train_file=train_file, dev_file=dev_file,
+                          text_columns=["sentence1", "sentence2"], label_column="label")
+    base = TrainConfig(batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
+                       eval_every=args.eval_every, log_every=10**9)
+    teacher_dir = args.out / f"{args.variant}-teacher"
+    if not (teacher_dir / "model" / "model.safetensors").is_file():
+        t0 = time.time()
+        model = load_classifier(args.model, data.spec)
+        rep = finetune(model, data, base.replace(epochs=args.teacher_epochs, lr=5e-5), teacher_dir, tokenizer,
+                       resume=True)
+        print(f"teacher: {rep.best} ({time.time() - t0:.0f} s)", flush=True)
+    teacher_report = json.loads((teacher_dir / "report.json").read_text())
+    from bitbert import io
+
+    overrides = parse_quant_overrides(args.quant)
+    for run in args.runs:
+        method, _, schedule = run.partition(":")
+        teacher = io.load(teacher_dir / "model")
+        losses = method_losses(method).with_overrides(args.loss)
+        cfg = base.replace(epochs=args.epochs, lr=args.lr, quant_lr=args.quant_lr)
+        tag = f"{args.name or 'default'}-{method}-{schedule.replace(',', '_')}-s{args.seed}"
+        t0 = time.time()
+        res = run_schedule(teacher, data, method, schedule, cfg, args.out / args.variant / tag, tokenizer,
+                           losses=losses, quant_overrides=overrides, resume=True)
+        last = [s for s in res.stages if s.report is not None][-1].report
+        record = {"benchmark": "pair_control", "variant": args.variant, "name": args.name or "default",
+                  "method": method, "schedule": schedule, "seed": args.seed, "epochs": args.epochs,
+                  "lr": args.lr, "batch_size": args.batch_size, "train_pairs": args.train, "dev_pairs": args.dev,
+                  "quant": args.quant or "", "loss": args.loss or "",
+                  "teacher_best": teacher_report["best"], "best": last.best, "final": last.final,
+                  "stages": [s.to_dict() for s in res.stages], "wall_s": round(time.time() - t0, 1),
+                  "hardware": hardware(), "torch": torch.__version__,
+                  "command": "python benchmarks/pair_control.py " + shlex.join(sys.argv[1:] if argv is None else argv)}
+        path = args.out / "records" / f"{args.variant}-{tag}.json"  # one file per run: runs go in parallel
+        path.parent.mkdir(exist_ok=True)
+        atomic_write(path, lambda p: p.write_text(json.dumps(record, indent=1)))
+        print(json.dumps({k: record[k] for k in ("variant", "name", "method", "schedule", "seed", "best", "final")}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
