@@ -52,8 +52,9 @@ class BinaryAttention(nn.Module):
             scores = scores + mask
         if self.mode == "bool":
             probs = BoolSTE.apply(scores)
+            shown = probs
         else:
-            probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            probs = shown = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
             if self.mode == "softmax_elastic":
                 probs = self.p_quant(probs)
             elif self.mode == "softmax_sign":
@@ -62,11 +63,15 @@ class BinaryAttention(nn.Module):
             # A quantized masked probability need not be 0 (sign, bool, or a learned β < 0): padding
             # must stay out of the context.
             probs = probs * (mask > torch.finfo(mask.dtype).min / 2).to(probs.dtype)
+            if self.mode == "bool":
+                shown = probs
         probs = F.dropout(probs, p=dropout, training=self.training)
         context = probs @ v
         if self.residual is not None and h is not None:
             context = context + probs @ self.residual.value_residual(h)
-        return context.transpose(1, 2).contiguous(), probs
+        # The map returned as attention weights (output_attentions) is the softmax before its
+        # quantization, a distribution the attention losses can compare with the teacher's.
+        return context.transpose(1, 2).contiguous(), shown
 
 
 def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--schedule", default=None, help="E-W-A stages, e.g. 32-32-32,1-1-2,1-1-1 (default 1-1-1)")
     d.add_argument("--loss", default=None, metavar="KEY=VALUE,...",
                    help="override the method's loss weights, e.g. 'dmd=0.5,ground_truth=0,hidden_loss=mse' "
-                        "(keys: logits hidden attention dmd ground_truth temperature hidden_loss)")
+                        "(keys: logits hidden attention attention_kl dmd ground_truth temperature hidden_loss)")
     d.add_argument("--quant", default=None, metavar="KEY=VALUE,...",
                    help="override QuantConfig fields of every stage, e.g. 'binarize_pooler=false,attention_probs=softmax' "
                         "for an ablation (bits come from --schedule)")

@@ -21,7 +21,7 @@ from .augment import UNKNOWN_CLASS, augment_for_teacher
 from .calibration import calibrate
 from .config import AugmentConfig, ConfigError, QuantConfig
 from .convert import binarize
-from .losses import attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss
+from .losses import attention_kl, attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss
 from .pipeline import TaskData, make_evaluator
 from .tasks import TaskSpec
 from .train import RunReport, TrainConfig, check_same_run, make_accelerator, run_settings, should_compile, train
@@ -43,6 +43,7 @@ class LossWeights:
     logits: float = 1.0
     hidden: float = 1.0
     attention: float = 0.0
+    attention_kl: float = 0.0
     dmd: float = 0.0
     ground_truth: float = 0.0
     temperature: float = 1.0
@@ -108,16 +109,22 @@ class DistillLoss:
         self.teacher_fwd = torch.compile(teacher, dynamic=True) if compile and self.compilable else teacher
         for p in teacher.parameters():
             p.requires_grad_(False)
-        if weights.attention and teacher.config._attn_implementation not in ("eager", "bitbert"):
-            teacher.config._attn_implementation = "eager"  # sdpa returns no attention maps
+        if self.wants_attention:
+            _eager_attention(teacher)
         self.heads = teacher.config.num_attention_heads
         self.hidden_fn = hidden_mse if weights.hidden_loss == "mse" else hidden_direction
 
     def disable_compile(self) -> None:
         self.teacher_fwd = self.teacher
 
+    @property
+    def wants_attention(self) -> bool:
+        return bool(self.w.attention or self.w.attention_kl)
+
     def _forward(self, model: nn.Module, inputs: dict):
-        want_attn = bool(self.w.attention)
+        want_attn = self.wants_attention
+        if want_attn:
+            _eager_attention(model)
         if self.w.dmd:
             with capture_qkv(model) as cap:
                 out = model(**inputs, output_hidden_states=True, output_attentions=want_attn)
@@ -137,11 +144,20 @@ class DistillLoss:
             loss = loss + w.hidden * self.hidden_fn(s_out.hidden_states, t_out.hidden_states, mask)
         if w.attention:
             loss = loss + w.attention * attention_mse(s_out.attentions, t_out.attentions)
+        if w.attention_kl:
+            loss = loss + w.attention_kl * attention_kl(s_out.attentions, t_out.attentions, mask)
         if w.dmd:
             loss = loss + w.dmd * dmd_loss(s_qkv, t_qkv, self.heads, mask)
         if w.ground_truth:
             loss = loss + w.ground_truth * ground_truth_loss(s_out.logits, batch["labels"], self.spec.is_regression)
         return loss
+
+
+def _eager_attention(model: nn.Module) -> None:
+    """Attention maps for the attention losses: sdpa and flash attention return none; bitbert's and
+    eager attention do."""
+    if model.config._attn_implementation not in ("eager", "bitbert"):
+        model.config._attn_implementation = "eager"
 
 
 def supervised_loss(spec: TaskSpec):

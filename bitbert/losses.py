@@ -67,6 +67,31 @@ def attention_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tenso
     return sum(F.mse_loss(s.float(), t.float()) for s, t in zip(student, teacher))
 
 
+def attention_kl(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ over layers of KL(teacher ‖ student) between attention distributions, averaged over heads
+    and real query positions (MiniLM's self-attention distillation).
+
+    Maps are (B, H, L, L). The student's is its attention before quantization (what
+    `bitbert.attention` returns as attention weights) or, for a bool map, the map normalised per
+    row. Why it matters: a teacher compares two segments with a few heads whose queries find the
+    same token in the other segment; binarization erases them and the hidden-state and logit
+    losses do not bring them back (benchmarks/results/pair_control.json), this term does.
+    """
+    _check_depth(student, teacher)
+    total = student[0].new_zeros((), dtype=torch.float32)
+    for s, t in zip(student, teacher):
+        s, t = s.float(), t.float()
+        s = s / s.sum(-1, keepdim=True).clamp_min(1e-9)  # a softmax row is unchanged; a bool row normalised
+        kl = (t * (t.clamp_min(1e-9).log() - s.clamp_min(1e-9).log())).sum(-1)  # (B, H, L)
+        if mask is None:
+            total = total + kl.mean()
+        else:
+            w = mask[:, None, :].to(kl.dtype)
+            total = total + (kl * w).sum() / (w.sum() * kl.shape[1]).clamp_min(1)
+    return total
+
+
 def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     x = x.float()
     return x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)

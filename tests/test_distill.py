@@ -183,3 +183,21 @@ def test_evaluate_batches_is_graph_free_deterministic_and_restores_mode():
     assert torch.equal(a, b) and torch.equal(a[:3], a[3:])
     assert labels.tolist() == [0, 1, 0, 0, 1, 0]
     assert model.training
+
+
+@pytest.mark.parametrize("bits,method", [("1-1-32", "bit"), ("1-1-1", "bit"), ("1-1-1", "bibert")])
+def test_attention_kl_trains_the_students_attention(tiny_config, bits, method):
+    """The attention term reaches Q/K through the student's attention map, whether the student keeps
+    transformers' own attention (1-1-32: sdpa gives no maps, so it is switched to eager) or runs
+    bitbert's (softmax before quantization; BiBERT's bool map)."""
+    data = tiny_task()
+    teacher = BertForSequenceClassification(tiny_config).eval()
+    student = bitbert.binarize(BertForSequenceClassification(tiny_config), bitbert.QuantConfig.from_preset(method, bits))
+    student.config._attn_implementation = student.config._attn_implementation if bits != "1-1-32" else "sdpa"
+    batch = data.train_batches(8, 0).collate(np.arange(8))
+    bitbert.calibrate(student, [batch])
+    only_attention = DistillLoss(teacher, data.spec, LossWeights(logits=0.0, hidden=0.0, attention_kl=1.0))
+    value = only_attention(student, batch)
+    value.backward()
+    query = student.bert.encoder.layer[0].attention.self.query.weight
+    assert value > 0 and query.grad is not None and query.grad.abs().sum() > 0

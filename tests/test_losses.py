@@ -3,7 +3,7 @@ import math
 import torch
 from transformers import BertForSequenceClassification
 
-from bitbert.losses import (attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss,
+from bitbert.losses import (attention_kl, attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss,
                             soft_cross_entropy)
 
 
@@ -73,3 +73,30 @@ def test_capture_qkv_order(tiny_config, batch):
         model(**batch)
     assert len(cap.tensors) == 3 * tiny_config.num_hidden_layers
     assert cap.tensors[0].shape == (3, 12, tiny_config.hidden_size)
+
+
+def test_attention_kl_value_by_hand_and_masked_queries():
+    t = torch.tensor([[[[0.5, 0.5], [1.0, 0.0]]]])  # (B=1, H=1, L=2, L=2)
+    s = torch.tensor([[[[0.25, 0.75], [0.5, 0.5]]]])
+    row0 = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    row1 = 1.0 * math.log(1.0 / 0.5)
+    assert torch.isclose(attention_kl([s], [t]), torch.tensor((row0 + row1) / 2))
+    assert torch.isclose(attention_kl([s], [t], torch.tensor([[1, 0]])), torch.tensor(row0))  # padded query out
+    assert torch.isclose(attention_kl([t, s], [t, s]), torch.tensor(0.0), atol=1e-6)
+
+
+def test_attention_kl_normalises_a_bool_map():
+    t = torch.tensor([[[[0.5, 0.5, 0.0]]]])
+    bool_map = torch.tensor([[[[1.0, 1.0, 0.0]]]])  # BiBERT's map: as a distribution, uniform over its ones
+    assert torch.isclose(attention_kl([bool_map], [t]), torch.tensor(0.0), atol=1e-6)
+
+
+def test_binary_attention_returns_the_softmax_before_quantization(tiny_config, batch):
+    import bitbert
+
+    model = BertForSequenceClassification(tiny_config)
+    bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-1"))
+    bitbert.calibrate(model, [batch])
+    attentions = model(**batch, output_attentions=True).attentions
+    rows = attentions[0].sum(-1)[batch["attention_mask"].bool()[:, None, :].expand(-1, tiny_config.num_attention_heads, -1)]
+    assert torch.allclose(rows, torch.ones_like(rows), atol=1e-5)  # distributions, not the {0, α} map
