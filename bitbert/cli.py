@@ -186,8 +186,8 @@ def cmd_distill(args) -> int:
         args.schedule = args.schedule or "1-1-2,1-1-1"
         if is_main_process():
             log.info("bitbert default job: fine-tune MiniLM-L6 (%s) on %d SST-2 sentences, then distill it with "
-                     "%s along %s, on the CPU in a few minutes", base_model, args.max_train_examples, args.method,
-                     args.schedule)
+                     "%s along %s on the CPU (tens of minutes on two cores; a line per epoch below)", base_model,
+                     args.max_train_examples, args.method, args.schedule)
     schedule = args.schedule or "1-1-1"
     stage_configs(args.method, schedule, overrides)  # a bad --quant combination fails now too
     task = _task_name(args)
