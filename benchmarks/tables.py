@@ -1,6 +1,10 @@
-"""Regenerate the README's results tables from benchmarks/results/*.json (run after adding results).
+"""Regenerate every results table (README's headline, docs/results/*.md) and the plots in
+docs/plots/ from benchmarks/results/*.json (run after adding results):
 
     python benchmarks/tables.py
+
+Each table sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in its page (`PAGES`);
+the prose around it is written by hand. The plots need matplotlib (``pip install -e ".[plots]"``).
 """
 from __future__ import annotations
 
@@ -11,12 +15,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # plots.py
 from bitbert.pipeline import paper_defaults  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 METHOD_ORDER = {"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}
-# bibert records from before call 13 used the earlier loss (squared DMD, hidden-state MSE, no
-# ground truth); later records carry their loss weights in "losses".
+# bibert records without "losses" were trained with the earlier loss (squared DMD, hidden-state MSE,
+# no ground truth); later records carry their loss weights there.
 EARLIER_BIBERT = " ‡"
 
 
@@ -156,7 +161,7 @@ def glue_table() -> str:
     recs = _load("glue_minilm.json")
     if not recs:
         return "_no GLUE results yet_"
-    # final fp32: the hand-over model re-evaluated without autocast (the engine's precision), from call 28 on
+    # final fp32: the hand-over model re-evaluated without autocast (the engine's precision), where recorded
     rows = ["| call | task | method | schedule | best | final | final fp32 | teacher | epochs/stage | batch | lr | seed | wall s |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(recs, key=lambda r: (r["task"], r.get("device_call", 0), METHOD_ORDER.get(r["method"], 9), r["schedule"])):
@@ -166,15 +171,22 @@ def glue_table() -> str:
     return "\n".join(rows)
 
 
+def summary_records() -> dict[tuple[str, str, str], dict]:
+    """(task, method, schedule) -> its longest run in the main setting (most epochs a stage; the
+    newest of those): what the summary table, the headline table and the accuracy plot show."""
+    recs = [r for r in _load("glue_minilm.json") or [] if _main_setting(r)]
+    # more epochs, then later calls replace the rest (a stable sort: within a call, the later record wins)
+    return {(r["task"], r["method"], r["schedule"]): r
+            for r in sorted(recs, key=lambda r: (r["epochs"], r.get("device_call", 0)))}
+
+
 def glue_summary() -> str:
     """Each (task, method, schedule)'s longest run (most epochs a stage; the newest of those), tasks
     side by side: best-on-dev / final-step. A short exploratory call does not hide a full one."""
-    recs = [r for r in _load("glue_minilm.json") or [] if _main_setting(r)]
+    newest = summary_records()
+    recs = list(newest.values())
     if not recs:
         return "_no GLUE results yet_"
-    # more epochs, then later calls replace the rest (a stable sort: within a call, the later record wins)
-    newest = {(r["task"], r["method"], r["schedule"]): r
-              for r in sorted(recs, key=lambda r: (r["epochs"], r.get("device_call", 0)))}
     tasks = sorted({r["task"] for r in recs})
     runs = sorted({(r["method"], r["schedule"]) for r in recs},
                   key=lambda m: (METHOD_ORDER.get(m[0], 9), m[1]))
@@ -361,17 +373,100 @@ def engine_accuracy_table() -> str:
     return "\n".join(rows)
 
 
+HEADLINE_RUNS = (("FP32 teacher", "fp", "32-32-32"), ("1-1-4", "bit", "1-1-4"), ("1-1-2", "bit", "1-1-2"),
+                 ("1-1-1", "bit", "1-1-1"), ("1-1-2 → 1-1-1", "bit", "1-1-2,1-1-1"))
+BENCH_OF_BITS = dict(zip(("1-1-1", "1-1-2"), BENCH_FILES))  # the packed engine's measured precisions
+TASK_NAMES = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA"}
+
+
+def bert_base_sizes_mb() -> dict[str, float]:
+    """FP32 and PyTorch dynamic-int8 (Linear weights in int8, the rest fp32) sizes of the BERT-base
+    classifier `bitbert bench` measures, in 2^20-byte MB."""
+    from torch import nn
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from bitbert.bench import SHAPES
+
+    model = BertForSequenceClassification(BertConfig(num_labels=2, **SHAPES["bert-base"]))
+    total = sum(p.numel() for p in model.parameters())
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    return {"fp32": total * 4 / 2**20, "int8": (total * 4 - linear * 3) / 2**20}
+
+
+def bench_row(rec: dict, threads: int = 1, batch: int = 1) -> dict:
+    """A bench record's measurement at ``threads`` and ``batch`` (one sentence on one thread by default)."""
+    return next(r for r in rec["results"] if r["threads"] == threads and r["batch"] == batch)
+
+
+def headline_table() -> str:
+    """The README's table: best-on-dev / final-step of the main GLUE runs (MiniLM-L6 students), and
+    the packed BERT-base file's size and CPU time against FP32 and int8 PyTorch."""
+    runs = summary_records()
+    benches = {bits: _load(name) for bits, name in BENCH_OF_BITS.items()}
+    if not runs or not all(benches.values()):
+        return "_no results yet_"
+    sizes = bert_base_sizes_mb()
+    base = bench_row(benches["1-1-1"])
+    ms = lambda t: f"{t['median_s'] * 1e3:.1f}"  # noqa: E731
+    tasks = [t for t in TASK_NAMES if any(k[0] == t for k in runs)]
+    metric = {k[0]: r["metric"] for k, r in runs.items()}
+    rows = ["| precision (E-W-A) | " + " | ".join(f"{TASK_NAMES[t]} {metric[t]}" for t in tasks)
+            + " | BERT-base size MB | CPU ms / sentence | vs FP32 |", "|---|" + "---|" * (len(tasks) + 3)]
+
+    def cells(method: str, sched: str) -> list[str]:
+        return [f"{r['best']:.1f} / {r['final']:.1f}" if (r := runs.get((t, method, sched))) else "–" for t in tasks]
+
+    for name, method, sched in HEADLINE_RUNS:
+        if method == "fp":
+            speed = [f"{sizes['fp32']:.0f}", ms(base["fp32"]), "1x"]
+        elif sched.split(",")[-1] in benches:  # a schedule runs as its last stage
+            b = benches[sched.split(",")[-1]]
+            row = bench_row(b)
+            speed = [f"{b['model']['packed_bytes'] / 2**20:.1f}", ms(row["engine"]), f"{row['speedup_vs_fp32']:.1f}x"]
+        else:
+            speed = ["–", "–", "–"]
+        rows.append(f"| {name} | " + " | ".join(cells(method, sched) + speed) + " |")
+        if method == "fp":  # PyTorch's own 8-bit answer, for the speed columns
+            rows.append("| int8 dynamic (PyTorch) | " + " | ".join(["–"] * len(tasks)) + f" | {sizes['int8']:.0f} | "
+                        f"{ms(base['int8'])} | {base['fp32']['median_s'] / base['int8']['median_s']:.1f}x |")
+    hw = benches["1-1-1"]["hardware"]
+    rows += ["", f"GLUE: dev set, best-on-dev / final step, `bit` students of a MiniLM-L6 teacher (one H100/H200). "
+             f"Speed: BERT-base shape, sequence 128, one sentence on 1 thread of an {hw['cpu']}, median of "
+             f"{benches['1-1-1']['repeats']} calls; the packed engine against PyTorch FP32 and dynamic int8."]
+    return "\n".join(rows)
+
+
 SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table,
-            "engine-accuracy": engine_accuracy_table}
+            "engine-accuracy": engine_accuracy_table, "headline": headline_table}
+
+# where each table lives (paths relative to the repository root)
+PAGES = {"README.md": ("headline",),
+         "docs/results/glue.md": ("glue-summary", "glue-seeds", "glue-settings", "glue", "gap-sources", "glue-cut",
+                                  "bibert-ablation"),
+         "docs/results/speed.md": ("speed",), "docs/results/engine.md": ("bench", "engine-accuracy"),
+         "docs/results/bipft.md": ("bipft",)}
+
+
+def fill(text: str, names) -> str:
+    """``text`` with the tables ``names`` regenerated between their markers."""
+    for name in names:
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+        text = pattern.sub(lambda m: m.group(1) + SECTIONS[name]() + "\n" + m.group(2), text)
+    return text
 
 
 def main() -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    for name, fn in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
-        text = pattern.sub(lambda m: m.group(1) + fn() + "\n" + m.group(2), text)
-    readme.write_text(text)
+    for page, names in PAGES.items():
+        path = ROOT / page
+        path.write_text(fill(path.read_text(), names))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print('tables written; the plots need matplotlib: pip install -e ".[plots]"')
+        return
+    import plots
+
+    plots.main()
 
 
 if __name__ == "__main__":

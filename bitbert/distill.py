@@ -267,6 +267,9 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
             current = io.load(stage_dir / "model", device=acc.device)
             result.stages.append(StageResult(bits, method, done, str(stage_dir / "model")))
             continue
+        if acc.is_main_process:
+            log.info("stage %d/%d: %s student at %s bits (embeddings-weights-activations), distilled from the %s",
+                     i + 1, len(stages), method, bits, "teacher" if i == 0 else f"{stages[i - 1]} student")
         student = copy.deepcopy(current)
         binarize(student, qcfg)
         student.train()

@@ -161,10 +161,38 @@ def load_classifier(path: str | Path, spec: TaskSpec) -> nn.Module:
             return model
     from transformers import AutoModelForSequenceClassification
 
-    model = io.from_hub_or_dir(lambda p: AutoModelForSequenceClassification.from_pretrained(
-        p, num_labels=spec.num_labels, dtype=torch.float32, problem_type=problem_type), path_s, "model")
+    def from_pretrained(p: str):
+        # transformers' own report calls the new head MISSING, which reads as a failure: say it ourselves
+        hf_log = logging.getLogger("transformers.modeling_utils")
+        level = hf_log.level
+        hf_log.setLevel(logging.ERROR)
+        try:
+            return AutoModelForSequenceClassification.from_pretrained(
+                p, num_labels=spec.num_labels, dtype=torch.float32, problem_type=problem_type, output_loading_info=True)
+        finally:
+            hf_log.setLevel(level)
+
+    model, info = io.from_hub_or_dir(from_pretrained, path_s, "model")
+    _report_loading(info, path_s)
     _check_head(model, spec, path_s)
     return model
+
+
+HEAD_PREFIX = "classifier."  # the sequence-classification head of BERT and RoBERTa
+
+
+def _report_loading(info: dict, path: str) -> None:
+    """A fresh classification head is expected; any other weight the checkpoint lacks (or holds in
+    another shape) is initialised at random, which is worth a warning."""
+    missing = list(info.get("missing_keys") or [])
+    head = [k for k in missing if k.startswith(HEAD_PREFIX)]
+    other = [k for k in missing if not k.startswith(HEAD_PREFIX)]
+    mismatched = [k if isinstance(k, str) else k[0] for k in info.get("mismatched_keys") or []]
+    if head:
+        log.info("%s: new classification head (%s), trained from here", path, ", ".join(sorted(head)))
+    if other or mismatched:
+        log.warning("%s lacks %d weight(s) the model needs, initialised at random: %s", path,
+                    len(other) + len(mismatched), ", ".join(sorted(other + mismatched)[:10]))
 
 
 def _check_head(model: nn.Module, spec: TaskSpec, path: str) -> None:
@@ -174,9 +202,10 @@ def _check_head(model: nn.Module, spec: TaskSpec, path: str) -> None:
     if spec.labels is None:
         return
     names = [model.config.id2label.get(i) for i in range(n)]
-    if names == [f"LABEL_{i}" for i in range(n)]:  # HF's placeholders: name the classes, for predict's output
-        model.config.id2label = dict(enumerate(spec.labels))
-        model.config.label2id = {label: i for i, label in enumerate(spec.labels)}
-    elif names != list(spec.labels):
+    if names == [f"LABEL_{i}" for i in range(n)] or names == list(spec.labels) != list(spec.class_names):
+        # placeholders or the files' 0/1: name the classes, for predict's output
+        model.config.id2label = dict(enumerate(spec.class_names))
+        model.config.label2id = {label: i for i, label in enumerate(spec.class_names)}
+    elif names != list(spec.class_names):
         log.warning("model %s names its classes %s, task %s has %s: class i is taken as the task's label i",
-                    path, names, spec.name, list(spec.labels))
+                    path, names, spec.name, list(spec.class_names))

@@ -57,10 +57,11 @@ class TaskSpec:
     dir_name: str = ""
     hub_config: str | None = None
     hub_text_columns: tuple[str, ...] = ()
+    names: tuple[str, ...] | None = None  # what the classes mean, where the files say 0/1 (default: the labels)
 
     def __post_init__(self) -> None:
         # Accept lists for convenience, store tuples so the spec stays hashable.
-        for name in ("text_columns", "labels", "dev_splits", "header", "hub_text_columns"):
+        for name in ("text_columns", "labels", "dev_splits", "header", "hub_text_columns", "names"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
@@ -73,6 +74,8 @@ class TaskSpec:
             raise ValueError(f"task {self.name}: metric {self.metric!r} does not suit a {kind} task")
         if self.labels is not None and (not self.labels or len(set(self.labels)) != len(self.labels)):
             raise ValueError(f"task {self.name}: labels must be non-empty and unique: {self.labels}")
+        if self.names is not None and (self.labels is None or len(set(self.names)) != len(self.labels)):
+            raise ValueError(f"task {self.name}: names must be unique, one per label: {self.names}")
         if self.file_format not in _FORMATS:
             raise ValueError(f"task {self.name}: file_format must be one of {_FORMATS}")
         if not self.main_key:
@@ -81,6 +84,11 @@ class TaskSpec:
     @property
     def is_regression(self) -> bool:
         return self.labels is None
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The classes' names in class-id order (a model's id2label; what ``predict`` prints)."""
+        return self.names or self.labels
 
     @property
     def num_labels(self) -> int:
@@ -124,15 +132,15 @@ _NLI2 = ("entailment", "not_entailment")
 GLUE_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("cola", ("sentence",), "label", _BINARY, "mcc", dir_name="CoLA",
              header=("source", "label", "original_label", "sentence"),
-             hub_config="cola", hub_text_columns=("sentence",)),
+             hub_config="cola", hub_text_columns=("sentence",), names=("unacceptable", "acceptable")),
     TaskSpec("sst2", ("sentence",), "label", _BINARY, dir_name="SST-2",
-             hub_config="sst2", hub_text_columns=("sentence",)),
+             hub_config="sst2", hub_text_columns=("sentence",), names=("negative", "positive")),
     TaskSpec("mrpc", ("#1 String", "#2 String"), "Quality", _BINARY, "f1", dir_name="MRPC",
-             hub_config="mrpc", hub_text_columns=("sentence1", "sentence2")),
+             hub_config="mrpc", hub_text_columns=("sentence1", "sentence2"), names=("not_equivalent", "equivalent")),
     TaskSpec("stsb", ("sentence1", "sentence2"), "score", None, "pearson_spearman", dir_name="STS-B",
              hub_config="stsb", hub_text_columns=("sentence1", "sentence2")),
     TaskSpec("qqp", ("question1", "question2"), "is_duplicate", _BINARY, "f1", dir_name="QQP",
-             hub_config="qqp", hub_text_columns=("question1", "question2")),
+             hub_config="qqp", hub_text_columns=("question1", "question2"), names=("not_duplicate", "duplicate")),
     TaskSpec("mnli", ("sentence1", "sentence2"), "gold_label", ("contradiction", "entailment", "neutral"),
              dev_splits=("dev_matched", "dev_mismatched"), dir_name="MNLI",
              hub_config="mnli", hub_text_columns=("premise", "hypothesis")),
@@ -141,7 +149,7 @@ GLUE_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("rte", ("sentence1", "sentence2"), "label", _NLI2, dir_name="RTE",
              hub_config="rte", hub_text_columns=("sentence1", "sentence2")),
     TaskSpec("wnli", ("sentence1", "sentence2"), "label", _BINARY, dir_name="WNLI",
-             hub_config="wnli", hub_text_columns=("sentence1", "sentence2")),
+             hub_config="wnli", hub_text_columns=("sentence1", "sentence2"), names=("not_entailment", "entailment")),
 )}
 
 

@@ -110,6 +110,19 @@ def check_same_run(recorded: dict, current: dict, where: str | Path) -> None:
                          "resume with the same settings, or use a new output directory")
 
 
+CHECKPOINT = "checkpoint.pt"  # in a run's folder: what `resume` continues from
+
+
+def remove_checkpoint(run_dir: str | Path) -> int:
+    """Delete a finished run's resume checkpoint (its model and report stay); returns the bytes freed."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        return 0
+    size = path.stat().st_size
+    path.unlink()
+    return size
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     quant = {id(p) for p in quantizer_parameters(model)}
     decay, no_decay, qparams = [], [], []
@@ -291,7 +304,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     model, optimizer = acc.prepare(model, optimizer)
     report = RunReport(main_metric, config=run_settings(cfg, settings))
     step = 0
-    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt_path = out_dir / CHECKPOINT
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         saved = json.loads(state["report"])
@@ -343,6 +356,22 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     t0, seen, running, wall_before = time.perf_counter(), 0, None, report.wall_s
     epoch = batches.state_dict()["epoch"]
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
+    first_step = step
+
+    def talk() -> None:
+        """One line a log file keeps (the tqdm bar hides itself off a terminal)."""
+        if not acc.is_main_process:
+            return
+        elapsed = time.perf_counter() - t0
+        done = step - first_step
+        dev = report.final if evaluate is not None and report.final and report.final["step"] == step else None
+        log.info(progress_line(out_dir.name, step, total, per_epoch, float(running), dev, main_metric,
+                               seen * acc.num_processes / max(elapsed, 1e-9), elapsed / max(done, 1) * (stop_at - step)))
+
+    if acc.is_main_process:
+        log.info("%s: %d steps (%g epoch%s of %d batches of %d)%s", out_dir.name, total, cfg.epochs,
+                 "" if cfg.epochs == 1 else "s", per_epoch,
+                 cfg.batch_size, f", resuming at step {step}" if step else "")
     while step < stop_at:
         batches.set_epoch(epoch)
         for batch in batches:
@@ -360,6 +389,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
                 checkpoint()
             elif step == stop_at:
                 checkpoint()
+            if step % eval_every == 0 or step % per_epoch == 0 or step in (total, stop_at):
+                talk()
             if on_step is not None and on_step(step) and step < stop_at:
                 stop_at = step
                 checkpoint()
@@ -374,6 +405,22 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     if acc.is_main_process:
         atomic_write(out_dir / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
     return report
+
+
+def progress_line(name: str, step: int, total: int, per_epoch: int, loss: float, dev: dict | None,
+                  main_metric: str, examples_per_s: float, eta_s: float) -> str:
+    """``stage0-1-1-2 epoch 2/3 step 126/189 | loss 0.4123 | dev accuracy 81.25 | 412 ex/s | ETA 1m05s``."""
+    epoch, epochs = math.ceil(step / per_epoch), math.ceil(total / per_epoch)
+    parts = [f"{name} epoch {epoch}/{epochs} step {step}/{total}", f"loss {loss:.4f}"]
+    if dev is not None:
+        parts.append(f"dev {main_metric} {dev[main_metric]:.2f}")
+    parts += [f"{examples_per_s:.0f} ex/s", f"ETA {_duration(eta_s)}"]
+    return " | ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def evaluate_batches(model: nn.Module, batches: Iterable[dict], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,9 +2,11 @@
 and clear errors for bad input."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from bitbert.cli import main
@@ -31,7 +33,7 @@ def test_finetune_then_distill_custom_task(tmp_path, tiny_teacher, capsys, monke
     assert main(["distill", "--teacher", str(tmp_path / "t" / "model"), "--out", str(tmp_path / "s"), *data,
                  "--schedule", "1-1-2,1-1-1", "--epochs", "1", "--batch-size", "8", "--eval-every", "2"]) == 0
     out = capsys.readouterr().out
-    assert "teacher accuracy" in out and "student (1-1-1)" in out and "total" in out
+    assert "teacher  dev accuracy" in out and "student 1-1-1" in out and "total" in out
     report = json.loads((tmp_path / "s" / "schedule.json").read_text())
     assert [s["bits"] for s in report["stages"]] == ["1-1-2", "1-1-1"]
     assert report["losses"]["hidden_loss"] == "mse" and report["losses"]["dmd"] == 0  # bit's recipe, recorded
@@ -89,13 +91,12 @@ def test_finetune_stopped_by_max_steps_says_so(tmp_path, tiny_teacher, capsys, m
             "--epochs", "1", "--batch-size", "8"]
     assert main([*args, "--max-steps", "1"]) == 0
     out = capsys.readouterr().out
-    report = json.loads(out[:out.rindex("}") + 1])
-    assert report["model"] is None and report["steps"] == 1 and report["total_steps"] > 1
-    assert "--resume" in out and not (tmp_path / "t" / "model").exists()
+    assert "stopped at step 1 of 5" in out and "--resume" in out and not (tmp_path / "t" / "model").exists()
+    assert (tmp_path / "t" / "checkpoint.pt").is_file()  # what --resume continues from
     assert main([*args, "--resume"]) == 0
     out = capsys.readouterr().out
-    report = json.loads(out)
-    assert report["steps"] == report["total_steps"] and Path(report["model"], "config.json").is_file()
+    assert "resuming at step 1" in out and f"model: {tmp_path / 't' / 'model'}" in out
+    assert (tmp_path / "t" / "model" / "config.json").is_file() and not (tmp_path / "t" / "checkpoint.pt").exists()
 
 
 def test_unknown_preset_and_bits(capsys):
@@ -229,10 +230,140 @@ def test_distill_on_two_processes(tmp_path, tiny_teacher):
            "--epochs", "2", "--batch-size", "8", "--schedule", "1-1-2,1-1-1", "--out", str(tmp_path / "s")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("teacher accuracy") == 1  # one report, from rank 0
+    assert proc.stdout.count("teacher  dev accuracy") == 1 and proc.stdout.count("stage 2/2") == 1  # from rank 0
     report = json.loads((tmp_path / "s" / "schedule.json").read_text())
     # 36 rows at batch 8 make 5 batches an epoch: 2 for each of the two processes, for 2 epochs
     assert [(s["bits"], s["steps"]) for s in report["stages"]] == [("1-1-2", 4), ("1-1-1", 4)]
     metrics = (tmp_path / "s" / "stage1-1-1-1" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(m)["step"] for m in metrics] == [2, 4]  # an evaluation an epoch, written by rank 0 alone
     bitbert.load(tmp_path / "s" / "stage1-1-1-1" / "model")
+
+
+# --------------------------------------------------------------------------- traps a new user fell into
+
+
+@pytest.fixture
+def distilled(tmp_path, tiny_teacher, capsys, monkeypatch):
+    """A 1-1-2 → 1-1-1 run of the tiny custom task: ``.dir`` (tmp_path/run, with student.bitbert)
+    and ``.out`` (what it printed)."""
+    teacher, data = _distill_args(tmp_path, tiny_teacher, monkeypatch)
+    assert main(["distill", *teacher, *data, "--out", str(tmp_path / "run"), "--schedule", "1-1-2,1-1-1"]) == 0
+    return SimpleNamespace(dir=tmp_path / "run", out=capsys.readouterr().out)
+
+
+def test_distill_talks_exports_and_cleans_up(distilled, tmp_path, tiny_teacher, capsys, monkeypatch):
+    """A line per phase and epoch on stdout (which a log file keeps, unlike a tqdm bar), rounded
+    metrics, the packed student already exported with its size, the command to predict with it, and
+    no checkpoint of a finished stage left behind unless asked."""
+    out = distilled.out
+    assert "stage 1/2: bit student at 1-1-2" in out and "stage 2/2: bit student at 1-1-1" in out
+    line = next(l for l in out.splitlines() if l.startswith("stage1-1-1-1 epoch 1/1 step 5/5"))
+    assert re.search(r"loss \d+\.\d{4} \| dev accuracy \d+\.\d{2} \| \d+ ex/s \| ETA \d+s$", line), line
+    assert "{" not in out and not re.search(r"\d\.\d{5}", out)  # no raw JSON, no unrounded floats
+    packed = distilled.dir / "student.bitbert"
+    assert packed.is_file() and f"packed student: {packed} ({packed.stat().st_size / 2**20:.2f} MB)" in out
+    assert f"bitbert predict {packed} " in out
+    assert not list(distilled.dir.rglob("checkpoint.pt")) and "removed the checkpoints" in out
+    teacher, data = _distill_args(tmp_path, tiny_teacher, monkeypatch)
+    assert main(["distill", *teacher, *data, "--out", str(tmp_path / "kept"), "--keep-checkpoints"]) == 0
+    assert (tmp_path / "kept" / "stage0-1-1-1" / "checkpoint.pt").is_file()
+
+
+def test_default_job_honours_max_steps(tmp_path, monkeypatch, capsys):
+    """`bitbert distill --out X --max-steps 1` (the embedded job) stops its teacher, checkpointed,
+    and says how to continue, instead of looking for a teacher model that was never saved."""
+    import bitbert.cli as cli
+
+    base = save_tiny_base(tmp_path / "base")
+    sst2 = tmp_path / "sst2"
+    sst2.mkdir()
+    rows = sentiment_rows(lambda positive: int(positive))
+    for name in ("train.tsv", "dev.tsv"):
+        (sst2 / name).write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(cli, "demo_paths", lambda: (str(base), str(sst2)))
+    monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
+    assert main(["distill", "--out", str(tmp_path / "x"), "--max-steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "teacher: stopped at step 1 of 2" in out and "--resume" in out
+    assert (tmp_path / "x" / "teacher" / "checkpoint.pt").is_file()
+    assert main(["distill", "--out", str(tmp_path / "x"), "--resume"]) == 0  # then the whole job
+    assert (tmp_path / "x" / "student.bitbert").is_file()
+
+
+def test_predict_takes_options_anywhere_names_classes_and_echoes(distilled, capsys):
+    assert main(["predict", str(distilled.dir / "student.bitbert"), "--threads", "1", "a good movie", "--batch-size",
+                 "2", "the plot was awful"]) == 0
+    rows = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == ["a good movie", "the plot was awful"]
+    assert all(r["label"] in ("neg", "pos") and set(r["scores"]) == {"neg", "pos"} for r in rows)
+
+
+def test_predict_takes_a_folder_or_says_what_it_expected(distilled, tmp_path, capsys):
+    assert main(["predict", str(distilled.dir / "student.bitbert"), "good"]) == 0
+    expected = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    for folder in (distilled.dir, distilled.dir / "stage1-1-1-1" / "model"):  # a run's folder, a model directory
+        assert main(["predict", str(folder), "good"]) == 0
+        assert [json.loads(l) for l in capsys.readouterr().out.splitlines()] == expected, folder
+    assert main(["predict", str(distilled.dir / "stage1-1-1-1"), "good"]) == 2
+    err = capsys.readouterr().err
+    assert "without a packed .bitbert file or a bitbert.save model" in err and "Traceback" not in err
+
+
+def test_glue_class_names_reach_the_packed_file(tmp_path, tiny_teacher, capsys, monkeypatch):
+    """SST-2's files say 0/1; a model trained on it names its classes negative/positive."""
+    from bitbert.pipeline import load_classifier
+    from bitbert.tasks import get_task
+
+    model = load_classifier(str(tiny_teacher), get_task("sst2"))
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_evaluate_sst2_without_data_dir_uses_the_bundled_copy(distilled, capsys):
+    assert main(["evaluate", str(distilled.dir / "student.bitbert"), "--task", "sst2", "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["examples"] == {"dev": 872} and "bundled with bitbert" in captured.err
+
+
+def test_bench_without_out_prints_the_table(capsys):
+    assert main(["bench", "--shape", "tiny", "--batch-sizes", "1", "--threads", "1", "--repeats", "1",
+                 "--no-torch", "--seq-len", "16"]) == 0
+    assert "| threads | batch | packed engine ms |" in capsys.readouterr().out
+
+
+def test_help_and_dir_list_the_api_without_importing_torch():
+    code = ("import sys, pydoc, bitbert; assert 'torch' not in sys.modules; "
+            "names = ['binarize', 'calibrate', 'summary', 'save', 'load', 'export', 'load_packed']; "
+            "assert set(names) <= set(dir(bitbert)), dir(bitbert); "
+            "text = pydoc.render_doc(bitbert, renderer=pydoc.plaintext); "
+            "missing = [n for n in names if '    ' + n + '(' not in text]; assert not missing, missing")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(root)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_new_head_is_not_reported_as_missing_but_a_lost_weight_is(tmp_path, capsys, caplog):
+    """transformers' LOAD REPORT calls a fresh classifier MISSING (expected); a checkpoint that lacks
+    an encoder weight must still be reported."""
+    from safetensors.torch import load_file, save_file
+    from transformers import BertModel
+
+    from bitbert.pipeline import load_classifier
+    from bitbert.tasks import get_task
+    from conftest import tiny_bert_config
+
+    encoder = tmp_path / "encoder"
+    BertModel(tiny_bert_config()).save_pretrained(encoder)  # no classification head
+    with caplog.at_level("INFO", logger="bitbert"):
+        load_classifier(str(encoder), get_task("sst2"))
+    captured = capsys.readouterr()
+    assert "LOAD REPORT" not in captured.out + captured.err and "MISSING" not in captured.out + captured.err
+    assert "new classification head" in caplog.text and "initialised at random" not in caplog.text
+    weights = load_file(encoder / "model.safetensors")
+    lost = next(k for k in weights if "layer.1.output.dense.weight" in k)
+    del weights[lost]
+    save_file(weights, encoder / "model.safetensors", metadata={"format": "pt"})
+    caplog.clear()
+    with caplog.at_level("INFO", logger="bitbert"):
+        load_classifier(str(encoder), get_task("sst2"))
+    assert "initialised at random" in caplog.text and "layer.1.output.dense.weight" in caplog.text

@@ -1,4 +1,5 @@
-"""The committed results: the issue's record format, and README tables that match the JSON files."""
+"""The committed results: the issue's record format, and README / docs/results tables and plots that
+match the JSON files."""
 import importlib.util
 import json
 import re
@@ -47,12 +48,40 @@ def test_glue_records_have_the_issue_format():
             assert r["command"].startswith("python benchmarks/run_glue.py"), r["command"]
 
 
-def test_readme_tables_are_generated_from_the_results():
-    text = (ROOT / "README.md").read_text()
-    for name, fn in _tables().SECTIONS.items():
-        m = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", text, re.S)
-        assert m, f"README lacks the {name} markers"
-        assert m.group(1) == fn() + "\n", f"README {name} table is stale: run python benchmarks/tables.py"
+def test_result_pages_are_generated_from_the_results():
+    """Every table of the README and docs/results/ sits between its markers as tables.py writes it
+    now, and each table has exactly one page."""
+    tables = _tables()
+    placed = [name for names in tables.PAGES.values() for name in names]
+    assert sorted(placed) == sorted(tables.SECTIONS), "a table without a page, or on two"
+    for page, names in tables.PAGES.items():
+        text = (ROOT / page).read_text()
+        for name in names:
+            assert text.count(f"<!-- {name}:start -->") == 1, f"{page} lacks the {name} markers"
+        assert tables.fill(text, names) == text, f"{page} is stale: run python benchmarks/tables.py"
+
+
+def test_headline_table_takes_its_numbers_from_the_records():
+    """The README's headline rows are the summary's records and the bench files' one-thread rows."""
+    tables = _tables()
+    table = tables.headline_table()
+    runs = tables.summary_records()
+    sst2 = runs[("sst2", "bit", "1-1-1")]
+    row = next(l for l in table.splitlines() if l.startswith("| 1-1-1 |"))
+    assert f"{sst2['best']:.1f} / {sst2['final']:.1f}" in row
+    bench = json.loads((ROOT / "benchmarks" / "results" / "bench_cpu.json").read_text())
+    one = next(r for r in bench["results"] if r["threads"] == 1 and r["batch"] == 1)
+    assert row.endswith(f"| {one['engine']['median_s'] * 1e3:.1f} | {one['speedup_vs_fp32']:.1f}x |")
+
+
+def test_plots_are_drawn_from_the_current_results():
+    """docs/plots/plots.json holds what the committed PNGs show; it must match the results now (the
+    PNGs are redrawn with it by python benchmarks/tables.py)."""
+    plots = _benchmark("plots")
+    committed = json.loads((ROOT / "docs" / "plots" / "plots.json").read_text())
+    assert committed == json.loads(json.dumps(plots.data())), "plots are stale: run python benchmarks/tables.py"
+    for name in ("accuracy_vs_bits.png", "speed_vs_size.png"):
+        assert (ROOT / "docs" / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
 def test_settings_are_told_apart_by_batch_lr_and_teacher():
@@ -167,7 +196,7 @@ def test_cut_runs_agree_with_their_histories():
 
 
 def test_engine_table_compares_a_schedule_with_its_last_stage():
-    """Call 34's aug4m ran 1-1-2,1-1-1: its row's trainer figures are the 1-1-1 stage's, whose model
+    """The augmented multi-distillation probe (aug4m) ran 1-1-2,1-1-1: its row's trainer figures are the 1-1-1 stage's, whose model
     the evaluations ran, not the 1-1-2 stage's."""
     glue = json.loads((ROOT / "benchmarks" / "results" / "glue_minilm.json").read_text())
     last = next(r for r in glue if r.get("device_call") == 34 and r["schedule"] == "1-1-2,1-1-1")
