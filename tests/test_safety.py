@@ -20,17 +20,8 @@ from bitbert.tasks import DataError, load_custom, load_split
 from bitbert.train import TrainConfig, TrainingDiverged, train
 from bitbert.validate import SettingError
 from conftest import save_tiny_base, sentiment_rows, tiny_bert_config
+from test_cli import tiny_teacher  # noqa: F401 (a fixture)
 from test_distill import CFG, tiny_task
-
-
-@pytest.fixture
-def tiny_teacher(tmp_path):
-    """A tiny BERT with a WordPiece tokenizer in tmp_path/base, and train.tsv / dev.tsv (pos/neg) beside it."""
-    d = save_tiny_base(tmp_path / "base")
-    rows = sentiment_rows(lambda positive: "pos" if positive else "neg")
-    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "dev.tsv").write_text("\n".join(rows[:13]) + "\n")
-    return d
 
 
 def data_args(tmp_path, train="train.tsv"):
@@ -111,32 +102,23 @@ def test_orphaned_temp_files_are_removed_on_start(tmp_path):
     assert not orphan.exists() and keep.exists()
 
 
-def test_resume_has_no_duplicate_metrics_rows_nor_restarted_loss_average(tmp_path):
+def test_resume_has_no_duplicate_metrics_rows_nor_restarted_loss_average(tmp_path, monkeypatch):
     data = tiny_task()
     torch.manual_seed(0)
     teacher = BertForSequenceClassification(tiny_bert_config()).eval()
     cfg = CFG.replace(log_every=1)
     run_schedule(teacher, data, "bit", "1-1-1", cfg, tmp_path / "a")
 
-    class Killed(Exception):
-        pass
-
     import bitbert.distill as D
 
-    orig = D.train
+    def kill_at_6(step):  # the last checkpoint is at step 4: steps 5 and 6 are logged, then lost
+        if step == 6:
+            raise InterruptedError("killed")
 
-    def killed_after_step_6(*a, **k):  # the last checkpoint is at step 4: steps 5, 6 are logged twice
-        def on_step(step):
-            if step == 6:
-                raise Killed
-        return orig(*a, **k, on_step=on_step)
-
-    D.train = killed_after_step_6
-    try:
-        with pytest.raises(Killed):
+    with monkeypatch.context() as m:
+        m.setattr(D, "train", lambda *a, **k: train(*a, **k, on_step=kill_at_6))
+        with pytest.raises(InterruptedError):
             run_schedule(teacher, data, "bit", "1-1-1", cfg, tmp_path / "b")
-    finally:
-        D.train = orig
     run_schedule(teacher, data, "bit", "1-1-1", cfg, tmp_path / "b", resume=True)
 
     def rows(run):
