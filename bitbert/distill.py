@@ -26,6 +26,7 @@ from .pipeline import TaskData, make_evaluator
 from .tasks import TaskSpec
 from .rundir import REPORT, RunDirError, check_same_run, claim, digest_module, read_json
 from .train import RunReport, TrainConfig, make_accelerator, run_settings, should_compile, train
+from .validate import SettingError
 
 log = logging.getLogger("bitbert")
 
@@ -198,7 +199,7 @@ def parse_schedule(schedule: str | list[str]) -> list[str]:
     stages = schedule.split(",") if isinstance(schedule, str) else list(schedule)
     stages = [s.strip() for s in stages if s.strip()]
     if not stages:
-        raise ValueError("empty schedule; e.g. 32-32-32,1-1-2,1-1-1")
+        raise SettingError("schedule", "must list E-W-A stages, e.g. 32-32-32,1-1-2,1-1-1", schedule)
     for s in stages:
         QuantConfig.from_preset("bit", s)  # validates the E-W-A string with a clear message
     return stages

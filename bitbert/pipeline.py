@@ -17,7 +17,7 @@ from torch import nn
 from .batching import BucketBatcher, TokenizedSplit, tokenize
 from .metrics import compute_metrics
 from .tasks import DataError, TaskSpec, get_task, load_custom, load_glue, load_glue_hub, load_split
-from .train import evaluate_batches
+from .train import MIN_LENGTH, evaluate_batches
 from .rundir import read_json
 from .validate import SEED_MAX, SettingError, integer
 
@@ -87,6 +87,14 @@ class TaskData:
         return [batcher.collate(idx) for idx in batcher.batch_indices()[:n]]
 
 
+def _is_glue(task: str) -> bool:
+    try:
+        get_task(task)
+    except DataError:
+        return False
+    return True
+
+
 def _digest_splits(splits: list[TokenizedSplit]) -> str:
     h = hashlib.sha256()
     for split in splits:
@@ -104,14 +112,15 @@ def load_task_data(task: str | None, tokenizer, max_length: int, data_dir: str |
                    seed: int = 0) -> TaskData:
     """Load a GLUE task (from ``data_dir``, else the Hub) or a custom task from files.
 
+    ``task`` names a GLUE task; with ``train_file`` it may only be another name (not a GLUE one).
     ``dev_only``: tokenize only the dev splits (``TaskData.train`` is None). A custom classification
     task still reads its training file: its label set defines the class ids. ``max_train_examples``
     > 0 keeps that many training examples, drawn with ``seed``."""
     integer("max_train_examples", max_train_examples, 0)
     integer("seed", seed, 0, SEED_MAX)
-    integer("max_length", max_length, 1)
+    integer("max_length", max_length, MIN_LENGTH)
     if train_file is not None:
-        if task is not None:
+        if task is not None and _is_glue(task):
             raise SettingError("task", "is a GLUE task; a custom task comes from --train-file/--dev-file: give one "
                                "of the two", task)
         if data_dir is not None:

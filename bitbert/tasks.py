@@ -432,9 +432,6 @@ def load_custom(path: str | Path, text_columns: Sequence[str], label_column: str
     path = Path(path)
     if regression and labels is not None:
         raise ValueError("a regression task has no label set; pass labels=None")
-    if label_column in text_columns:
-        raise DataError(f"the label column {label_column!r} is also a text column: the model would read its answer",
-                        path)
     raw = _read_raw(path, tuple(text_columns), label_column, None)
     if not regression and labels is None:
         labels = _sorted_labels(_label_text(v) for v in raw.labels)

@@ -2,7 +2,8 @@
 
 On accelerate: CPU, one GPU (bf16 autocast) or several GPUs under ``accelerate launch``.
 Checkpoints hold everything needed to continue bit-for-bit on CPU (weights, optimizer, schedule,
-RNG, data position) and are written atomically; ``resume=True`` continues from the last one.
+RNG, data position, the logged loss average) and are written atomically; ``resume=True`` continues
+from the last one.
 """
 from __future__ import annotations
 
@@ -312,7 +313,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     ``len(batches)`` is the number of batches of one process. ``on_step(step)`` runs after every
     step; a true return value stops training there, checkpointed (e.g. a time limit).
     ``settings`` (JSON-able, e.g. the loss weights) join ``cfg``'s in the checkpoint: a resume with
-    different ones raises instead of continuing someone else's run.
+    different ones raises instead of continuing someone else's run. A training loss that turns NaN
+    or infinite raises `TrainingDiverged` at the next log step, evaluation or checkpoint, before
+    anything is written: the last good checkpoint stays.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -342,7 +342,7 @@ def test_regression_with_a_glue_task_is_refused(tmp_path, tiny_teacher, capsys):
 
 def test_label_column_equal_to_a_text_column_is_refused(tmp_path):
     (tmp_path / "t.tsv").write_text("sentence\tlabel\na film\tpos\nanother\tneg\n")
-    with pytest.raises(DataError, match="label column 'sentence' is also a text column"):
+    with pytest.raises(ValueError, match="label column 'sentence' is also a text column"):
         load_custom(tmp_path / "t.tsv", ["sentence"], "sentence")
 
 
