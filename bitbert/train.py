@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .config import ConfigError
 from .convert import quantizer_parameters
 from .graphs import GraphCaptureError, GraphedStep, graphs_wanted
 from .io import atomic_write
@@ -350,7 +349,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     diverged = torch.zeros((), dtype=torch.bool, device=acc.device)  # any non-finite loss since: no host sync
 
     def check_finite() -> None:
-        if bool(diverged):
+        # agreed by all processes (called at the same steps in each): one stopping alone would hang the others
+        bad = diverged if acc.num_processes == 1 else acc.reduce(diverged.float(), reduction="sum") > 0
+        if bool(bad):
             kept = f"the last good checkpoint, {ckpt_path} at step {good_step}, is kept" if good_step else \
                 "no checkpoint was written"
             raise TrainingDiverged(f"the training loss became NaN or infinite before step {step}; {kept}. "

@@ -16,10 +16,10 @@ from bitbert.cli import main
 from bitbert.distill import run_schedule
 from bitbert.io import atomic_write
 from bitbert.pipeline import load_task_data
-from bitbert.tasks import DataError, load_custom, load_split
+from bitbert.tasks import DataError, load_custom
 from bitbert.train import TrainConfig, TrainingDiverged, train
 from bitbert.validate import SettingError
-from conftest import save_tiny_base, sentiment_rows, tiny_bert_config
+from conftest import save_tiny_base, tiny_bert_config
 from test_cli import tiny_teacher  # noqa: F401 (a fixture)
 from test_distill import CFG, tiny_task
 
