@@ -164,10 +164,11 @@ def test_regression_label_beyond_float32_is_refused(tmp_path):
         load_custom(path, ["sentence"], "score", regression=True)
 
 
-def test_max_length_beyond_positions_is_capped_with_a_note(tmp_path, tiny_teacher, capsys, caplog):
+def test_max_length_beyond_positions_is_capped_with_a_note(tmp_path, tiny_teacher, capsys):
     assert main(["finetune", "--model", str(tiny_teacher), "--out", str(tmp_path / "t"), *data_args(tmp_path),
                  "--epochs", "1", "--batch-size", "8", "--max-length", "512"]) == 0
-    assert "--max-length 512 exceeds the 64 positions" in caplog.text
+    out = capsys.readouterr()
+    assert "--max-length 512 exceeds the 64 positions" in out.out + out.err
     # the library refuses data longer than the model's positions before training, not after an epoch
     data = tiny_task()
     with pytest.raises(SettingError, match="must be <= the model's 8 positions"):
