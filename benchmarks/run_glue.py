@@ -22,7 +22,7 @@ import torch
 
 import bitbert
 from bitbert.config import ALPHA_INITS, AugmentConfig, ConfigError, parse_quant_overrides
-from bitbert.distill import finetune, finished_report, method_losses, run_schedule, stage_configs
+from bitbert.distill import finetune, finished_report, method_losses, run_identity, run_schedule, stage_configs
 from bitbert.io import atomic_write
 from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
 from bitbert.train import TrainConfig, check_same_run, run_settings
@@ -91,7 +91,7 @@ def main() -> None:
     tcfg = TrainConfig(epochs=args.teacher_epochs, lr=args.teacher_lr, batch_size=32, max_length=d["max_length"],
                        seed=args.seed, eval_every=args.eval_every)
     t0 = time.perf_counter()
-    finished_report(out / "teacher", run_settings(tcfg))  # a teacher made with other settings raises
+    finished_report(out / "teacher", run_settings(tcfg, run_identity(data)))  # one made otherwise raises
     if not (out / "teacher" / "model" / "config.json").is_file():
         from bitbert.pipeline import load_classifier
 

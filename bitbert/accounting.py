@@ -118,6 +118,9 @@ def _act_bits(module: nn.Module) -> int:
 @torch.no_grad()
 def summary(model: nn.Module, seq_len: int = 128) -> Summary:
     """Parameters by bit width, size and FLOPs of ``model`` (see the module docstring)."""
+    from .validate import integer
+
+    integer("seq_len", seq_len, 1)
     base = base_model(model)
     limit = max_positions(model.config)
     if seq_len > limit:

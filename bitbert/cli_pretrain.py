@@ -20,6 +20,7 @@ def add_pretrain_commands(sub) -> None:
     p.add_argument("--corpus", required=True, nargs="+", help="text files (.txt, .xz, .gz, .bz2), one paragraph a line")
     p.add_argument("--out", required=True, help="run directory: model/, report.json, metrics.jsonl, checkpoint.pt")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (else refused)")
     g = p.add_argument_group("pretraining settings (PretrainConfig)")
     for f in dataclasses.fields(PretrainConfig):
         flag, help_ = "--" + f.name.replace("_", "-"), f"{f.metadata.get('help', '')} (default: {f.default})"
@@ -32,10 +33,13 @@ def add_pretrain_commands(sub) -> None:
 
 def cmd_pretrain(args) -> int:
     from .pretraining import PretrainConfig, pretrain
+    from .rundir import prepare_out
 
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)
                if getattr(args, f.name) is not None}
-    report = pretrain(args.teacher, args.corpus, args.out, PretrainConfig(**changes), resume=args.resume)
+    config = PretrainConfig(**changes)  # a bad number fails before any work
+    prepare_out(args.out, args.resume, args.overwrite)
+    report = pretrain(args.teacher, args.corpus, args.out, config, resume=args.resume)
     from .cli import is_main_process
 
     if not is_main_process():

@@ -24,7 +24,9 @@ from .convert import binarize
 from .losses import attention_kl, attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss
 from .pipeline import TaskData, make_evaluator
 from .tasks import TaskSpec
-from .train import RunReport, TrainConfig, check_same_run, make_accelerator, run_settings, should_compile, train
+from .rundir import REPORT, RunDirError, check_same_run, claim, digest_module, read_json
+from .train import RunReport, TrainConfig, make_accelerator, run_settings, should_compile, train
+from .validate import SettingError
 
 log = logging.getLogger("bitbert")
 
@@ -197,7 +199,7 @@ def parse_schedule(schedule: str | list[str]) -> list[str]:
     stages = schedule.split(",") if isinstance(schedule, str) else list(schedule)
     stages = [s.strip() for s in stages if s.strip()]
     if not stages:
-        raise ValueError("empty schedule; e.g. 32-32-32,1-1-2,1-1-1")
+        raise SettingError("schedule", "must list E-W-A stages, e.g. 32-32-32,1-1-2,1-1-1", schedule)
     for s in stages:
         QuantConfig.from_preset("bit", s)  # validates the E-W-A string with a clear message
     return stages
@@ -218,15 +220,28 @@ def stage_dir_name(index: int, bits: str) -> str:
 def finished_report(run_dir: Path, settings: dict) -> RunReport | None:
     """The report of a run (a schedule stage or a fine-tune) that ran to the end and saved its model
     in ``run_dir/model``, else None; raises `ConfigError` if it was trained with other ``settings``
-    (`run_settings`)."""
-    path = run_dir / "report.json"
+    (`run_settings`) or the report is corrupt."""
+    path = run_dir / REPORT
     if not (path.is_file() and (run_dir / "model" / "model.safetensors").is_file()):
         return None
-    report = RunReport(**json.loads(path.read_text()))
+    saved = read_json(path)
+    try:
+        report = RunReport(**saved)
+    except TypeError:
+        raise RunDirError(f"{path}: not a bitbert run report") from None
     if report.finished:
         check_same_run(report.config, settings, path)
         return report
     return None
+
+
+def run_identity(data: TaskData, teacher: nn.Module | None = None) -> dict[str, str]:
+    """What a run is computed from besides its settings: the task, the data (tokenized: the files,
+    columns, subsample and tokenizer all show) and the teacher's weights."""
+    identity = {"task": data.spec.name, **data.digests()}
+    if teacher is not None:
+        identity["teacher"] = digest_module(teacher)
+    return identity
 
 
 def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str | list[str], cfg: TrainConfig,
@@ -247,6 +262,20 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
     stages = parse_schedule(schedule)
     configs = stage_configs(method, stages, quant_overrides)  # before any work: a bad combination fails now
     augment = augment if augment is not None and augment.copies else None
+    data.check_fits(current.config)
+    identity = run_identity(data, current)
+
+    def stage_settings(bits: str) -> dict:
+        """What a stage computes; a resume with other settings must not reuse or continue it."""
+        extra = {**identity, "method": method, "bits": bits, "losses": dataclasses.asdict(weights),
+                 "quant_overrides": quant_overrides or {}}
+        if augment:  # absent when off
+            extra["augment"] = dataclasses.asdict(augment)
+        return extra
+
+    for i, (bits, qcfg) in enumerate(zip(stages, configs)):  # every stage's folder, before any work
+        if not qcfg.is_identity:
+            claim(out_dir / stage_dir_name(i, bits), run_settings(cfg, stage_settings(bits)), resume)
     if augment:
         data = dataclasses.replace(data, train=augment_for_teacher(data._train_split(), current, tokenizer, augment))
         log.info("training set augmented to %d examples (%s)", len(data.train), data.train.source)
@@ -256,11 +285,7 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
             log.info("stage %s is the full-precision teacher itself: nothing to distill", bits)
             result.stages.append(StageResult(bits, method, None, "", skipped=True))
             continue
-        # what this stage computes; a resume with other settings must not reuse or continue it
-        extra = {"method": method, "bits": bits, "losses": dataclasses.asdict(weights),
-                 "quant_overrides": quant_overrides or {}}
-        if augment:  # absent when off: older runs still resume
-            extra["augment"] = dataclasses.asdict(augment)
+        extra = stage_settings(bits)
         done = finished_report(stage_dir, run_settings(cfg, extra)) if resume else None
         if done is not None:
             log.info("stage %s already finished: loading %s", bits, stage_dir / "model")
@@ -302,16 +327,20 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
 
 
 def finetune(model: nn.Module, data: TaskData, cfg: TrainConfig, out_dir: str | Path, tokenizer=None,
-             resume: bool = False) -> RunReport:
+             resume: bool = False, identity: dict[str, str] | None = None) -> RunReport:
     """Supervised fine-tuning (a full-precision teacher, or a BiPFT binary model without a teacher).
-    The model is saved to ``out_dir/model``."""
+    The model is saved to ``out_dir/model``. ``identity`` (e.g. ``{"model": digest of its files}``)
+    joins the task and data digests in what a resume must match."""
     out_dir = Path(out_dir)
     acc = make_accelerator(cfg)
+    data.check_fits(model.config)
+    settings = {**run_identity(data), **(identity or {})}
+    claim(out_dir, run_settings(cfg, settings), resume)
     # Only fresh quantizers (e.g. a new pooler's) are calibrated: α learned in pretraining is kept.
     calibrate(model, data.calibration_batches(cfg.batch_size), only_uncalibrated=True)
     report = train(model, supervised_loss(data.spec), data.train_batches(cfg.batch_size, cfg.seed,
                    acc.device.type == "cuda"), make_evaluator(data, cfg.eval_batch_size), cfg, out_dir,
-                   main_metric=data.spec.main_key, resume=resume, accelerator=acc)
+                   main_metric=data.spec.main_key, resume=resume, accelerator=acc, settings=settings)
     if report.finished and acc.is_main_process:
         io.save(acc.unwrap_model(model), out_dir / "model", tokenizer)
     acc.wait_for_everyone()  # every process may load the saved model next (the default job's teacher)

@@ -4,6 +4,7 @@ Per-task defaults are those of BiT's public scripts (epochs / max length / batch
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,9 @@ from torch import nn
 from .batching import BucketBatcher, TokenizedSplit, tokenize
 from .metrics import compute_metrics
 from .tasks import DataError, TaskSpec, get_task, load_custom, load_glue, load_glue_hub, load_split
-from .train import evaluate_batches
+from .train import MIN_LENGTH, evaluate_batches
+from .rundir import read_json
+from .validate import SEED_MAX, SettingError, integer
 
 log = logging.getLogger("bitbert")
 
@@ -62,20 +65,66 @@ class TaskData:
         return {name: BucketBatcher(split, batch_size, shuffle=False, seed=0, pad_id=self.pad_id)
                 for name, split in self.dev.items()}
 
+    def digests(self) -> dict[str, str]:
+        """Digests of the tokenized training and dev data: a run's identity (`bitbert.rundir`)."""
+        splits = {"train_data": [self.train] if self.train is not None else [], "dev_data": list(self.dev.values())}
+        return {key: _digest_splits(parts) for key, parts in splits.items()}
+
+    def check_fits(self, model_config) -> None:
+        """Raise before training if a sequence is longer than ``model_config``'s position embeddings
+        (it would fail at the first evaluation, an epoch later)."""
+        from .accounting import max_positions
+
+        limit = max_positions(model_config)
+        for split in ([self.train] if self.train is not None else []) + list(self.dev.values()):
+            longest = int(split.lengths.max()) if len(split) else 0
+            if longest > limit:
+                raise SettingError("max_length", f"must be <= the model's {limit} positions ({split.source} has "
+                                   f"sequences of {longest} tokens)", longest)
+
     def calibration_batches(self, batch_size: int, n: int = 4) -> list[dict[str, torch.Tensor]]:
         batcher = BucketBatcher(self._train_split(), batch_size, shuffle=False, seed=0, pad_id=self.pad_id)
         return [batcher.collate(idx) for idx in batcher.batch_indices()[:n]]
 
 
-def load_task_data(task: str, tokenizer, max_length: int, data_dir: str | Path | None = None,
+def _is_glue(task: str) -> bool:
+    try:
+        get_task(task)
+    except DataError:
+        return False
+    return True
+
+
+def _digest_splits(splits: list[TokenizedSplit]) -> str:
+    h = hashlib.sha256()
+    for split in splits:
+        h.update(np.ascontiguousarray(split.lengths).tobytes())
+        for arrays in (split.input_ids, split.token_type_ids):
+            h.update(np.concatenate(arrays).tobytes() if len(arrays) else b"")
+        h.update(np.ascontiguousarray(split.labels).tobytes())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def load_task_data(task: str | None, tokenizer, max_length: int, data_dir: str | Path | None = None,
                    train_file: str | Path | None = None, dev_file: str | Path | None = None,
                    text_columns: list[str] | None = None, label_column: str = "label",
-                   regression: bool = False, max_train_examples: int = 0, dev_only: bool = False) -> TaskData:
+                   regression: bool = False, max_train_examples: int = 0, dev_only: bool = False,
+                   seed: int = 0) -> TaskData:
     """Load a GLUE task (from ``data_dir``, else the Hub) or a custom task from files.
 
+    ``task`` names a GLUE task; with ``train_file`` it may only be another name (not a GLUE one).
     ``dev_only``: tokenize only the dev splits (``TaskData.train`` is None). A custom classification
-    task still reads its training file: its label set defines the class ids."""
+    task still reads its training file: its label set defines the class ids. ``max_train_examples``
+    > 0 keeps that many training examples, drawn with ``seed``."""
+    integer("max_train_examples", max_train_examples, 0)
+    integer("seed", seed, 0, SEED_MAX)
+    integer("max_length", max_length, MIN_LENGTH)
     if train_file is not None:
+        if task is not None and _is_glue(task):
+            raise SettingError("task", "is a GLUE task; a custom task comes from --train-file/--dev-file: give one "
+                               "of the two", task)
+        if data_dir is not None:
+            raise SettingError("data_dir", "is for GLUE tasks; a custom task reads --train-file/--dev-file", data_dir)
         if not text_columns:
             raise DataError("a custom task needs --text-columns (one or two column names)")
         if dev_file is None:
@@ -83,6 +132,13 @@ def load_task_data(task: str, tokenizer, max_length: int, data_dir: str | Path |
         spec, train = load_custom(train_file, text_columns, label_column, regression=regression)
         devs = {"dev": load_split(spec, dev_file)}
     else:
+        if task is None:
+            raise SettingError("task", "is missing: give a GLUE task, or --train-file/--dev-file for a custom task",
+                               None)
+        for name, value in (("dev_file", dev_file), ("text_columns", text_columns), ("regression", regression)):
+            if value:
+                raise SettingError(name, f"is for custom tasks (--train-file); GLUE task {task} sets its own "
+                                   "files, columns and kind (stsb is the regression one)", value)
         spec = get_task(task)
         load = (lambda split: load_glue(spec, data_dir, split)) if data_dir is not None else (
             lambda split: load_glue_hub(spec, split))
@@ -91,7 +147,7 @@ def load_task_data(task: str, tokenizer, max_length: int, data_dir: str | Path |
     if dev_only:
         train = None
     elif max_train_examples and len(train) > max_train_examples:
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(seed)
         keep = np.sort(rng.choice(len(train), max_train_examples, replace=False))
         train = type(train)([train.texts_a[i] for i in keep],
                             None if train.texts_b is None else [train.texts_b[i] for i in keep],
@@ -122,6 +178,7 @@ def packed_tokenizer(engine: Any):
 def make_evaluator(data: TaskData, batch_size: int):
     """``evaluate(model) -> metrics``: the first dev split's metrics unprefixed, others prefixed.
     ``model`` is a PyTorch classifier (run on the device of its parameters) or a packed engine."""
+    integer("batch_size", batch_size, 1)
     dev = data.dev_batches(batch_size)
 
     def evaluate(model: nn.Module | Any) -> dict[str, float]:
@@ -147,9 +204,7 @@ def load_classifier(path: str | Path, spec: TaskSpec) -> nn.Module:
     path_s = str(path)
     problem_type = "regression" if spec.is_regression else "single_label_classification"
     if Path(path_s, "config.json").is_file():
-        import json
-
-        cfg = json.loads(Path(path_s, "config.json").read_text())
+        cfg = read_json(Path(path_s, "config.json"))
         if "bitbert" in cfg:
             archs = cfg.get("architectures") or []
             # A binary pretrained (BiPFT) encoder, e.g. a BertForMaskedLM: keep it, start a fresh head.
@@ -159,6 +214,12 @@ def load_classifier(path: str | Path, spec: TaskSpec) -> nn.Module:
             model = io.load(path_s, **new_head)
             _check_head(model, spec, path_s)
             return model
+        if any(a.endswith("ForSequenceClassification") for a in cfg.get("architectures") or []):
+            n = len(cfg.get("id2label") or {}) or cfg.get("num_labels", 2)
+            if n != spec.num_labels:  # transformers would fail on the head's shape deep inside loading
+                kind = "a regression (1 output)" if spec.is_regression else f"{spec.num_labels} classes"
+                raise DataError(f"model {path_s} has a classification head of {n} outputs but task {spec.name} "
+                                f"needs {kind}: start from a model without that task head")
     from transformers import AutoModelForSequenceClassification
 
     def from_pretrained(p: str):

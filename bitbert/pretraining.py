@@ -37,15 +37,13 @@ from .config import PRESETS, ConfigError, QuantConfig
 from .convert import UnsupportedModelError, binarize
 from .corpus import IGNORE_INDEX, CorpusStats, MLMCollator, PackedMLMStream, check_min_sequences, iter_lines
 from .losses import hidden_mse, soft_cross_entropy
-from .train import TrainConfig, check_same_run, make_accelerator, should_compile, train
+from .rundir import METRICS, claim, digest_files
+from .train import TrainConfig, make_accelerator, run_settings, should_compile, train
+from .validate import SEED_MAX, finite, integer
 
 __all__ = ["PretrainConfig", "pretrain", "PretrainingObjective", "PretrainLoss", "build_student"]
 
 log = logging.getLogger("bitbert")
-
-# Settings that may differ between a run and its resumption: none of them changes the trajectory.
-RESUMABLE_CHANGES = frozenset({"max_steps", "max_seconds", "eval_every", "log_every", "num_workers", "compile"})
-
 
 def _opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
@@ -97,6 +95,17 @@ class PretrainConfig:
         if self.method not in PRESETS or self.method == "fp":
             raise ConfigError(f"method must be one of {[p for p in PRESETS if p != 'fp']}, got {self.method!r}")
         self.quant_config()  # validates bits, ffn2_input, residual_rank
+        for name in ("lr", "mlm_probability"):
+            finite(name, getattr(self, name), 0, above=True)
+        for name in ("quant_lr", "weight_decay", "max_grad_norm", "mlm_weight", "hidden_weight", "kd_weight",
+                     "max_seconds"):
+            finite(name, getattr(self, name), 0)
+        finite("warmup_ratio", self.warmup_ratio, 0, high=1, below=True)
+        integer("seed", self.seed, 0, SEED_MAX)
+        for name in ("seq_len", "batch_size", "max_tokens", "max_steps", "residual_rank", "holdout_every",
+                     "heldout_sequences", "eval_every", "eval_batch_size", "log_every", "calibration_batches",
+                     "shuffle_buffer", "num_workers"):
+            integer(name, getattr(self, name), 0)
         checks = [(self.seq_len >= (5 if self.nsp else 3), "seq_len is too short for the special tokens"),
                   (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1"),
                   (min(self.max_tokens, self.max_steps, self.max_seconds) >= 0,
@@ -382,7 +391,9 @@ def pretrain(teacher_path: str | Path, corpus_paths: Sequence[str | Path] | str 
     acc = make_accelerator(tcfg)
     rank, world = acc.process_index, acc.num_processes
     total = config.total_steps(world)
-    _check_resumable(out_dir, config, resume, acc.is_main_process)
+    # what the run computes: a resume from another teacher, corpus or setting is refused before any work
+    settings = {**dataclasses.asdict(config), "teacher": digest_files([teacher_path]), "corpus": digest_files(paths)}
+    claim(out_dir, run_settings(tcfg, settings), resume)
 
     tokenizer = io.from_hub_or_dir(AutoTokenizer.from_pretrained, teacher_path, "tokenizer of", io.TOKENIZER_FILES)
     lines = scan_corpus(paths)
@@ -423,7 +434,7 @@ def pretrain(teacher_path: str | Path, corpus_paths: Sequence[str | Path] | str 
 
     run = train(objective, loss, batches, heldout_evaluator(heldout, throughput) if heldout else None, tcfg,
                 out_dir, main_metric="mlm_accuracy", resume=resume, accelerator=acc, on_step=on_step,
-                presharded=True)
+                presharded=True, settings=settings)
 
     model_dir = out_dir / "model"
     save = run.finished or clock.stopped
@@ -437,7 +448,7 @@ def pretrain(teacher_path: str | Path, corpus_paths: Sequence[str | Path] | str 
         "tokens_per_s": throughput.rate or run.examples_per_s * config.seq_len,
         "tokens_per_s_with_startup": run.examples_per_s * config.seq_len, "wall_s": run.wall_s,
         "heldout": [{**h, "tokens": h["step"] * config.tokens_per_step(world)} for h in run.history],
-        "best": run.best, "final": run.final, "train_loss": _train_curve(out_dir / "metrics.jsonl"),
+        "best": run.best, "final": run.final, "train_loss": _train_curve(out_dir / METRICS),
         "corpus_lines": dataclasses.asdict(lines), "teacher_heads": heads,
         "config": dataclasses.asdict(config), "quant_config": config.quant_config().to_dict(),
         "model_dir": str(model_dir) if save else None,
@@ -466,24 +477,6 @@ class _TimeLimit:
             over = bool(self.acc.reduce(flag, reduction="sum").item() > 0)
         self.stopped = self.stopped or over
         return over
-
-
-def _check_resumable(out_dir: Path, config: PretrainConfig, resume: bool, main: bool) -> None:
-    """A resumed run must be the same run: compare with the saved config. A fresh run replaces
-    the previous run's checkpoint and metrics."""
-    saved = out_dir / "pretrain_config.json"
-    current = dataclasses.asdict(config)
-    if resume and saved.is_file():
-        def fixed(d: dict) -> dict:
-            return {k: v for k, v in d.items() if k not in RESUMABLE_CHANGES}
-        check_same_run(fixed(json.loads(saved.read_text())), fixed(current), saved)
-    if not main:
-        return
-    if not resume:
-        for name in ("checkpoint.pt", "metrics.jsonl", "report.json"):
-            (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    io.atomic_write(saved, lambda p: p.write_text(json.dumps(current, indent=2)))
 
 
 def _train_curve(metrics: Path) -> list[list[float]]:

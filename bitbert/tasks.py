@@ -24,6 +24,10 @@ __all__ = [
 ]
 
 _FORMATS = ("tsv", "csv", "jsonl")
+MAX_FIELD_CHARS = 2**31 - 1
+# A numeric label column with more distinct values than this is taken for a regression target.
+MAX_NUMERIC_CLASSES = 20
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _OPENERS = {".gz": gzip.open, ".xz": lzma.open}  # compressed variants of the same file names
 
 
@@ -67,6 +71,9 @@ class TaskSpec:
                 object.__setattr__(self, name, tuple(value))
         if not 1 <= len(self.text_columns) <= 2:
             raise ValueError(f"task {self.name}: need 1 or 2 text columns, got {self.text_columns}")
+        if self.label_column in self.text_columns:
+            raise ValueError(f"task {self.name}: the label column {self.label_column!r} is also a text column: "
+                             "the model would read its answer")
         if self.metric not in METRICS:
             raise ValueError(f"task {self.name}: unknown metric {self.metric!r}; known: {METRICS}")
         if self.is_regression != (self.metric in REGRESSION_METRICS):
@@ -203,6 +210,8 @@ def _lines(path: Path) -> Iterator[str]:
 
 def _delimited_records(path: Path, fmt: str, required: Sequence[str],
                        header: Sequence[str] | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    # A long document is one field: lift csv's 128 KiB default (to what a C long holds everywhere).
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
     # TSVs are read with quoting off, like GLUE's own readers: SST-2/QQP texts contain bare quotes.
     if fmt == "tsv":
         reader = csv.reader(_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -244,6 +253,8 @@ def _jsonl_records(path: Path, required: Sequence[str]) -> Iterator[tuple[int, d
             record = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", path, line) from None
+        except RecursionError:
+            raise DataError("JSON nested too deeply", path, line) from None
         if not isinstance(record, dict):
             raise DataError(f"expected one JSON object per line, got {type(record).__name__}", path, line)
         _check_columns(list(record), required, path, line)
@@ -297,6 +308,9 @@ def _encode_labels(spec: TaskSpec, raw: _RawSplit) -> np.ndarray:
             if not math.isfinite(score) or isinstance(value, bool):
                 raise DataError(f"regression label {value!r} in column {spec.label_column!r} "
                                 "is not a finite number", raw.path, line)
+            if abs(score) > FLOAT32_MAX:
+                raise DataError(f"regression label {value!r} in column {spec.label_column!r} is beyond "
+                                f"float32's range (|x| <= {FLOAT32_MAX:.4g}): training would give inf", raw.path, line)
             out[i] = score
         return out
     ids = {label: i for i, label in enumerate(spec.labels)}
@@ -304,8 +318,9 @@ def _encode_labels(spec: TaskSpec, raw: _RawSplit) -> np.ndarray:
     for i, (value, line) in enumerate(zip(raw.labels, raw.lines)):
         label_id = ids.get(_label_text(value))
         if label_id is None:
+            shown = list(spec.labels[:12]) + (["..."] if len(spec.labels) > 12 else [])
             raise DataError(f"unknown label {value!r} in column {spec.label_column!r}; "
-                            f"valid labels: {list(spec.labels)}", raw.path, line)
+                            f"valid labels: {shown}", raw.path, line)
         out[i] = label_id
     return out
 
@@ -420,7 +435,25 @@ def load_custom(path: str | Path, text_columns: Sequence[str], label_column: str
     raw = _read_raw(path, tuple(text_columns), label_column, None)
     if not regression and labels is None:
         labels = _sorted_labels(_label_text(v) for v in raw.labels)
+        _check_class_labels(labels, label_column, path)
     metric = metric or ("pearson_spearman" if regression else "accuracy")
     spec = TaskSpec(name, tuple(text_columns), label_column, None if regression else tuple(labels),
                     metric, file_format=_file_format(path))
     return spec, _to_examples(spec, raw)
+
+
+def _check_class_labels(labels: Sequence[str], label_column: str, path: Path) -> None:
+    """Refuse a label set no classifier should be trained on: one class (nothing to learn), or
+    numbers that look like a score (fractions, or many distinct values)."""
+    if len(labels) < 2:
+        raise DataError(f"every training example has label {labels[0]!r} in column {label_column!r}: "
+                        "a classifier needs at least two classes", path)
+    try:
+        values = [float(label) for label in labels]
+    except ValueError:
+        return
+    if (any(not v.is_integer() for v in values if math.isfinite(v)) or len(labels) > MAX_NUMERIC_CLASSES
+            or len(set(values)) < len(values)):  # "1" and "1.00": one number, two classes
+        raise DataError(f"column {label_column!r} holds {len(labels)} distinct numbers ({', '.join(labels[:5])}"
+                        f"{', ...' if len(labels) > 5 else ''}), taken as class names: for a real-valued "
+                        "target pass --regression (library: regression=True)", path)

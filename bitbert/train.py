@@ -2,7 +2,8 @@
 
 On accelerate: CPU, one GPU (bf16 autocast) or several GPUs under ``accelerate launch``.
 Checkpoints hold everything needed to continue bit-for-bit on CPU (weights, optimizer, schedule,
-RNG, data position) and are written atomically; ``resume=True`` continues from the last one.
+RNG, data position, the logged loss average) and are written atomically; ``resume=True`` continues
+from the last one.
 """
 from __future__ import annotations
 
@@ -19,12 +20,17 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .config import ConfigError
 from .convert import quantizer_parameters
 from .graphs import GraphCaptureError, GraphedStep, graphs_wanted
 from .io import atomic_write
+from .rundir import CHECKPOINT, METRICS, PROGRESS, REPORT, RunDirError, check_same_run, resume_settings
+from .validate import SEED_MAX, finite, integer, one_of
 
 log = logging.getLogger("bitbert")
+
+
+LR_SCHEDULES = ("linear", "constant")
+MIN_LENGTH = 3  # [CLS], one token, [SEP]
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,25 @@ class TrainConfig:
     # eager step is launch-bound (thousands of tiny quantizer kernels), see bitbert/graphs.py.
     cuda_graphs: str = "auto"
     max_steps: int = 0  # > 0: stop (checkpointed) after this many steps; resume continues the schedule
+
+    def __post_init__(self) -> None:
+        finite("epochs", self.epochs, 0, above=True)
+        finite("lr", self.lr, 0, above=True)
+        finite("quant_lr", self.quant_lr, 0)
+        finite("weight_decay", self.weight_decay, 0)
+        finite("warmup_ratio", self.warmup_ratio, 0, high=1, below=True)
+        finite("max_grad_norm", self.max_grad_norm, 0)
+        integer("batch_size", self.batch_size, 1)
+        integer("eval_batch_size", self.eval_batch_size, 1)
+        integer("max_length", self.max_length, MIN_LENGTH)
+        integer("eval_every", self.eval_every, 0)
+        integer("log_every", self.log_every, 1)
+        integer("seed", self.seed, 0, SEED_MAX)
+        integer("max_steps", self.max_steps, 0)
+        one_of("schedule", self.schedule, LR_SCHEDULES)
+        one_of("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
+        one_of("compile", self.compile, ("auto", "on", "off"))
+        one_of("cuda_graphs", self.cuda_graphs, ("auto", "on", "off"))
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -87,30 +112,15 @@ class RunReport:
         return dataclasses.asdict(self)
 
 
-# The settings that decide what a run computes; eval/log cadence, max_steps and the execution mode
-# (compile, CUDA graphs) may change between a run and its resume.
-RESUME_KEYS = ("epochs", "lr", "quant_lr", "weight_decay", "batch_size", "max_length", "warmup_ratio", "schedule",
-               "max_grad_norm", "seed", "mixed_precision")
+def run_settings(cfg: TrainConfig, extra: Mapping[str, Any] | None = None) -> dict:
+    """The JSON-able settings a run records (``cfg``'s and ``extra``'s: the teacher's and the data's
+    digests, loss weights, ...) less those a resume may change, so that a resume can refuse a
+    different run (`bitbert.rundir.claim`)."""
+    return resume_settings({**dataclasses.asdict(cfg), **(extra or {})})
 
 
-def run_settings(cfg: TrainConfig, extra: dict | None = None) -> dict:
-    """The JSON-able settings a checkpoint records, so that a resume can refuse a different run."""
-    return {**{k: getattr(cfg, k) for k in RESUME_KEYS}, **json.loads(json.dumps(extra or {}, default=str))}
-
-
-def check_same_run(recorded: dict, current: dict, where: str | Path) -> None:
-    """Raise if a checkpoint or finished report in ``where`` was made with other settings: resuming
-    it would silently mix two runs. Records written before settings were kept pass."""
-    if not recorded:
-        return
-    diff = [f"{k}={recorded.get(k)!r} there, {current.get(k)!r} now"
-            for k in sorted(set(recorded) | set(current)) if recorded.get(k) != current.get(k)]
-    if diff:
-        raise ConfigError(f"{where} was written by a run with other settings ({'; '.join(diff)}): "
-                         "resume with the same settings, or use a new output directory")
-
-
-CHECKPOINT = "checkpoint.pt"  # in a run's folder: what `resume` continues from
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def remove_checkpoint(run_dir: str | Path) -> int:
@@ -160,19 +170,35 @@ def lr_lambda(total: int, cfg: TrainConfig) -> Callable[[int], float]:
 
 
 class MetricsLog:
-    """JSONL (always) and TensorBoard (when installed) logging of scalars."""
+    """JSONL (always) and TensorBoard (when installed) logging of scalars. Rows after ``start_step``
+    (written by a segment that was cut after its last checkpoint) are dropped first: a resume
+    logs them again."""
 
-    def __init__(self, out_dir: Path, enabled: bool) -> None:
+    def __init__(self, out_dir: Path, enabled: bool, start_step: int = 0) -> None:
         self.enabled = enabled
-        self.path = out_dir / "metrics.jsonl"
+        self.path = out_dir / METRICS
         self.tb = None
         if enabled:
+            self._drop_after(start_step)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
             except Exception:  # tensorboard is optional
                 self.tb = None
+
+    def _drop_after(self, step: int) -> None:
+        if not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line cut by a kill
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+                kept.append(line + "\n")
+        atomic_write(self.path, lambda p: p.write_text("".join(kept), encoding="utf-8"))
 
     def write(self, step: int, values: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -200,8 +226,6 @@ def _set_rng_state(state: Mapping[str, torch.Tensor]) -> None:
 
 
 def should_compile(cfg: TrainConfig, device: torch.device) -> bool:
-    if cfg.compile not in ("auto", "on", "off"):
-        raise ValueError(f"compile must be auto, on or off; got {cfg.compile!r}")
     return cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
 
 
@@ -288,7 +312,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     ``len(batches)`` is the number of batches of one process. ``on_step(step)`` runs after every
     step; a true return value stops training there, checkpointed (e.g. a time limit).
     ``settings`` (JSON-able, e.g. the loss weights) join ``cfg``'s in the checkpoint: a resume with
-    different ones raises instead of continuing someone else's run.
+    different ones raises instead of continuing someone else's run. A training loss that turns NaN
+    or infinite raises `TrainingDiverged` at the next log step, evaluation or checkpoint, before
+    anything is written: the last good checkpoint stays.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -303,10 +329,10 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg))
     model, optimizer = acc.prepare(model, optimizer)
     report = RunReport(main_metric, config=run_settings(cfg, settings))
-    step = 0
+    step, running = 0, None  # running: the logged training loss, an exponential average
     ckpt_path = out_dir / CHECKPOINT
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = _load_checkpoint(ckpt_path)
         saved = json.loads(state["report"])
         check_same_run(saved.get("config", {}), report.config, ckpt_path)
         acc.unwrap_model(model).load_state_dict(state["model"])
@@ -315,28 +341,51 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
         batches.load_state_dict(state["batches"])
         _set_rng_state(state["rng"])
         step = int(state["step"])
+        if state.get("running_loss") is not None:
+            running = state["running_loss"].to(acc.device)
         report = RunReport(**{**saved, "config": report.config})
         log.info("resumed from %s at step %d", ckpt_path, step)
+    good_step = step  # the step of the last checkpoint with a finite loss
+    diverged = torch.zeros((), dtype=torch.bool, device=acc.device)  # any non-finite loss since: no host sync
+
+    def check_finite() -> None:
+        # agreed by all processes (called at the same steps in each): one stopping alone would hang the others
+        bad = diverged if acc.num_processes == 1 else acc.reduce(diverged.float(), reduction="sum") > 0
+        if bool(bad):
+            kept = f"the last good checkpoint, {ckpt_path} at step {good_step}, is kept" if good_step else \
+                "no checkpoint was written"
+            raise TrainingDiverged(f"the training loss became NaN or infinite before step {step}; {kept}. "
+                                   "Lower the learning rate (lr) or check the data's labels")
 
     def checkpoint() -> None:
+        nonlocal good_step
+        check_finite()  # never replace a good checkpoint by a diverged one
         report.wall_s = wall_before + time.perf_counter() - t0  # what a resume adds on to
         report.steps, report.total_steps = step, total
+        good_step = step
         if not acc.is_main_process:
             return
         state = {"model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "batches": batches.state_dict(), "rng": _rng_state(),
-                 "step": step, "report": json.dumps(report.to_dict())}
-        atomic_write(ckpt_path, lambda p: torch.save(state, p))
-        # the run so far, small and readable: what is left of a run cut where its checkpoint cannot travel
-        atomic_write(out_dir / "progress.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
+                 "step": step, "report": json.dumps(report.to_dict()),
+                 "running_loss": None if running is None else running.detach().cpu()}
 
-    logger = MetricsLog(out_dir, acc.is_main_process)
+        def save(p: Path) -> None:
+            with p.open("wb") as f:  # a Python file: a full disk is an OSError naming the file
+                torch.save(state, f)
+
+        atomic_write(ckpt_path, save)
+        # the run so far, small and readable: what is left of a run cut where its checkpoint cannot travel
+        atomic_write(out_dir / PROGRESS, lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
+
+    logger = MetricsLog(out_dir, acc.is_main_process, step)
     stepper = TrainStep(model, loss_fn, optimizer, acc, cfg, scheduler)
     better = (lambda a, b: a < b) if main_metric == "loss" else (lambda a, b: a > b)
 
     def run_eval() -> None:
         if evaluate is None:
             return
+        check_finite()  # a diverged model is not worth evaluating
         model.eval()  # also for evaluators other than evaluate_batches (BiPFT's held-out loss)
         with torch.no_grad(), acc.autocast():
             metrics = evaluate(acc.unwrap_model(model))
@@ -353,7 +402,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     progress = tqdm(total=total, initial=step, disable=True if not acc.is_main_process else None, desc=out_dir.name, leave=False)
     eval_every = cfg.eval_every or per_epoch
     model.train()
-    t0, seen, running, wall_before = time.perf_counter(), 0, None, report.wall_s
+    t0, seen, wall_before = time.perf_counter(), 0, report.wall_s
     epoch = batches.state_dict()["epoch"]
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     first_step = step
@@ -380,9 +429,12 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
             loss = stepper(batch)
             step += 1
             seen += batch["input_ids"].shape[0]
-            running = loss.detach() if running is None else 0.9 * running + 0.1 * loss.detach()
+            loss = loss.detach().float()
+            diverged |= ~torch.isfinite(loss)
+            running = loss.clone() if running is None else 0.9 * running + 0.1 * loss
             progress.update(1)
             if step % cfg.log_every == 0:  # the only host sync of the step loop
+                check_finite()
                 logger.write(step, {"train/loss": float(running), "train/lr": scheduler.get_last_lr()[0]})
             if step % eval_every == 0 or step == total:
                 run_eval()
@@ -398,12 +450,13 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
                 break
         epoch += 1
     progress.close()
+    check_finite()
     report.steps, report.total_steps = step, total
     segment_s = time.perf_counter() - t0
     report.examples_per_s = seen * acc.num_processes / max(segment_s, 1e-9)
     report.wall_s = wall_before + segment_s
     if acc.is_main_process:
-        atomic_write(out_dir / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
+        atomic_write(out_dir / REPORT, lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
     return report
 
 
@@ -421,6 +474,20 @@ def progress_line(name: str, step: int, total: int, per_epoch: int, loss: float,
 def _duration(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by `train`; a truncated or corrupt one is a one-line error naming it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip, unpickling and EOF errors of a cut or damaged file
+        raise RunDirError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                          "delete it to restart this run from its beginning") from None
+    missing = {"model", "optimizer", "scheduler", "batches", "rng", "step", "report"} - set(state) \
+        if isinstance(state, dict) else {"everything"}
+    if missing:
+        raise RunDirError(f"{path}: not a bitbert checkpoint (lacks {sorted(missing)})")
+    return state
 
 
 def evaluate_batches(model: nn.Module, batches: Iterable[dict], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -103,9 +103,9 @@ def test_resume_equals_uninterrupted(files, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert [h["mlm_loss"] for h in resumed["heldout"]] == [h["mlm_loss"] for h in straight["heldout"]]
-    # The logged training loss is train()'s running average, restarted by a resume: equal before it.
+    # The logged training loss is train()'s running average, carried over by the checkpoint: equal throughout.
     assert [s for s, _ in resumed["train_loss"]] == list(range(1, 9))
-    assert resumed["train_loss"][:5] == straight["train_loss"][:5]
+    assert resumed["train_loss"] == straight["train_loss"]
 
 
 def test_resume_with_other_settings_is_refused(files, tmp_path):
@@ -113,6 +113,13 @@ def test_resume_with_other_settings_is_refused(files, tmp_path):
     with pytest.raises(bitbert.ConfigError, match="seq_len"):
         pretrain(files["teacher"], files["corpus"], tmp_path / "r",
                  dataclasses.replace(FAST, seq_len=12, max_tokens=512), resume=True)
+    # another corpus or teacher is another run; a fresh run does not overwrite this one
+    other = tmp_path / "other.txt"
+    other.write_bytes(files["corpus"].read_bytes() + b"one more line of text\n")
+    with pytest.raises(bitbert.ConfigError, match="corpus="):
+        pretrain(files["teacher"], [other], tmp_path / "r", dataclasses.replace(FAST, max_tokens=512), resume=True)
+    with pytest.raises(bitbert.ConfigError, match="already holds a run"):
+        pretrain(files["teacher"], files["corpus"], tmp_path / "r", dataclasses.replace(FAST, max_tokens=512))
 
 
 @pytest.mark.parametrize("nsp", [True, False])
