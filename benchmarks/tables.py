@@ -302,6 +302,32 @@ def bibert_ablation_table() -> str:
     return "\n".join(rows)
 
 
+def pair_control_table() -> str:
+    """The sentence-pair control (benchmarks/pair_control.py): one row per probe and schedule, each
+    seed's best-on-dev / final-step dev accuracy, and every stage of a schedule."""
+    recs = _load("pair_control.json")
+    if not recs:
+        return "_no pair-control results yet_"
+    groups: dict[tuple, list[dict]] = {}
+    for r in recs:
+        groups.setdefault((r["variant"], r["name"], r["schedule"], r["quant"], r["loss"], r["lr"], r["epochs"]), []).append(r)
+    rows = ["| pairs | probe | schedule | --quant | --loss | lr | epochs | teacher | seeds: stages best / final | mean best (last stage) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for (variant, name, sched, quant, loss, lr, epochs), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        qlr = {r["command"].split("--quant-lr ")[1].split()[0] for r in rs if "--quant-lr " in r["command"]}
+        seeds = "; ".join(f"{r['seed']}: " + ", ".join(f"{st['bits']} {st['best']['accuracy']:.1f} / {st['final']['accuracy']:.1f}"
+                                                   for st in r["stages"] if "best" in st) for r in rs)
+        mean = sum(r["best"]["accuracy"] for r in rs) / len(rs)
+        rows.append(f"| {variant} | {name} | {sched} | {quant or '–'} | {loss or '–'} | {lr:g}{' (α, β ' + qlr.pop() + ')' if qlr else ''} "
+                    f"| {epochs:g} | {rs[0]['teacher_best']['accuracy']:.1f} | {seeds} | {mean:.1f} |")
+    hw = sorted({r["hardware"] for r in recs})
+    rows += ["", f"{recs[0]['train_pairs']} training and {recs[0]['dev_pairs']} dev pairs, batch {recs[0]['batch_size']}, "
+             f"MiniLM-L6 teacher fine-tuned on the pairs; {', '.join(hw)}. A missing seed is a run that did not finish "
+             "(the records hold what ran)."]
+    return "\n".join(rows)
+
+
 def speed_table() -> str:
     recs = _load("distill_speed.json")
     if not recs:
@@ -437,14 +463,15 @@ def headline_table() -> str:
 
 
 SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table,
-            "engine-accuracy": engine_accuracy_table, "headline": headline_table}
+            "engine-accuracy": engine_accuracy_table, "headline": headline_table,
+            "pair-control": pair_control_table}
 
 # where each table lives (paths relative to the repository root)
 PAGES = {"README.md": ("headline",),
          "docs/results/glue.md": ("glue-summary", "glue-seeds", "glue-settings", "glue", "gap-sources", "glue-cut",
                                   "bibert-ablation"),
          "docs/results/speed.md": ("speed",), "docs/results/engine.md": ("bench", "engine-accuracy"),
-         "docs/results/bipft.md": ("bipft",)}
+         "docs/results/bipft.md": ("bipft",), "docs/results/pairs.md": ("pair-control",)}
 
 
 def fill(text: str, names) -> str:
