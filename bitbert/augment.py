@@ -9,6 +9,10 @@ TinyBERT draws single-piece candidates from BERT's masked-LM head and GloVe for 
 fine-tuned classifier has no MLM head and GloVe is not at hand offline, so the candidates here are
 the teacher's own embedding neighbours, and multi-piece words are kept as they are. Copies have
 their labels marked unknown (`UNKNOWN_CLASS` / NaN), which the ground-truth loss skips.
+
+This is the in-memory variant (``bitbert distill --augment N``). The full recipe, with masked-LM
+candidates and neighbours for multi-piece words too, written once to a file, is `bitbert.augmented`
+(``bitbert augment``); both mark copies with `mark_copies` / `unknown_label`.
 """
 from __future__ import annotations
 

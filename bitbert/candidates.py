@@ -70,7 +70,8 @@ def _match_case(candidate: str, word: str) -> str:
 class _Vocabulary:
     """Which token ids are whole words, and their text: a WordPiece token of two or more letters (not
     '##' pieces, not '[unused0]'), or a BPE / SentencePiece token that starts a word (decodes to a
-    space followed by two or more letters). Single letters are never words here, as in `find_words`."""
+    space followed by two or more letters). Single letters and stop words are never candidates, as they
+    are never replaced (`find_words`)."""
 
     def __init__(self, tokenizer: Any, size: int) -> None:
         tokens = tokenizer.convert_ids_to_tokens(list(range(min(size, len(tokenizer)))))
@@ -81,11 +82,11 @@ class _Vocabulary:
             if tok is None or i in special:
                 continue
             if wordpiece:
-                if len(tok) > 1 and tok.isalpha():
+                if len(tok) > 1 and tok.isalpha() and tok.lower() not in STOP_WORDS:
                     self.text[i] = tok
             else:
                 s = tokenizer.convert_tokens_to_string([tok])
-                if len(s) > 2 and s[0].isspace() and s[1:].isalpha():
+                if len(s) > 2 and s[0].isspace() and s[1:].isalpha() and s[1:].lower() not in STOP_WORDS:
                     self.text[i] = s[1:]
         if not self.text:
             raise ConfigError(f"{type(tokenizer).__name__}: no whole-word tokens in the vocabulary")

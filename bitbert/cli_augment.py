@@ -8,13 +8,12 @@
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 
 
 def add_augment_commands(sub) -> None:
     """Add the ``augment`` and ``mlm-head`` subcommands to the subparsers object ``sub``."""
+    from .cli_pretrain import add_config_options
     from .config import AugmentConfig
     from .mlm_head import MLMHeadConfig
 
@@ -50,13 +49,7 @@ def add_augment_commands(sub) -> None:
     h.add_argument("--corpus", required=True, nargs="+", help="text files (.txt, .xz, .gz, .bz2), one paragraph a line")
     h.add_argument("--out", required=True, help="run directory: model/, recall.json, report.json, checkpoint.pt")
     h.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    s = h.add_argument_group("settings (MLMHeadConfig)")
-    for f in dataclasses.fields(MLMHeadConfig):
-        flag, help_ = "--" + f.name.replace("_", "-"), f"{f.metadata.get('help', '')} (default: {f.default})"
-        if isinstance(f.default, bool):
-            s.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        else:
-            s.add_argument(flag, type=type(f.default), default=None, help=help_)
+    add_config_options(h.add_argument_group("settings (MLMHeadConfig)"), MLMHeadConfig)
     h.set_defaults(fn=cmd_mlm_head)
 
 
@@ -96,11 +89,10 @@ def cmd_augment(args) -> int:
 
 
 def cmd_mlm_head(args) -> int:
+    from .cli_pretrain import config_from_args
     from .mlm_head import MLMHeadConfig, train_mlm_head
 
-    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(MLMHeadConfig)
-               if getattr(args, f.name) is not None}
-    report = train_mlm_head(args.model, args.corpus, args.out, MLMHeadConfig(**changes), resume=args.resume)
+    report = train_mlm_head(args.model, args.corpus, args.out, config_from_args(args, MLMHeadConfig), resume=args.resume)
     print(json.dumps({k: report.get(k) for k in ("steps", "total_steps", "stopped_by", "wall_s", "model_dir", "recall")},
                      indent=2))
     if report["model_dir"] is None:

@@ -32,7 +32,7 @@ import torch
 
 from . import io
 from .candidates import CandidateGenerator
-from .config import ConfigError
+from .config import ConfigError, require
 from .corpus import MLMCollator, PackedMLMStream, check_min_sequences
 from .pretraining import (PretrainingObjective, StreamBatches, _fixed_batches, _opt, _TimeLimit, heldout_evaluator,
                           mlm_loss)
@@ -63,20 +63,20 @@ class MLMHeadConfig:
     eval_every: int = _opt(200, "steps between held-out evaluations and checkpoints")
     eval_batch_size: int = _opt(64, "sequences per held-out batch")
     log_every: int = _opt(50, "steps between training-loss log lines")
+    num_workers: int = _opt(0, "0: tokenize in the training process; 1: in a DataLoader worker (GPU)")
     seed: int = _opt(42, "seed of initialisation, data order and masking")
     mixed_precision: str = _opt("auto", "auto (bf16 on GPU), no, bf16 or fp16")
 
     def __post_init__(self) -> None:
         checks = [(self.seq_len >= 8, "seq_len must be >= 8"),
                   (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1"),
-                  (self.max_steps >= 1, "max_steps must be >= 1"), (self.max_seconds >= 0, "max_seconds must be >= 0"),
+                  (self.max_steps >= 1, "max_steps must be >= 1"),
+                  (self.num_workers in (0, 1), "num_workers must be 0 or 1 (exact resume needs at most one worker)"), (self.max_seconds >= 0, "max_seconds must be >= 0"),
                   (0.0 < self.mlm_probability < 1.0, "mlm_probability must be in (0, 1)"),
                   (self.holdout_every >= 2, "holdout_every must be >= 2: recall is measured on held-out text"),
                   (min(self.heldout_sequences, self.recall_texts, self.top_m, self.eval_every, self.log_every) >= 1,
                    "heldout_sequences, recall_texts, top_m, eval_every and log_every must be >= 1")]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require(checks)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=1.0, lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size,
@@ -138,10 +138,11 @@ def train_mlm_head(model_dir: str | Path, corpus: Sequence[str | Path] | str | P
 
     objective = PretrainingObjective(model, mlm=True, nsp=False)
     batches = StreamBatches(train_stream, MLMCollator(tokenizer, config.mlm_probability, seed=config.seed),
-                            config.batch_size, config.max_steps)
+                            config.batch_size, config.max_steps, config.num_workers)
     clock = _TimeLimit(config.max_seconds, acc)
     settings = {"mlm_head": dataclasses.asdict(config), "model": str(model_dir), "corpus": [str(p) for p in paths]}
-    settings["mlm_head"].pop("max_seconds")  # a time limit does not change the trajectory
+    for key in ("max_seconds", "num_workers", "eval_every", "log_every"):  # none changes the trajectory
+        settings["mlm_head"].pop(key)
     run = train(objective, MLMLoss(), batches, heldout_evaluator(heldout), tcfg, out_dir, main_metric="mlm_accuracy",
                 resume=resume, accelerator=acc, on_step=lambda step: clock.expired(), presharded=True,
                 settings=settings)

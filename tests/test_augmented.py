@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertForMaskedLM, BertModel, PreTrainedTokenizerFast, RobertaConfig, RobertaForMaskedLM
 
 import bitbert.augmented as augmented
@@ -18,7 +18,7 @@ from bitbert.config import AugmentConfig, ConfigError
 from bitbert.mlm_head import MLMHeadConfig, train_mlm_head
 from bitbert.pipeline import load_task_data
 from bitbert.tasks import DataError, get_task, load_custom
-from conftest import save_tiny_base
+from conftest import save_tiny_base, wordpiece_tokenizer
 
 WORDS = ("good bad fine awful great terrible movie film plot actor story acting music scene cast boring funny "
          "dull smart the a was is very not and but").split()
@@ -26,15 +26,7 @@ PIECES = ["##s", "##ly"]
 
 
 def bert_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *PIECES, ",", "."])}
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+    return wordpiece_tokenizer([*WORDS, *PIECES, ",", "."])
 
 
 def roberta_tokenizer() -> PreTrainedTokenizerFast:
