@@ -301,3 +301,37 @@ def test_mlm_head_rejects_non_bert_and_bad_settings(models_dir, tmp_path):
         train_mlm_head(models_dir / "roberta", corpus(tmp_path), tmp_path / "run", MLMHeadConfig(max_steps=1))
     with pytest.raises(ConfigError, match="holdout_every"):
         MLMHeadConfig(holdout_every=0)
+
+
+@pytest.mark.slow
+def test_gpu_mlm_head_script_end_to_end_on_cpu(tmp_path):
+    """benchmarks/gpu_mlm_head.sh with a tiny encoder and corpus: both variants run, the better model
+    comes back as tar parts that unpack to a masked LM the candidates load."""
+    import lzma
+    import subprocess
+    import tarfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    repo = tmp_path / "repo"
+    (repo / ".devdata" / "corpus").mkdir(parents=True)
+    for name in ("benchmarks", "bitbert"):
+        (repo / name).symlink_to(root / name)
+    tok = bert_tokenizer()
+    BertModel(BertConfig(**tiny(len(tok), max_position_embeddings=64))).save_pretrained(repo / ".devdata" / "enc")
+    tok.save_pretrained(repo / ".devdata" / "enc")
+    rng = random.Random(0)
+    with lzma.open(repo / ".devdata" / "corpus" / "english.txt.xz", "wt") as f:
+        f.write("\n".join(" ".join(rng.choice(WORDS) for _ in range(10)) for _ in range(3000)))
+    env = dict(__import__("os").environ, MODEL=".devdata/enc", SEQ_LEN="16", BATCH="8", HOLDOUT="5", RECALL_TEXTS="20",
+               EVAL_EVERY="5", HEAD_STEPS="6", ENC_STEPS="6")
+    proc = subprocess.run(["bash", "benchmarks/gpu_mlm_head.sh", str(tmp_path / "out")], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    reports = json.loads((tmp_path / "out" / "mlm_head.json").read_text())
+    assert set(reports) == {"head", "encoder"} and all(r["recall"]["masked_words"] > 0 for r in reports.values())
+    parts = sorted((tmp_path / "out").glob("mlm-minilm-l6.tar.part-*"))
+    (tmp_path / "joined.tar").write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(tmp_path / "joined.tar") as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    CandidateGenerator.from_pretrained(tmp_path / "x" / "mlm-minilm-l6", device="cpu")
