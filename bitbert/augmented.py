@@ -33,7 +33,7 @@ from .config import AugmentConfig, ConfigError
 from .io import atomic_write
 from .tasks import DataError, Examples, TaskSpec, _encode_labels, _file_format, _read_raw
 
-__all__ = ["TASK_COPIES", "default_copies", "write_augmented", "load_augmented"]
+__all__ = ["TASK_COPIES", "default_copies", "write_augmented", "load_augmented", "file_record"]
 
 log = logging.getLogger("bitbert")
 
@@ -204,6 +204,18 @@ def _check_same(saved: dict, current: dict, where: Path) -> None:
 
 
 # --------------------------------------------------------------------------- reading
+def file_record(path: str | Path) -> dict[str, Any]:
+    """What a run trained on ``path`` records about it: the file, and from ``OUT.augment.json`` (when
+    `write_augmented` wrote it) its rows and the augmentation and candidate settings."""
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".augment.json")
+    if not sidecar.is_file():
+        return {"file": str(path)}
+    record = json.loads(sidecar.read_text())
+    return {"file": str(path), "rows": record["rows"], "originals": record["originals"],
+            "augment": record["settings"]["augment"], "candidates": record["settings"]["candidates"]}
+
+
 def load_augmented(spec: TaskSpec, path: str | Path) -> Examples:
     """The examples of an augmented file for ``spec`` (its text and label columns and `COPY_COLUMN`,
     with a header), copies' labels marked unknown (`bitbert.augment.mark_copies`)."""

