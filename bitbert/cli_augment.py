@@ -49,6 +49,7 @@ def add_augment_commands(sub) -> None:
     h.add_argument("--corpus", required=True, nargs="+", help="text files (.txt, .xz, .gz, .bz2), one paragraph a line")
     h.add_argument("--out", required=True, help="run directory: model/, recall.json, report.json, checkpoint.pt")
     h.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    h.add_argument("--overwrite", action="store_true", help="replace the run already in --out (else refused)")
     add_config_options(h.add_argument_group("settings (MLMHeadConfig)"), MLMHeadConfig)
     h.set_defaults(fn=cmd_mlm_head)
 
@@ -92,7 +93,11 @@ def cmd_mlm_head(args) -> int:
     from .cli_pretrain import config_from_args
     from .mlm_head import MLMHeadConfig, train_mlm_head
 
-    report = train_mlm_head(args.model, args.corpus, args.out, config_from_args(args, MLMHeadConfig), resume=args.resume)
+    from .rundir import prepare_out
+
+    config = config_from_args(args, MLMHeadConfig)  # a bad number fails before any work
+    prepare_out(args.out, args.resume, args.overwrite)
+    report = train_mlm_head(args.model, args.corpus, args.out, config, resume=args.resume)
     print(json.dumps({k: report.get(k) for k in ("steps", "total_steps", "stopped_by", "wall_s", "model_dir", "recall")},
                      indent=2))
     if report["model_dir"] is None:
