@@ -9,6 +9,10 @@ TinyBERT draws single-piece candidates from BERT's masked-LM head and GloVe for 
 fine-tuned classifier has no MLM head and GloVe is not at hand offline, so the candidates here are
 the teacher's own embedding neighbours, and multi-piece words are kept as they are. Copies have
 their labels marked unknown (`UNKNOWN_CLASS` / NaN), which the ground-truth loss skips.
+
+This is the in-memory variant (``bitbert distill --augment N``). The full recipe, with masked-LM
+candidates and neighbours for multi-piece words too, written once to a file, is `bitbert.augmented`
+(``bitbert augment``); both mark copies with `mark_copies` / `unknown_label`.
 """
 from __future__ import annotations
 
@@ -21,7 +25,37 @@ from .batching import TokenizedSplit
 from .config import AugmentConfig, ConfigError
 
 UNKNOWN_CLASS = -100  # F.cross_entropy's ignore_index
+COPY_COLUMN = "aug_copy"  # augmented files (`bitbert.augmented`): 0 on an original row, k on its k-th copy
 _CHUNK = 4096  # candidate rows per similarity matmul: bounds its memory
+
+
+def unknown_label(dtype: np.dtype) -> float | int:
+    """The label of an augmented copy, which the ground-truth loss skips: NaN for a regression
+    task, `UNKNOWN_CLASS` for a classification one. The teacher's outputs label the copy."""
+    return np.nan if np.issubdtype(dtype, np.floating) else UNKNOWN_CLASS
+
+
+def mark_copies(labels: np.ndarray, is_copy: np.ndarray) -> np.ndarray:
+    """``labels`` with the rows where ``is_copy`` holds set to `unknown_label`."""
+    out = labels.copy()
+    out[np.asarray(is_copy, bool)] = unknown_label(labels.dtype)
+    return out
+
+
+def nearest(queries: torch.Tensor, keys: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices (Q, k) of the ``k`` rows of ``keys`` (N, H) most cosine-similar to each of ``queries``
+    (Q, H), nearest first; ``exclude`` (Q,) names a key index per query never returned (-1: none)."""
+    q = torch.nn.functional.normalize(queries.detach().float(), dim=-1)
+    keys = torch.nn.functional.normalize(keys.detach().float(), dim=-1)
+    out = []
+    for start in range(0, len(q), _CHUNK):
+        sim = q[start:start + _CHUNK] @ keys.T
+        if exclude is not None:
+            ex = exclude[start:start + _CHUNK].to(sim.device)
+            rows = torch.nonzero(ex >= 0).squeeze(-1)
+            sim[rows, ex[rows]] = -float("inf")
+        out.append(sim.topk(k, dim=-1).indices)
+    return torch.cat(out) if out else torch.zeros((0, k), dtype=torch.long)
 
 
 def _is_wordpiece(tokenizer: Any) -> bool:
@@ -48,15 +82,10 @@ def neighbour_table(embeddings: torch.Tensor, tokenizer: Any, neighbours: int) -
     words = np.array([i for i, t in enumerate(tokens) if t and t.isalpha() and i not in special], np.int64)
     if len(words) <= neighbours:
         raise ConfigError(f"augment neighbours={neighbours}: the vocabulary has only {len(words)} whole words")
-    e = torch.nn.functional.normalize(embeddings.detach().float(), dim=-1)
-    cand = e[torch.from_numpy(words).to(e.device)]
+    cand = embeddings[torch.from_numpy(words).to(embeddings.device)]
     table = np.full((size, neighbours), -1, np.int32)
-    for start in range(0, len(words), _CHUNK):
-        sim = cand[start:start + _CHUNK] @ cand.T
-        rows = torch.arange(sim.shape[0], device=sim.device)
-        sim[rows, rows + start] = -float("inf")  # a word is not its own replacement
-        top = sim.topk(neighbours, dim=-1).indices.cpu().numpy()
-        table[words[start:start + _CHUNK]] = words[top]
+    # a word is not its own replacement
+    table[words] = words[nearest(cand, cand, neighbours, torch.arange(len(words))).cpu().numpy()]
     is_piece = np.array([bool(t) and t.startswith("##") for t in tokens])
     return table, is_piece
 
@@ -77,7 +106,7 @@ def augment_split(split: TokenizedSplit, table: np.ndarray, is_piece: np.ndarray
     example_of = np.repeat(np.arange(len(split)), split.lengths)
     rng = np.random.default_rng((cfg.seed, len(split), cfg.copies))
     ids, types, labels = list(split.input_ids), list(split.token_type_ids), [split.labels]
-    unknown = np.nan if np.issubdtype(split.labels.dtype, np.floating) else UNKNOWN_CLASS
+    unknown = unknown_label(split.labels.dtype)
     for _ in range(cfg.copies):
         swap = eligible & (rng.random(len(flat)) < cfg.replace_prob)
         new = flat.copy()

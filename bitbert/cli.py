@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import ALPHA_INITS, AugmentConfig, parse_quant_overrides
+from .config import ALPHA_INITS, AugmentConfig, ConfigError, parse_quant_overrides
 
 log = logging.getLogger("bitbert")
 
@@ -91,7 +91,8 @@ def _load_data(args, tokenizer, max_length: int, dev_only: bool = False):
     return load_task_data(args.task, tokenizer, max_length, data_dir=args.data_dir, train_file=args.train_file,
                           dev_file=args.dev_file, text_columns=args.text_columns, label_column=args.label_column,
                           regression=args.regression, max_train_examples=getattr(args, "max_train_examples", 0),
-                          dev_only=dev_only, seed=getattr(args, "seed", 0))
+                          dev_only=dev_only, seed=getattr(args, "seed", 0),
+                          augmented_file=getattr(args, "augmented_file", None))
 
 
 def _start_run(args, cfg, model_path: str):
@@ -112,6 +113,14 @@ def _start_run(args, cfg, model_path: str):
         cfg = cfg.replace(max_length=limit)
     torch.manual_seed(cfg.seed)
     return cfg
+
+
+def _augmented_record(args) -> dict | None:
+    if not args.augmented_file:
+        return None
+    from .augmented import file_record
+
+    return file_record(args.augmented_file)
 
 
 def demo_paths() -> tuple[str, str]:
@@ -204,6 +213,8 @@ def cmd_distill(args) -> int:
     overrides = parse_quant_overrides(args.quant, residual_rank=args.residual_rank, alpha_init=args.alpha_init,
                                       inherit_quantizers=args.inherit_quantizers)
     augment = AugmentConfig(args.augment, args.augment_prob, args.augment_neighbours, args.seed)
+    if augment.copies and args.augmented_file:
+        raise ConfigError("--augment makes copies in memory, --augmented-file brings them from a file: give one")
     demo = args.teacher is None
     if demo:
         if args.task or args.train_file:
@@ -247,7 +258,8 @@ def cmd_distill(args) -> int:
     if is_main_process():
         log.info("teacher: dev %s %.2f", key, teacher_metrics[key])
     result = run_schedule(teacher, data, args.method, schedule, cfg, out, tokenizer=tok,
-                          losses=losses, quant_overrides=overrides, resume=args.resume, augment=augment)
+                          losses=losses, quant_overrides=overrides, resume=args.resume, augment=augment,
+                          augmented_file=_augmented_record(args))
     if not is_main_process():
         return 0
     done = [Path(s.model_dir).parent for s in result.stages if s.model_dir]
@@ -407,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chance each single-piece word is replaced (default %(default)s)")
     g.add_argument("--augment-neighbours", type=int, default=AugmentConfig.neighbours,
                    help="nearest words a replacement is drawn from (default %(default)s)")
+    g.add_argument("--augmented-file", default=None,
+                   help="train on a file written by `bitbert augment` (originals + copies labelled by the teacher)")
     d.add_argument("--out", default="runs/distill")
     _add_data_args(d)
     _add_train_args(d)
@@ -423,11 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(v)
     v.set_defaults(fn=cmd_evaluate)
 
+    from .cli_augment import add_augment_commands
     from .cli_deploy import add_deploy_commands
     from .cli_pretrain import add_pretrain_commands
 
     add_deploy_commands(sub)
     add_pretrain_commands(sub)
+    add_augment_commands(sub)
     return p
 
 

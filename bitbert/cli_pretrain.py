@@ -21,23 +21,32 @@ def add_pretrain_commands(sub) -> None:
     p.add_argument("--out", required=True, help="run directory: model/, report.json, metrics.jsonl, checkpoint.pt")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (else refused)")
-    g = p.add_argument_group("pretraining settings (PretrainConfig)")
-    for f in dataclasses.fields(PretrainConfig):
+    add_config_options(p.add_argument_group("pretraining settings (PretrainConfig)"), PretrainConfig)
+    p.set_defaults(fn=cmd_pretrain)
+
+
+def add_config_options(group, config_class) -> None:
+    """One option ``--field-name`` per field of the frozen dataclass ``config_class`` (help from the
+    field's metadata), defaulting to None: `config_from_args` keeps the class's own defaults."""
+    for f in dataclasses.fields(config_class):
         flag, help_ = "--" + f.name.replace("_", "-"), f"{f.metadata.get('help', '')} (default: {f.default})"
         if isinstance(f.default, bool):
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
         else:
-            g.add_argument(flag, type=type(f.default), default=None, help=help_)
-    p.set_defaults(fn=cmd_pretrain)
+            group.add_argument(flag, type=type(f.default), default=None, help=help_)
+
+
+def config_from_args(args, config_class):
+    """``config_class`` with the fields given on the command line (`add_config_options`)."""
+    return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
+                           if getattr(args, f.name) is not None})
 
 
 def cmd_pretrain(args) -> int:
     from .pretraining import PretrainConfig, pretrain
     from .rundir import prepare_out
 
-    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)
-               if getattr(args, f.name) is not None}
-    config = PretrainConfig(**changes)  # a bad number fails before any work
+    config = config_from_args(args, PretrainConfig)  # a bad number fails before any work
     prepare_out(args.out, args.resume, args.overwrite)
     report = pretrain(args.teacher, args.corpus, args.out, config, resume=args.resume)
     from .cli import is_main_process

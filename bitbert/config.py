@@ -35,6 +35,13 @@ class ConfigError(ValueError):
     """An invalid quantization setting; the message lists what is valid."""
 
 
+def require(checks: list[tuple[bool, str]]) -> None:
+    """Raise `ConfigError` with the message of the first ``(ok, message)`` that is not ok."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
 def parse_bits(bits: str) -> tuple[int, int, int]:
     """Parse an E-W-A string such as ``"1-1-2"`` into (embedding, weight, activation) bits."""
     parts = str(bits).strip().split("-")
@@ -243,7 +250,8 @@ class AugmentConfig:
             MRPC, RTE and STS-B, 10 for MNLI and QQP). A version that happened to change no
             word is dropped, so the set grows by at most ``copies`` times.
         replace_prob: chance that each single-piece word is replaced (TinyBERT: 0.4).
-        neighbours: how many nearest words a replacement is drawn from (TinyBERT: 15).
+        neighbours: how many candidates a replacement is drawn from (TinyBERT's M: 15): nearest
+            words in memory, masked-LM candidates or nearest words in `bitbert.augmented`.
         seed: the draws are deterministic given it.
     """
 

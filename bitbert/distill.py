@@ -247,13 +247,14 @@ def run_identity(data: TaskData, teacher: nn.Module | None = None) -> dict[str, 
 def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str | list[str], cfg: TrainConfig,
                  out_dir: str | Path, tokenizer=None, losses: LossWeights | None = None,
                  quant_overrides: dict | None = None, resume: bool = False,
-                 augment: AugmentConfig | None = None) -> ScheduleResult:
+                 augment: AugmentConfig | None = None, augmented_file: dict | None = None) -> ScheduleResult:
     """BiT Algorithm 1: for each E-W-A stage, quantize the current teacher into a student, distill,
     and make the student the next teacher. Stage ``i`` lives in ``out_dir/stage{i}-{bits}`` with
     its checkpoint, metrics and final model; ``resume`` skips finished stages and continues the
     interrupted one from its checkpoint. ``quant_overrides`` changes `QuantConfig` fields of every
     stage (an ablation, e.g. ``{"binarize_pooler": False}``). ``augment`` extends the training set once, with the
-    full-precision teacher's embedding neighbours, for every stage (`bitbert.augment`)."""
+    full-precision teacher's embedding neighbours, for every stage (`bitbert.augment`). ``augmented_file``
+    (`bitbert.augmented.file_record`) says which augmented file ``data`` was loaded from, for the records."""
     out_dir = Path(out_dir)
     result = ScheduleResult()
     weights = losses or method_losses(method)
@@ -271,6 +272,8 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
                  "quant_overrides": quant_overrides or {}}
         if augment:  # absent when off
             extra["augment"] = dataclasses.asdict(augment)
+        if augmented_file:
+            extra["augmented_file"] = augmented_file
         return extra
 
     for i, (bits, qcfg) in enumerate(zip(stages, configs)):  # every stage's folder, before any work
@@ -322,6 +325,7 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
         io.atomic_write(out_dir / "schedule.json", lambda p: p.write_text(json.dumps(
             {"method": method, "schedule": stages, "losses": dataclasses.asdict(weights),
              "augment": dataclasses.asdict(augment) if augment else None,
+             **({"augmented_file": augmented_file} if augmented_file else {}),
              "stages": [s.to_dict() for s in result.stages]}, indent=2)))
     return result
 

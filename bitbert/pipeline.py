@@ -16,7 +16,7 @@ from torch import nn
 
 from .batching import BucketBatcher, TokenizedSplit, tokenize
 from .metrics import compute_metrics
-from .tasks import DataError, TaskSpec, get_task, load_custom, load_glue, load_glue_hub, load_split
+from .tasks import DataError, Examples, TaskSpec, get_task, load_custom, load_glue, load_glue_hub, load_split
 from .train import MIN_LENGTH, evaluate_batches
 from .rundir import read_json
 from .validate import SEED_MAX, SettingError, integer
@@ -87,6 +87,16 @@ class TaskData:
         return [batcher.collate(idx) for idx in batcher.batch_indices()[:n]]
 
 
+def subsample(examples: Examples, n: int, seed: int = 0) -> Examples:
+    """``n`` examples drawn without replacement with ``seed``, in file order; all when fewer."""
+    if len(examples) <= n:
+        return examples
+    keep = np.sort(np.random.default_rng(seed).choice(len(examples), n, replace=False))
+    return Examples([examples.texts_a[i] for i in keep],
+                    None if examples.texts_b is None else [examples.texts_b[i] for i in keep],
+                    examples.labels[keep], f"{examples.source}[{n} sampled]")
+
+
 def _is_glue(task: str) -> bool:
     try:
         get_task(task)
@@ -109,16 +119,21 @@ def load_task_data(task: str | None, tokenizer, max_length: int, data_dir: str |
                    train_file: str | Path | None = None, dev_file: str | Path | None = None,
                    text_columns: list[str] | None = None, label_column: str = "label",
                    regression: bool = False, max_train_examples: int = 0, dev_only: bool = False,
-                   seed: int = 0) -> TaskData:
+                   seed: int = 0, augmented_file: str | Path | None = None) -> TaskData:
     """Load a GLUE task (from ``data_dir``, else the Hub) or a custom task from files.
 
     ``task`` names a GLUE task; with ``train_file`` it may only be another name (not a GLUE one).
     ``dev_only``: tokenize only the dev splits (``TaskData.train`` is None). A custom classification
     task still reads its training file: its label set defines the class ids. ``max_train_examples``
-    > 0 keeps that many training examples, drawn with ``seed``."""
+    > 0 keeps that many training examples, drawn with ``seed``. ``augmented_file`` (written by
+    ``bitbert augment``) replaces the training split: its originals, then its copies with unknown
+    labels (`bitbert.augmented.load_augmented`)."""
     integer("max_train_examples", max_train_examples, 0)
     integer("seed", seed, 0, SEED_MAX)
     integer("max_length", max_length, MIN_LENGTH)
+    if augmented_file is not None and max_train_examples:
+        raise DataError("--max-train-examples cannot subsample an augmented file: augment the subsample instead "
+                        "(bitbert augment --max-train-examples)")
     if train_file is not None:
         if task is not None and _is_glue(task):
             raise SettingError("task", "is a GLUE task; a custom task comes from --train-file/--dev-file: give one "
@@ -142,16 +157,16 @@ def load_task_data(task: str | None, tokenizer, max_length: int, data_dir: str |
         spec = get_task(task)
         load = (lambda split: load_glue(spec, data_dir, split)) if data_dir is not None else (
             lambda split: load_glue_hub(spec, split))
-        train = None if dev_only else load("train")
+        train = None if dev_only or augmented_file is not None else load("train")
         devs = {s: load(s) for s in spec.dev_splits}
     if dev_only:
         train = None
-    elif max_train_examples and len(train) > max_train_examples:
-        rng = np.random.default_rng(seed)
-        keep = np.sort(rng.choice(len(train), max_train_examples, replace=False))
-        train = type(train)([train.texts_a[i] for i in keep],
-                            None if train.texts_b is None else [train.texts_b[i] for i in keep],
-                            train.labels[keep], f"{train.source}[{max_train_examples} sampled]")
+    elif augmented_file is not None:
+        from .augmented import load_augmented
+
+        train = load_augmented(spec, augmented_file)
+    elif max_train_examples:
+        train = subsample(train, max_train_examples, seed)
     return TaskData(spec, None if train is None else tokenize(tokenizer, train, max_length),
                     {k: tokenize(tokenizer, v, max_length) for k, v in devs.items()},
                     tokenizer.pad_token_id)

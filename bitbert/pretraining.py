@@ -33,7 +33,7 @@ from torch import nn
 
 from . import io
 from .calibration import calibrate
-from .config import PRESETS, ConfigError, QuantConfig
+from .config import PRESETS, ConfigError, QuantConfig, require
 from .convert import UnsupportedModelError, binarize
 from .corpus import IGNORE_INDEX, CorpusStats, MLMCollator, PackedMLMStream, check_min_sequences, iter_lines
 from .losses import hidden_mse, soft_cross_entropy
@@ -116,9 +116,7 @@ class PretrainConfig:
                    and self.log_every >= 1, "heldout_sequences, calibration_batches, eval_every, log_every must be >= 1"),
                   (self.num_workers in (0, 1), "num_workers must be 0 or 1 (exact resume needs at most one worker)"),
                   (self.schedule in ("linear", "constant"), "schedule must be linear or constant")]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require(checks)
 
     def quant_config(self) -> QuantConfig:
         """The student's QuantConfig: the preset with BiPFT's FFN2 binarizer and estimators."""

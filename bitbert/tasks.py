@@ -10,7 +10,7 @@ import gzip
 import json
 import lzma
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -277,14 +277,17 @@ class _RawSplit:
     labels: list[Any]
     lines: list[int]
     path: Path
+    extra: dict[str, list[Any]] = field(default_factory=dict)  # other columns asked for, as read
 
 
 def _read_raw(path: Path, text_columns: Sequence[str], label_column: str,
-              header: Sequence[str] | None) -> _RawSplit:
+              header: Sequence[str] | None, extra: Sequence[str] = ()) -> _RawSplit:
     if not path.is_file():
         raise _missing_file_error(path, [path.name])
-    raw = _RawSplit([[] for _ in text_columns], [], [], path)
-    for line, record in _records(path, (*text_columns, label_column), header):
+    raw = _RawSplit([[] for _ in text_columns], [], [], path, {c: [] for c in extra})
+    for line, record in _records(path, (*text_columns, label_column, *extra), header):
+        for column, values in raw.extra.items():
+            values.append(record[column])
         for column, texts in zip(text_columns, raw.texts):
             text = record[column]
             if not isinstance(text, str):

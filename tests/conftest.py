@@ -17,20 +17,27 @@ def tiny_bert_config(**kw) -> BertConfig:
 WORDS = "good bad fine awful great terrible movie plot actor story the a was is very not".split()
 
 
-def save_tiny_base(d) -> "pathlib.Path":
-    """Save a tiny untrained BertForSequenceClassification with a WordPiece tokenizer over `WORDS` to ``d``."""
+def wordpiece_tokenizer(tokens) -> "PreTrainedTokenizerFast":
+    """A lower-casing BERT WordPiece tokenizer over [PAD] [UNK] [CLS] [SEP] [MASK] (ids 0-4) and ``tokens``."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *tokens])}
     tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]")
-    BertForSequenceClassification(tiny_bert_config(vocab_size=len(vocab))).save_pretrained(d)
+
+
+def save_tiny_base(d) -> "pathlib.Path":
+    """Save a tiny untrained BertForSequenceClassification with a WordPiece tokenizer over `WORDS` to ``d``."""
+    from transformers import BertForSequenceClassification
+
+    fast = wordpiece_tokenizer(WORDS)
+    BertForSequenceClassification(tiny_bert_config(vocab_size=len(fast))).save_pretrained(d)
     fast.save_pretrained(d)
     return pathlib.Path(d)
 

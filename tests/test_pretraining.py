@@ -8,7 +8,6 @@ import re
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, BertForPreTraining, BertModel, PreTrainedTokenizerFast
 
 import bitbert
@@ -17,10 +16,10 @@ from bitbert.cli import main
 from bitbert.corpus import CorpusError
 from bitbert.pretraining import PretrainConfig, PretrainLoss, PretrainingObjective, build_student, pretrain
 from bitbert.quantizers import ActQuantizer
+from conftest import wordpiece_tokenizer
 
 WORDS = ("the a cat dog bird fish sat ran flew swam on under over near mat log tree pond quickly slowly and "
          "then it was red blue green big small old young").split()
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 # seq 16, batch 4: 64 tokens a step. The corpus has ~2.9k tokens (~200 blocks; every 5th held out).
 FAST = PretrainConfig(seq_len=16, batch_size=4, holdout_every=5, heldout_sequences=8, eval_batch_size=8,
@@ -29,15 +28,7 @@ FAST = PretrainConfig(seq_len=16, batch_size=4, holdout_every=5, heldout_sequenc
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {t: i for i, t in enumerate(SPECIAL + WORDS + [".", ","])}
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+    return wordpiece_tokenizer(WORDS + [".", ","])
 
 
 def sentences(n: int, seed: int) -> list[str]:
