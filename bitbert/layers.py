@@ -16,7 +16,7 @@ from .quantizers import ActQuantizer, BinaryWeight, to_numpy
 def _packed_signs(q: torch.Tensor, per_row: bool):
     """(sign bits packed as the engine reads them, scales) of a binarized weight q: |q| is the
     scale everywhere in a row (or the tensor), so the PyTorch values are exactly scale · ±1."""
-    from .kernels import pack_bits
+    from .packed_schema import pack_bits
 
     q = q.detach().float().cpu()
     scale = q.abs().amax(dim=1) if per_row else q.abs().amax().reshape(1)

@@ -19,7 +19,6 @@ Torch-free: the packed engine imports this with numpy only.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +55,26 @@ class PackedFormatError(ValueError):
 def words(cols: int) -> int:
     """uint64 words per packed row of ``cols`` bits."""
     return (cols + 63) // 64
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """Pack a (..., K) bool/uint8 array (nonzero = set) into (..., ceil(K/64)) uint64, LSB first."""
+    bits = np.asarray(bits)
+    K = bits.shape[-1]
+    nbytes = words(K) * 8
+    packed = np.packbits(bits, axis=-1, bitorder="little")
+    if packed.shape[-1] != nbytes:
+        pad = [(0, 0)] * (packed.ndim - 1) + [(0, nbytes - packed.shape[-1])]
+        packed = np.pad(packed, pad)
+    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64, copy=False)
+
+
+def unpack_bits(packed: np.ndarray, K: int) -> np.ndarray:
+    """Inverse of pack_bits: (..., ceil(K/64)) uint64 -> (..., K) uint8 in {0, 1}."""
+    packed = np.ascontiguousarray(packed, dtype="<u8")
+    if packed.shape[-1] != words(K):
+        raise ValueError(f"{packed.shape[-1]} words cannot hold K={K} (need {words(K)})")
+    return np.unpackbits(packed.view(np.uint8), axis=-1, count=K, bitorder="little")
 
 
 @dataclass(frozen=True)
@@ -108,9 +127,10 @@ class _Fields:
         return v
 
     def positive_float(self, key: str, default: float) -> float:
+        """A number that stays finite and > 0 in float32 (the engine divides by it)."""
         v = self.data.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise PackedFormatError(f"{self.where}.{key}: expected a finite number > 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < abs(v) < 1e38 or not 0 < np.float32(v):
+            raise PackedFormatError(f"{self.where}.{key}: expected a number > 0 that float32 holds, got {v!r}")
         return float(v)
 
     def obj(self, key: str, optional: bool = False) -> "_Fields | None":

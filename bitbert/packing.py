@@ -231,6 +231,9 @@ def _verify(data: bytes, where: str) -> tuple[dict[str, Any], dict[str, str]]:
     meta = header.get("__metadata__") or {}
     if meta.get("format") != FORMAT_NAME:
         raise PackedFormatError(f"{where}: not a bitbert packed model (no format marker {FORMAT_NAME!r})")
+    bad = sorted(k for k, v in meta.items() if not isinstance(v, str))
+    if bad:
+        raise PackedFormatError(f"{where}: metadata {bad[0]!r} is not a string")
     version = meta.get("format_version")
     if version in RETIRED_VERSIONS:
         raise PackedFormatError(f"{where}: packed format version {version!r} is no longer read: "
@@ -242,7 +245,11 @@ def _verify(data: bytes, where: str) -> tuple[dict[str, Any], dict[str, str]]:
     if digest != meta.get("payload_sha256"):
         raise PackedFormatError(f"{where}: checksum mismatch, the file is corrupted or truncated (tensor payload "
                                 f"SHA-256 {digest[:16]}..., expected {str(meta.get('payload_sha256'))[:16]}...)")
-    if _header_digest(header) != meta.get("header_sha256"):
+    try:
+        digest = _header_digest(header)
+    except (ValueError, RecursionError):  # e.g. nesting too deep to serialise again
+        raise PackedFormatError(f"{where}: corrupted header") from None
+    if digest != meta.get("header_sha256"):
         raise PackedFormatError(f"{where}: checksum mismatch, the file header is corrupted")
     return header, meta
 
@@ -301,7 +308,7 @@ def _parse(data: bytes, path: Path) -> PackedModel:
     where = str(path)
     _, meta = _verify(data, where)
     arch = meta.get("architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
+    if not isinstance(arch, str) or arch not in SUPPORTED_ARCHITECTURES:
         raise PackedFormatError(f"{where}: metadata 'architecture' {arch!r} is not one of "
                                 f"{list(SUPPORTED_ARCHITECTURES)}")
     config = _json(meta, "model_config", where)
@@ -311,7 +318,7 @@ def _parse(data: bytes, path: Path) -> PackedModel:
     quant = _json(meta, "quant_config", where)
     try:
         quant = QuantConfig.from_dict(quant)
-    except (ConfigError, TypeError, AttributeError) as e:
+    except (ConfigError, ValueError, TypeError, AttributeError) as e:
         raise PackedFormatError(f"{where}: metadata 'quant_config': {e}") from None
     float_dtype = meta.get("float_dtype")
     if float_dtype not in FLOAT_DTYPES:

@@ -123,7 +123,7 @@ def test_bad_loss_override_is_a_clear_error(tmp_path, tiny_teacher, capsys):
 
 def test_evaluate_packed_file_and_model_dir_agree(tmp_path, tiny_teacher, capsys, monkeypatch):
     """`bitbert evaluate` on a distilled student: its directory (PyTorch fp32) and its packed file
-    (bitwise engine) give the stage's final dev metrics; a GLUE folder needs no train file."""
+    (bitwise engine) give the stage's final dev metrics; a packed file needs no train file (it stores its labels)."""
     monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
     data = ["--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"),
             "--text-columns", "sentence", "--label-column", "label"]
@@ -153,7 +153,10 @@ def test_evaluate_packed_file_and_model_dir_agree(tmp_path, tiny_teacher, capsys
     assert "unknown label 'pos'" in capsys.readouterr().err  # SST-2's labels are 0/1, named with file:line
     rows = (tmp_path / "dev.tsv").read_text().replace("\tpos", "\t1").replace("\tneg", "\t0")
     (glue / "dev.tsv").write_text(rows)
-    assert main(["evaluate", str(tmp_path / "m.bitbert"), "--task", "sst2", "--data-dir", str(glue)]) == 0
+    assert main(["evaluate", str(tmp_path / "m.bitbert"), "--task", "sst2", "--data-dir", str(glue)]) == 2
+    assert "['neg', 'pos']; the task's classes are ['0', '1']" in capsys.readouterr().err  # by name, not count
+    assert main(["evaluate", str(tmp_path / "m.bitbert"), "--dev-file", str(tmp_path / "dev.tsv"),
+                 "--text-columns", "sentence"]) == 0  # the file's own labels: no train file needed
     assert json.loads(capsys.readouterr().out)["examples"] == {"dev": 12}
     assert main(["evaluate", str(tmp_path / "m.bitbert"), "--task", "mnli", "--data-dir", str(glue)]) == 2
     assert "file not found" in capsys.readouterr().err
@@ -162,7 +165,7 @@ def test_evaluate_packed_file_and_model_dir_agree(tmp_path, tiny_teacher, capsys
     assert main(["evaluate", str(tmp_path / "m.bitbert"), "--train-file", str(three), "--dev-file", str(three),
                  "--text-columns", "sentence"]) == 2
     err = capsys.readouterr().err
-    assert "has 2 outputs but task custom has 3 labels" in err and "Traceback" not in err
+    assert "['neg', 'pos']; the task's classes are ['a', 'b', 'c']" in err and "Traceback" not in err
 
 
 def _distill_args(tmp_path, teacher, monkeypatch) -> tuple[list[str], list[str]]:

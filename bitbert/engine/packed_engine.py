@@ -136,6 +136,9 @@ class PackedEngine:
                 e = encodings[i]
                 n = len(e.ids)
                 ids[r, :n], mask[r, :n], types_[r, :n] = e.ids, e.attention_mask, e.type_ids
+            if types_.max() >= self.type_vocab_size:
+                raise PackedFormatError(f"{self.path}: metadata 'tokenizer' gives token type {types_.max()}; the "
+                                        f"model has {self.type_vocab_size} token type(s)")
             for i, row in zip(chunk, self.logits(ids, mask, types_)):
                 out[i] = self._label(row)
         return out
