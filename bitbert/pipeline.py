@@ -154,6 +154,8 @@ def load_task_data(task: str | None, tokenizer, max_length: int, data_dir: str |
             raise DataError("a custom task needs --dev-file as well as --train-file")
         spec, train = load_custom(train_file, text_columns, label_column, regression=regression)
         devs = {"dev": load_split(spec, dev_file)}
+    elif dev_file is not None:
+        raise DataError("a custom task needs --train-file (its labels define the classes) as well as --dev-file")
     else:
         if task is None:
             raise SettingError("task", "is missing: give a GLUE task, or --train-file/--dev-file for a custom task",

@@ -175,6 +175,13 @@ class Encoder:
     head_dense: Linear
     head_out: Linear
 
+    def __post_init__(self) -> None:
+        # What `embed` indexes with the ids, positions and token types `PackedEngine.logits` checked.
+        e, s = self.embeddings, self.spec
+        word_rows = e.word_bits.shape[0] if e.word_bits.size else e.word_fp.shape[0]
+        assert word_rows == s.vocab and e.position.shape == (s.positions, s.hidden)
+        assert e.token_type.shape == (s.type_vocab, s.hidden) and e.ln[0].shape == (s.hidden,)
+
     def positions(self, ids: np.ndarray) -> np.ndarray:
         if self.spec.model_type == "roberta":  # fairseq: padding keeps padding_idx, others count from it + 1
             keep = (ids != self.spec.pad_id).astype(np.int64)
