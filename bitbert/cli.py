@@ -356,7 +356,7 @@ def cmd_evaluate(args) -> int:
     if packed:  # classes matched by the names the file stores
         from .label_map import match_labels
 
-        columns = match_labels(engine.spec.labels, data.spec.labels, args.model)
+        columns = match_labels(engine.spec.labels, data.spec.class_names, args.model, data.spec.labels)
         model, where = engine, f"packed engine, {engine.threads} CPU threads"
         hardware = cpu_name()
     else:  # fp32, no autocast: the precision the exported file runs in

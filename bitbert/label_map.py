@@ -20,11 +20,16 @@ def placeholder_names(n: int) -> list[str]:
     return [f"LABEL_{i}" for i in range(n)]
 
 
-def match_labels(model: Sequence[str], task: Sequence[str] | None, where: str) -> list[int] | None:
+def match_labels(model: Sequence[str], task: Sequence[str] | None, where: str,
+                 file_labels: Sequence[str] | None = None) -> list[int] | None:
     """The model output of each of the task's classes, in the task's order (None for a regression
-    task, which has one output and no names). Placeholder names (LABEL_0, ...) carry no meaning:
-    they are taken in index order, with a warning. Raises DataError when the names cannot be matched."""
+    task, which has one output and no names). ``task`` holds the classes' names (`TaskSpec.class_names`);
+    ``file_labels`` the same classes as the task's files write them (GLUE's 0/1), which a model may
+    use as its names too. Placeholder names (LABEL_0, ...) carry no meaning: they are taken in index
+    order, with a warning. Raises DataError when the names cannot be matched."""
     model = list(model)
+    if file_labels is not None and sorted(model) == sorted(file_labels):
+        task = file_labels
     if task is None:
         if len(model) != 1:
             raise DataError(f"{where} has {len(model)} class outputs {model}; the task is a regression (one output)")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .batching import BucketBatcher, TokenizedSplit, tokenize
+from .label_map import placeholder_names
 from .metrics import compute_metrics
 from .tasks import DataError, Examples, TaskSpec, get_task, load_custom, load_glue, load_glue_hub, load_split
 from .train import MIN_LENGTH, evaluate_batches
@@ -154,7 +155,7 @@ def load_task_data(task: str | None, tokenizer, max_length: int, data_dir: str |
             raise DataError("a custom task needs --dev-file as well as --train-file")
         spec, train = load_custom(train_file, text_columns, label_column, regression=regression)
         devs = {"dev": load_split(spec, dev_file)}
-    elif dev_file is not None:
+    elif dev_file is not None and task is None:  # with a GLUE task, --dev-file is refused below
         raise DataError("a custom task needs --train-file (its labels define the classes) as well as --dev-file")
     else:
         if task is None:
@@ -291,7 +292,7 @@ def _check_head(model: nn.Module, spec: TaskSpec, path: str) -> None:
     if spec.labels is None:
         return
     names = [model.config.id2label.get(i) for i in range(n)]
-    if names == [f"LABEL_{i}" for i in range(n)] or names == list(spec.labels) != list(spec.class_names):
+    if names == placeholder_names(n) or names == list(spec.labels) != list(spec.class_names):
         # placeholders or the files' 0/1: name the classes, for predict's output
         model.config.id2label = dict(enumerate(spec.class_names))
         model.config.label2id = {label: i for i, label in enumerate(spec.class_names)}

@@ -59,8 +59,26 @@ def test_evaluate_packed_refuses_classes_it_cannot_match(labelled, tmp_path, cap
     assert "['b_objective', 'a_subjective']" in err and "['neg', 'pos']" in err and "Traceback" not in err
 
 
+def test_evaluate_packed_glue_task_by_class_names_or_file_labels(tmp_path, capsys):
+    """A GLUE task's files write 0/1; a model names its classes as the task does (negative/positive)
+    or, trained on the files' own labels, 0/1: both match, in either output order."""
+    glue = tmp_path / "SST-2"
+    glue.mkdir()
+    texts = [" ".join(WORDS[(5 * i + j) % len(WORDS)] for j in range(2 + i % 4)) for i in range(24)]
+    for names in ({0: "negative", 1: "positive"}, {0: "positive", 1: "negative"}, {0: "1", 1: "0"}):
+        model = binary_model("bit")
+        model.config.id2label, model.config.label2id = dict(names), {v: k for k, v in names.items()}
+        path = bitbert.export(model, tmp_path / "m.bitbert", tokenizer=tiny_tokenizer())
+        predicted = [r["label"] for r in bitbert.load_packed(path, threads=1).predict(texts)]
+        ids = [{"negative": "0", "positive": "1"}.get(label, label) for label in predicted]
+        (glue / "dev.tsv").write_text("\n".join(["sentence\tlabel", *(f"{t}\t{i}" for t, i in zip(texts, ids))]) + "\n")
+        assert main(["evaluate", str(path), "--task", "sst2", "--data-dir", str(glue), "--threads", "1"]) == 0
+        assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"] == 100.0, names
+
+
 def test_match_labels():
     assert match_labels(["b", "a"], ["a", "b"], "m") == [1, 0]
+    assert match_labels(["1", "0"], ["no", "yes"], "m", file_labels=["0", "1"]) == [1, 0]  # the files' labels
     assert match_labels(["LABEL_0", "LABEL_1"], ["x", "y"], "m") == [0, 1]  # unnamed: index order
     assert match_labels(["LABEL_0"], None, "m") is None
     for model, task in ((["a", "b"], ["a", "c"]), (["a", "b", "c"], ["a", "b"]), (["a", "b"], None)):
