@@ -74,6 +74,15 @@ class BinaryAttention(nn.Module):
         return context.transpose(1, 2).contiguous(), shown
 
 
+    def packed_record(self):
+        """This attention as the packed file stores it (`bitbert.packed_schema.AttentionRecord`)."""
+        from .packed_schema import AttentionRecord
+
+        quant = lambda q: None if q is None else q.packed_record()  # noqa: E731
+        return AttentionRecord(self.mode, quant(self.q_quant), quant(self.k_quant), quant(self.v_quant),
+                               quant(self.p_quant), None if self.residual is None else self.residual.packed_record())
+
+
 def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A boolean keep-mask as the additive one attention scores take: 0 where kept, dtype's min
     elsewhere. Built on the mask's device (no host scalar to copy: CUDA-graph capture allows it)."""
@@ -120,6 +129,11 @@ def register() -> None:
     # The boolean mask (bitbert_attention makes it additive): transformers' eager_mask fills with a
     # Python-scalar torch.where, a host-to-device copy that CUDA-graph capture refuses.
     ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
+
+
+def binary_of(self_attention: nn.Module) -> BinaryAttention | None:
+    """The BinaryAttention attached to a stock self-attention module, or None (float attention)."""
+    return getattr(self_attention, "bitbert", None)
 
 
 def attach(self_attention: nn.Module, config: QuantConfig, hidden: int) -> BinaryAttention:

@@ -68,7 +68,7 @@ def _tokenizer(path: str):
 
 
 def _task_name(args) -> str:
-    if args.train_file:
+    if args.train_file or (args.dev_file and not args.task):  # a dev file alone: evaluate with a model's labels
         return "custom"
     if not args.task:
         from .validate import SettingError
@@ -82,7 +82,7 @@ def _task_name(args) -> str:
 BUNDLED_SST2 = Path(__file__).parent / "data" / "sst2"  # GLUE's SST-2, shipped for the default job
 
 
-def _load_data(args, tokenizer, max_length: int, dev_only: bool = False):
+def _load_data(args, tokenizer, max_length: int, dev_only: bool = False, labels: list[str] | None = None):
     from .pipeline import load_task_data
 
     if not args.data_dir and not args.train_file and _task_name(args) == "sst2":
@@ -92,7 +92,7 @@ def _load_data(args, tokenizer, max_length: int, dev_only: bool = False):
                           dev_file=args.dev_file, text_columns=args.text_columns, label_column=args.label_column,
                           regression=args.regression, max_train_examples=getattr(args, "max_train_examples", 0),
                           dev_only=dev_only, seed=getattr(args, "seed", 0),
-                          augmented_file=getattr(args, "augmented_file", None))
+                          augmented_file=getattr(args, "augmented_file", None), labels=labels)
 
 
 def _start_run(args, cfg, model_path: str):
@@ -351,11 +351,12 @@ def cmd_evaluate(args) -> int:
         max_length = min(max_length, engine.max_length)
     else:
         tok = _tokenizer(args.tokenizer or args.model)
-    data = _load_data(args, tok, max_length, dev_only=True)
-    if packed:
-        if engine.num_labels != data.spec.num_labels:
-            raise ValueError(f"{args.model} has {engine.num_labels} outputs but task {data.spec.name} has "
-                             f"{data.spec.num_labels} labels")
+    data = _load_data(args, tok, max_length, dev_only=True, labels=list(engine.spec.labels) if packed else None)
+    columns = None
+    if packed:  # classes matched by the names the file stores
+        from .label_map import match_labels
+
+        columns = match_labels(engine.spec.labels, data.spec.class_names, args.model, data.spec.labels)
         model, where = engine, f"packed engine, {engine.threads} CPU threads"
         hardware = cpu_name()
     else:  # fp32, no autocast: the precision the exported file runs in
@@ -363,7 +364,7 @@ def cmd_evaluate(args) -> int:
         model, where = load_classifier(args.model, data.spec).to(device), f"PyTorch fp32 on {device}"
         hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     t0 = time.perf_counter()
-    metrics = make_evaluator(data, args.batch_size)(model)
+    metrics = make_evaluator(data, args.batch_size, columns)(model)
     result = {"model": args.model, "runs_on": where, "hardware": hardware, "task": data.spec.name,
               "max_length": max_length, "examples": {name: len(split) for name, split in data.dev.items()},
               "metrics": metrics, "seconds": round(time.perf_counter() - t0, 3)}

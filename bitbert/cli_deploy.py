@@ -31,6 +31,7 @@ def add_deploy_commands(sub) -> None:
     p.add_argument("--input", default=None, help="file: one text per line, or JSONL with 'text' (and 'text_b')")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--sha256", default=None, help="refuse the file unless its SHA-256 is this (as export printed)")
     p.set_defaults(fn=cmd_predict)
 
     b = sub.add_parser("bench", help="packed engine vs FP32 and dynamic-int8 PyTorch; GEMM vs popcount peak")
@@ -73,7 +74,7 @@ def read_texts(path: str | Path) -> list:
 
 def cmd_export(args) -> int:
     from .io import load
-    from .packing import export
+    from .packing import export, file_sha256
 
     tokenizer = Path(args.model_dir) / "tokenizer.json"
     if not tokenizer.is_file():
@@ -81,7 +82,8 @@ def cmd_export(args) -> int:
                     args.model_dir)
         tokenizer = None
     path = export(load(args.model_dir), args.out, tokenizer=tokenizer, float_dtype=args.float_dtype)
-    print(json.dumps({"out": str(path), "bytes": path.stat().st_size, "tokenizer": tokenizer is not None}))
+    print(json.dumps({"out": str(path), "bytes": path.stat().st_size, "tokenizer": tokenizer is not None,
+                      "sha256": file_sha256(path)}))
     return 0
 
 
@@ -96,12 +98,11 @@ def cmd_predict(args) -> int:
     if not texts:
         raise SettingError("input", "is missing: give texts as arguments or --input FILE", None)
     with tempfile.TemporaryDirectory() as tmp:
-        engine = load_packed(packed_model(args.model, Path(tmp)), threads=args.threads)
-    names = [engine.labels.get(i, str(i)) for i in range(engine.num_labels)]
+        engine = load_packed(packed_model(args.model, Path(tmp)), threads=args.threads, sha256=args.sha256)
     for text, result in zip(texts, engine.predict(texts, batch_size=args.batch_size)):
         echo = {"text": text[0], "text_b": text[1]} if isinstance(text, tuple) else {"text": text}
         scores = ({"value": round(result["scores"][0], 4)} if result["label"] is None
-                  else {name: round(p, 4) for name, p in zip(names, result["scores"])})
+                  else {name: round(p, 4) for name, p in zip(engine.spec.labels, result["scores"])})
         print(json.dumps({**echo, "label": result["label"], "scores": scores}, ensure_ascii=False))
     return 0
 

@@ -42,6 +42,16 @@ class LowRankResidual(nn.Module):
         """(B, H, L, d) term v_p(h) whose product with the binary attention map joins the context."""
         return self._heads(self.v_up(self.v_down(h)), self.head_dim)
 
+    def packed_record(self):
+        """These estimators as the packed file stores them (`bitbert.packed_schema.ResidualRecord`)."""
+        from .packed_schema import LinearRecord, ResidualRecord
+
+        def record(linear: nn.Linear) -> LinearRecord:
+            return LinearRecord(linear.in_features, linear.out_features, False,
+                                weight=linear.weight.detach().float().cpu().numpy())
+
+        return ResidualRecord(self.rank, record(self.qk), record(self.v_down), record(self.v_up))
+
     def num_macs(self, seq_len: int) -> int:
         """Full-precision multiply-accumulates per sequence of the L×L products (the two score terms
         and A_b·v_p). The projections qk / v_down / v_up are ``nn.Linear`` modules and are counted

@@ -38,6 +38,9 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .packed_schema import pack_bits, unpack_bits  # noqa: F401 (the bit layout is the file format's)
+from .packed_schema import words as _words
+
 __all__ = [
     "pack_bits",
     "unpack_bits",
@@ -68,10 +71,6 @@ __all__ = [
 _MR = 4
 _NV = 2
 _NB = 8 * _NV
-
-
-def _words(K: int) -> int:
-    return (K + 63) // 64
 
 
 @njit(inline="always")
@@ -430,26 +429,6 @@ def _pack_heads_transposed(x, beta, heads, out):
 
 
 # ----------------------------------------------------------------------------- public API
-
-
-def pack_bits(bits: np.ndarray) -> np.ndarray:
-    """Pack a (..., K) bool/uint8 array (nonzero = set) into (..., ceil(K/64)) uint64, LSB first."""
-    bits = np.asarray(bits)
-    K = bits.shape[-1]
-    nbytes = _words(K) * 8
-    packed = np.packbits(bits, axis=-1, bitorder="little")
-    if packed.shape[-1] != nbytes:
-        pad = [(0, 0)] * (packed.ndim - 1) + [(0, nbytes - packed.shape[-1])]
-        packed = np.pad(packed, pad)
-    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64, copy=False)
-
-
-def unpack_bits(words: np.ndarray, K: int) -> np.ndarray:
-    """Inverse of pack_bits: (..., ceil(K/64)) uint64 -> (..., K) uint8 in {0, 1}."""
-    words = np.ascontiguousarray(words, dtype="<u8")
-    if words.shape[-1] != _words(K):
-        raise ValueError(f"{words.shape[-1]} words cannot hold K={K} (need {_words(K)})")
-    return np.unpackbits(words.view(np.uint8), axis=-1, count=K, bitorder="little")
 
 
 class PackedWeights:

@@ -10,7 +10,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import QuantConfig
-from .quantizers import ActQuantizer, BinaryWeight
+from .quantizers import ActQuantizer, BinaryWeight, to_numpy
+
+
+def _packed_signs(q: torch.Tensor, per_row: bool):
+    """(sign bits packed as the engine reads them, scales) of a binarized weight q: |q| is the
+    scale everywhere in a row (or the tensor), so the PyTorch values are exactly scale · ±1."""
+    from .packed_schema import pack_bits
+
+    q = q.detach().float().cpu()
+    scale = q.abs().amax(dim=1) if per_row else q.abs().amax().reshape(1)
+    return pack_bits((q > 0).numpy()), scale.numpy()
 
 
 class QuantLinear(nn.Linear):
@@ -50,6 +60,18 @@ class QuantLinear(nn.Linear):
             x = self.act_quant(x)
         return F.linear(x, self.quantized_weight(), self.bias)
 
+    def packed_record(self):
+        """This layer as the packed file stores it (`bitbert.packed_schema.LinearRecord`)."""
+        from .packed_schema import LinearRecord
+
+        act = None if self.act_quant is None else self.act_quant.packed_record()
+        bias = None if self.bias is None else to_numpy(self.bias)
+        if self.weight_bits != 1:
+            return LinearRecord(self.in_features, self.out_features, False, weight=to_numpy(self.weight), bias=bias,
+                                act=act)
+        bits, scale = _packed_signs(self.quantized_weight(), self.per_row)
+        return LinearRecord(self.in_features, self.out_features, True, self.per_row, bits, scale, bias=bias, act=act)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, weight_bits={self.weight_bits}, centered={self.centered}, per_row={self.per_row}"
 
@@ -80,6 +102,15 @@ class QuantEmbedding(nn.Embedding):
         rows = F.embedding(ids, self.weight)
         flat = rows.reshape(-1, rows.shape[-1])
         return BinaryWeight.apply(flat, self.centered, True).reshape(rows.shape)
+
+    def packed_record(self):
+        """This table as the packed file stores it (`bitbert.packed_schema.EmbeddingRecord`)."""
+        from .packed_schema import EmbeddingRecord
+
+        rows, cols = self.weight.shape
+        if self.bits != 1:
+            return EmbeddingRecord(rows, cols, False, weight=to_numpy(self.weight))
+        return EmbeddingRecord(rows, cols, True, *_packed_signs(self.quantized_weight(), True))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bits={self.bits}, centered={self.centered}"

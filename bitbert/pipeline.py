@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .batching import BucketBatcher, TokenizedSplit, tokenize
+from .label_map import placeholder_names
 from .metrics import compute_metrics
 from .tasks import DataError, Examples, TaskSpec, get_task, load_custom, load_glue, load_glue_hub, load_split
 from .train import MIN_LENGTH, evaluate_batches
@@ -119,22 +120,25 @@ def load_task_data(task: str | None, tokenizer, max_length: int, data_dir: str |
                    train_file: str | Path | None = None, dev_file: str | Path | None = None,
                    text_columns: list[str] | None = None, label_column: str = "label",
                    regression: bool = False, max_train_examples: int = 0, dev_only: bool = False,
-                   seed: int = 0, augmented_file: str | Path | None = None) -> TaskData:
+                   seed: int = 0, augmented_file: str | Path | None = None,
+                   labels: list[str] | None = None) -> TaskData:
     """Load a GLUE task (from ``data_dir``, else the Hub) or a custom task from files.
 
     ``task`` names a GLUE task; with ``train_file`` it may only be another name (not a GLUE one).
     ``dev_only``: tokenize only the dev splits (``TaskData.train`` is None). A custom classification
-    task still reads its training file: its label set defines the class ids. ``max_train_examples``
-    > 0 keeps that many training examples, drawn with ``seed``. ``augmented_file`` (written by
-    ``bitbert augment``) replaces the training split: its originals, then its copies with unknown
-    labels (`bitbert.augmented.load_augmented`)."""
+    task reads its training file for its label set, unless ``labels`` (a model's stored class
+    names) are given with ``dev_only``: then the dev file alone is read, with those classes.
+    ``max_train_examples`` > 0 keeps that many training examples, drawn with ``seed``.
+    ``augmented_file`` (written by ``bitbert augment``) replaces the training split: its originals,
+    then its copies with unknown labels (`bitbert.augmented.load_augmented`)."""
     integer("max_train_examples", max_train_examples, 0)
     integer("seed", seed, 0, SEED_MAX)
     integer("max_length", max_length, MIN_LENGTH)
     if augmented_file is not None and max_train_examples:
         raise DataError("--max-train-examples cannot subsample an augmented file: augment the subsample instead "
                         "(bitbert augment --max-train-examples)")
-    if train_file is not None:
+    dev_alone = train_file is None and dev_file is not None and dev_only and (labels is not None or regression)
+    if train_file is not None or dev_alone:
         if task is not None and _is_glue(task):
             raise SettingError("task", "is a GLUE task; a custom task comes from --train-file/--dev-file: give one "
                                "of the two", task)
@@ -142,10 +146,17 @@ def load_task_data(task: str | None, tokenizer, max_length: int, data_dir: str |
             raise SettingError("data_dir", "is for GLUE tasks; a custom task reads --train-file/--dev-file", data_dir)
         if not text_columns:
             raise DataError("a custom task needs --text-columns (one or two column names)")
+    if dev_alone:
+        spec, dev = load_custom(dev_file, text_columns, label_column, None if regression else labels,
+                                regression=regression)
+        devs, train = {"dev": dev}, None
+    elif train_file is not None:
         if dev_file is None:
             raise DataError("a custom task needs --dev-file as well as --train-file")
         spec, train = load_custom(train_file, text_columns, label_column, regression=regression)
         devs = {"dev": load_split(spec, dev_file)}
+    elif dev_file is not None and task is None:  # with a GLUE task, --dev-file is refused below
+        raise DataError("a custom task needs --train-file (its labels define the classes) as well as --dev-file")
     else:
         if task is None:
             raise SettingError("task", "is missing: give a GLUE task, or --train-file/--dev-file for a custom task",
@@ -190,9 +201,10 @@ def packed_tokenizer(engine: Any):
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=backend.id_to_token(engine.pad_id))
 
 
-def make_evaluator(data: TaskData, batch_size: int):
+def make_evaluator(data: TaskData, batch_size: int, columns: list[int] | None = None):
     """``evaluate(model) -> metrics``: the first dev split's metrics unprefixed, others prefixed.
-    ``model`` is a PyTorch classifier (run on the device of its parameters) or a packed engine."""
+    ``model`` is a PyTorch classifier (run on the device of its parameters) or a packed engine;
+    ``columns``: the model output of each of the task's classes (`bitbert.label_map.match_labels`)."""
     integer("batch_size", batch_size, 1)
     dev = data.dev_batches(batch_size)
 
@@ -203,6 +215,8 @@ def make_evaluator(data: TaskData, batch_size: int):
                 logits, labels = evaluate_batches(model, batches, next(model.parameters()).device)
             else:
                 logits, labels = engine_logits(model, batches)
+            if columns is not None:
+                logits = logits[:, columns]
             preds = logits.squeeze(-1) if data.spec.is_regression else logits.argmax(-1)
             metrics = compute_metrics(data.spec, preds.cpu().numpy(), labels.cpu().numpy())
             out.update(metrics if i == 0 else {f"{name}/{k}": v for k, v in metrics.items()})
@@ -278,7 +292,7 @@ def _check_head(model: nn.Module, spec: TaskSpec, path: str) -> None:
     if spec.labels is None:
         return
     names = [model.config.id2label.get(i) for i in range(n)]
-    if names == [f"LABEL_{i}" for i in range(n)] or names == list(spec.labels) != list(spec.class_names):
+    if names == placeholder_names(n) or names == list(spec.labels) != list(spec.class_names):
         # placeholders or the files' 0/1: name the classes, for predict's output
         model.config.id2label = dict(enumerate(spec.class_names))
         model.config.label2id = {label: i for i, label in enumerate(spec.class_names)}

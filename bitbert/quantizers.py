@@ -16,6 +16,11 @@ from torch.autograd import Function
 from .config import levels
 
 
+def to_numpy(t: torch.Tensor):
+    """A float32 numpy copy of a parameter (for the packed file)."""
+    return t.detach().float().cpu().numpy()
+
+
 def sgn(x: torch.Tensor) -> torch.Tensor:
     """±1 sign with sgn(0) = +1."""
     # Not torch.where(x >= 0, 1.0, -1.0): its Python scalars become CPU tensors copied to the
@@ -194,6 +199,15 @@ class ActQuantizer(nn.Module):
             return alpha.clamp_min(1e-8)
         _, qp = levels(self.bits, self.signed)
         return (2 * u.abs().mean() / math.sqrt(qp)).clamp_min(1e-8)
+
+    def packed_record(self):
+        """This quantizer as the packed file stores it (`bitbert.packed_schema.QuantizerRecord`)."""
+        from .packed_schema import QuantizerRecord
+
+        if self.kind == "sign":  # SignSTE: ±1 whatever the input's signedness
+            return QuantizerRecord("sign", 1, True)
+        return QuantizerRecord("elastic", self.bits, self.signed, to_numpy(self.alpha).reshape(1),
+                               to_numpy(self.beta).reshape(-1))
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, {'signed' if self.signed else 'unsigned'}, kind={self.kind}, alpha_init={self.alpha_init}"

@@ -3,6 +3,7 @@ and clear errors for bad input."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,7 +124,7 @@ def test_bad_loss_override_is_a_clear_error(tmp_path, tiny_teacher, capsys):
 
 def test_evaluate_packed_file_and_model_dir_agree(tmp_path, tiny_teacher, capsys, monkeypatch):
     """`bitbert evaluate` on a distilled student: its directory (PyTorch fp32) and its packed file
-    (bitwise engine) give the stage's final dev metrics; a GLUE folder needs no train file."""
+    (bitwise engine) give the stage's final dev metrics; a packed file needs no train file (it stores its labels)."""
     monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
     data = ["--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"),
             "--text-columns", "sentence", "--label-column", "label"]
@@ -153,7 +154,10 @@ def test_evaluate_packed_file_and_model_dir_agree(tmp_path, tiny_teacher, capsys
     assert "unknown label 'pos'" in capsys.readouterr().err  # SST-2's labels are 0/1, named with file:line
     rows = (tmp_path / "dev.tsv").read_text().replace("\tpos", "\t1").replace("\tneg", "\t0")
     (glue / "dev.tsv").write_text(rows)
-    assert main(["evaluate", str(tmp_path / "m.bitbert"), "--task", "sst2", "--data-dir", str(glue)]) == 0
+    assert main(["evaluate", str(tmp_path / "m.bitbert"), "--task", "sst2", "--data-dir", str(glue)]) == 2
+    assert "['neg', 'pos']; the task's classes are ['negative', 'positive']" in capsys.readouterr().err  # by name
+    assert main(["evaluate", str(tmp_path / "m.bitbert"), "--dev-file", str(tmp_path / "dev.tsv"),
+                 "--text-columns", "sentence"]) == 0  # the file's own labels: no train file needed
     assert json.loads(capsys.readouterr().out)["examples"] == {"dev": 12}
     assert main(["evaluate", str(tmp_path / "m.bitbert"), "--task", "mnli", "--data-dir", str(glue)]) == 2
     assert "file not found" in capsys.readouterr().err
@@ -162,7 +166,7 @@ def test_evaluate_packed_file_and_model_dir_agree(tmp_path, tiny_teacher, capsys
     assert main(["evaluate", str(tmp_path / "m.bitbert"), "--train-file", str(three), "--dev-file", str(three),
                  "--text-columns", "sentence"]) == 2
     err = capsys.readouterr().err
-    assert "has 2 outputs but task custom has 3 labels" in err and "Traceback" not in err
+    assert "['neg', 'pos']; the task's classes are ['a', 'b', 'c']" in err and "Traceback" not in err
 
 
 def _distill_args(tmp_path, teacher, monkeypatch) -> tuple[list[str], list[str]]:
@@ -318,8 +322,19 @@ def test_glue_class_names_reach_the_packed_file(tmp_path, tiny_teacher, capsys, 
     assert model.config.id2label == {0: "negative", 1: "positive"}
 
 
-def test_evaluate_sst2_without_data_dir_uses_the_bundled_copy(distilled, capsys):
-    assert main(["evaluate", str(distilled.dir / "student.bitbert"), "--task", "sst2", "--threads", "1"]) == 0
+def test_evaluate_sst2_without_data_dir_uses_the_bundled_copy(distilled, tmp_path, capsys):
+    """The bundled SST-2 scores a student whose classes are SST-2's; the tiny task's neg/pos student
+    is refused (its classes cannot be matched to negative/positive by name), not scored by count."""
+    assert main(["evaluate", str(distilled.dir / "student.bitbert"), "--task", "sst2", "--threads", "1"]) == 2
+    assert "cannot be matched by name" in capsys.readouterr().err
+    model = tmp_path / "sst2-student"
+    shutil.copytree(distilled.dir / "stage1-1-1-1" / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    config["id2label"], config["label2id"] = {"0": "negative", "1": "positive"}, {"negative": 0, "positive": 1}
+    (model / "config.json").write_text(json.dumps(config))
+    assert main(["export", str(model), str(tmp_path / "sst2.bitbert")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "sst2.bitbert"), "--task", "sst2", "--threads", "1"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["examples"] == {"dev": 872} and "bundled with bitbert" in captured.err
 

@@ -73,31 +73,38 @@ def packed(bit_model, tmp_path):
 
 def test_export_layout_and_metadata(bit_model, packed):
     p = read_packed(packed)
-    assert p.architecture == "BertForSequenceClassification" and p.base_prefix == "bert"
-    assert p.quant_config == bitbert.QuantConfig.from_preset("bit").to_dict()
+    assert p.architecture == "BertForSequenceClassification" and p.spec.model_type == "bert"
+    assert p.quant == bitbert.QuantConfig.from_preset("bit")
     assert p.config["hidden_size"] == 64 and p.float_dtype == "float32" and p.tokenizer_json is None
     header, meta = read_header(packed)
     assert meta["format"] == "bitbert.packed" and meta["format_version"] == str(FORMAT_VERSION)
     assert len(meta["payload_sha256"]) == 64
-    q = "bert.encoder.layer.0.attention.self.query"
-    assert p.tensors[f"{q}.weight_bits"].dtype == np.uint64 and p.tensors[f"{q}.weight_bits"].shape == (64, 1)
-    assert p.tensors[f"{q}.weight_scale"].shape == (1,)  # BiT: one scale per tensor
-    assert f"{q}.weight" not in p.tensors  # no float copy of a binary weight
-    assert p.quantizers[f"{q}.act_quant"] == {"kind": "elastic", "bits": 1, "signed": True}
-    assert p.quantizers["bert.encoder.layer.0.output.dense.act_quant"]["signed"] is False  # BiT's FFN2 input
-    assert p.tensors["bert.embeddings.position_embeddings.weight"].dtype == np.float32
-    assert not any(k.endswith("calibrated") for k in p.tensors)
+    q = p.layout.layers[0].query
+    assert q.weight_bits.dtype == np.uint64 and q.weight_bits.shape == (64, 1)
+    assert q.weight_scale.shape == (1,)  # BiT: one scale per tensor
+    assert q.weight is None and "layers.0.query.weight" not in header  # no float copy of a binary weight
+    assert q.act.meta() == {"kind": "elastic", "bits": 1, "signed": True}
+    assert p.layout.layers[0].ffn_out.act.signed is False  # BiT's FFN2 input
+    assert p.layout.position.weight.dtype == np.float32
+    assert not any("calibrated" in k or k.startswith("bert.") for k in header)  # schema names, not HF paths
 
 
 @pytest.mark.parametrize("preset", ["bit", "bibert"])
 def test_bits_and_scales_reproduce_the_quantized_weights(preset, tmp_path):
     model = binary_model(preset)
     p = read_packed(bitbert.export(model, tmp_path / "m.bitbert"))
+    base = model.bert
+    stored = {base.embeddings.word_embeddings: p.layout.word, base.pooler.dense: p.layout.head_dense}
+    for layer, rec in zip(base.encoder.layer, p.layout.layers):
+        stored.update({layer.attention.self.query: rec.query, layer.attention.self.key: rec.key,
+                       layer.attention.self.value: rec.value, layer.attention.output.dense: rec.attn_out,
+                       layer.intermediate.dense: rec.ffn_in, layer.output.dense: rec.ffn_out})
     checked = 0
-    for name, m in model.named_modules():
+    for m in model.modules():
         if isinstance(m, (QuantLinear, QuantEmbedding)):
-            bits = unpack_bits(p.tensors[f"{name}.weight_bits"], m.weight.shape[1]).astype(bool)
-            scale = p.tensors[f"{name}.weight_scale"][:, None]
+            rec = stored[m]
+            bits = unpack_bits(rec.weight_bits, m.weight.shape[1]).astype(bool)
+            scale = rec.weight_scale[:, None]
             assert scale.shape[0] == (m.weight.shape[0] if isinstance(m, QuantEmbedding) or m.per_row else 1)
             rebuilt = np.where(bits, scale, -scale)
             np.testing.assert_array_equal(rebuilt, m.quantized_weight().detach().numpy())  # exact: centre folded in
@@ -132,10 +139,10 @@ def test_bert_base_1_1_1_file_is_at_most_16_mb(tmp_path):
 def test_float16_keeps_scales_and_quantizers_in_float32(bit_model, tmp_path):
     p = read_packed(bitbert.export(bit_model, tmp_path / "h.bitbert", float_dtype="float16"))
     assert p.float_dtype == "float16"
-    assert p.tensors["bert.embeddings.position_embeddings.weight"].dtype == np.float16
-    assert p.tensors["bert.encoder.layer.0.attention.self.query.act_quant.beta"].dtype == np.float32
-    assert p.tensors["bert.encoder.layer.0.attention.self.bitbert.p_quant.alpha"].dtype == np.float32
-    assert p.tensors["bert.encoder.layer.0.attention.self.query.weight_scale"].dtype == np.float32
+    layer = p.layout.layers[0]
+    assert p.layout.position.weight.dtype == np.float16 and layer.ffn_in.bias.dtype == np.float16
+    assert layer.query.act.beta.dtype == np.float32 and layer.attention.p.alpha.dtype == np.float32
+    assert layer.query.weight_scale.dtype == np.float32
 
 
 def test_packed_summary_lists_groups_and_totals(packed):
@@ -163,8 +170,8 @@ def test_export_is_atomic_and_overwrites(bit_model, packed):
 
 def test_multibit_models_export_their_1bit_weights(tmp_path):
     p = read_packed(bitbert.export(binary_model("bit", "1-1-2"), tmp_path / "m.bitbert"))
-    assert p.quantizers["bert.encoder.layer.0.attention.self.query.act_quant"]["bits"] == 2
-    assert "bert.encoder.layer.0.attention.self.query.weight_bits" in p.tensors
+    layer = p.layout.layers[0]
+    assert layer.query.act.bits == 2 and layer.attention.q.bits == 2 and layer.query.weight_bits is not None
 
 
 # ----------------------------------------------------------------------------- bad files
@@ -212,8 +219,14 @@ def test_corrupted_header_fails_the_checksum(packed):
 
 def test_unknown_version_names_found_and_supported(packed):
     _rewrite_metadata(packed, format_version="99")
-    with pytest.raises(PackedFormatError, match=r"version '99'.*\[1\]"):
+    with pytest.raises(PackedFormatError, match=r"version '99'.*\[2\]"):
         read_packed(packed)
+
+
+def test_version_1_files_are_refused_with_the_reason(packed):
+    _rewrite_metadata(packed, format_version="1")
+    with pytest.raises(PackedFormatError, match=r"version '1' is no longer read.*re-export"):
+        bitbert.load_packed(packed)
 
 
 def test_not_a_packed_file(tmp_path):

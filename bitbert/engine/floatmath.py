@@ -1,0 +1,252 @@
+"""Float32 math exactly as PyTorch's CPU kernels compute it, as numba functions and LLVM IR.
+
+Where a binarization threshold follows, values must land on the same side of it as in PyTorch:
+LayerNorm's Welford moments (its AVX2 kernel), softmax's SLEEF exp and 16-lane reductions (its
+AVX-512 kernel) and the vectorised erf of GELU are reproduced operation for operation.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..kernels import _splat, _vec_ptr
+
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """Fused multiply-add in float32 (one rounding), as the _mm*_fmadd_ps of PyTorch's kernels."""
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, sig, args):
+        f = ir.FloatType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f, [f, f, f]), "llvm.fma.f32")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+@intrinsic
+def expf(typingctx, d):
+    """SLEEF's expf_u10 (the exp of PyTorch's vectorised softmax and erf), bit for bit."""
+    sig = types.float32(types.float32)
+
+    def codegen(context, builder, sig, args):
+        (x,) = args
+        f, i32 = ir.FloatType(), ir.IntType(32)
+        mod = builder.module
+        fma = cgutils.get_or_insert_function(mod, ir.FunctionType(f, [f, f, f]), "llvm.fma.f32")
+        rint = cgutils.get_or_insert_function(mod, ir.FunctionType(f, [f]), "llvm.rint.f32")
+        c = lambda v: ir.Constant(f, float(np.float32(v)))  # noqa: E731
+        log2e = c(1.442695040888963407359924681001892137426645954152985934135449406931)
+        q = builder.fptosi(builder.call(rint, [builder.fmul(x, log2e)]), i32)
+        qf = builder.sitofp(q, f)
+        s = builder.call(fma, [qf, c(-0.693145751953125), x])
+        s = builder.call(fma, [qf, c(-1.428606765330187045e-06), s])
+        u = c(0.000198527617612853646278381)
+        for coef in (0.00139304355252534151077271, 0.00833336077630519866943359, 0.0416664853692054748535156,
+                     0.166666671633720397949219, 0.5):
+            u = builder.call(fma, [u, s, c(coef)])
+        u = builder.fadd(c(1.0), builder.call(fma, [builder.fmul(s, s), u, s]))
+        pow2 = lambda e: builder.bitcast(  # noqa: E731
+            builder.shl(builder.add(e, ir.Constant(i32, 127)), ir.Constant(i32, 23)), f)
+        h = builder.ashr(q, ir.Constant(i32, 1))
+        u = builder.fmul(builder.fmul(u, pow2(h)), pow2(builder.sub(q, h)))
+        u = builder.select(builder.fcmp_ordered("<", x, c(-104.0)), c(0.0), u)
+        return builder.select(builder.fcmp_ordered("<", c(100.0), x), ir.Constant(f, float("inf")), u)
+
+    return sig, codegen
+
+@njit(inline="always")
+def gelu(x):
+    """PyTorch's vectorised erf-GELU: x * 0.5 * (1 + erf(x / sqrt 2)), erf by Abramowitz-Stegun 7.1.26."""
+    z = x * np.float32(0.7071067811865476)
+    a = abs(z)
+    t = np.float32(1.0) / fma32(np.float32(0.3275911), a, np.float32(1.0))
+    r = fma32(np.float32(1.061405429), t, np.float32(-1.453152027))
+    r = fma32(r, t, np.float32(1.421413741))
+    r = fma32(r, t, np.float32(-0.284496736))
+    r = fma32(r, t, np.float32(0.254829592))
+    e = fma32(-expf(-(z * z)) * t, r, np.float32(1.0))
+    erf = -e if z < 0 or (z == 0 and math.copysign(1.0, z) < 0) else e
+    return x * np.float32(0.5) * (np.float32(1.0) + erf)
+
+_LANES = 8  # PyTorch's LayerNorm moments run in its AVX2 kernel: 8-lane Welford, chunks of 16 vectors
+
+@njit(inline="always")
+def _add_moments(n_add, m1_add, m2_add, n, m1, m2):
+    """AddMomentsVec: merge lane moments (n_add, m1_add, m2_add) into (n, m1, m2) in place."""
+    total = n + n_add
+    c = np.float32(0.0) if total == 0 else np.float32(n_add) / np.float32(total)
+    for lane in range(_LANES):
+        delta = m1_add[lane] - m1[lane]
+        m2_tmp = m2[lane] + m2_add[lane]
+        c_delta = c * delta
+        m0_delta = delta * np.float32(n)
+        m1[lane] = m1[lane] + c_delta
+        m2[lane] = fma32(m0_delta, c_delta, m2_tmp)
+    return total
+
+@intrinsic
+def _welford_vectors(typingctx, x, m, base, nvec, out):
+    """Welford over nvec consecutive 8-float vectors of row x[m] from column base, per lane:
+    m1 += (x − m1)/(j+1), m2 += (x − m1_old)(x − m1_new), with PyTorch's FMAs (UpdateMomentsVec).
+    Writes m1 to out[0, :8] and m2 to out[1, :8]. Kept in <8 x float> registers (an IR loop: numba
+    source keeps the lane arrays in memory and runs ~4x slower)."""
+    sig = types.void(x, m, base, nvec, out)
+
+    def codegen(context, builder, sig, args):
+        x_v, m_v, base_v, n_v, out_v = args
+        xa = context.make_array(sig.args[0])(context, builder, x_v)
+        oa = context.make_array(sig.args[4])(context, builder, out_v)
+        cols = cgutils.unpack_tuple(builder, xa.shape, 2)[1]
+        m_v, base_v, n_v = (context.cast(builder, v, sig.args[i], types.intp)
+                            for v, i in ((m_v, 1), (base_v, 2), (n_v, 3)))
+        f, v8 = ir.FloatType(), ir.VectorType(ir.FloatType(), _LANES)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fma.v8f32")
+        table = ir.Constant(ir.ArrayType(f, 16), [float(np.float32(1.0) / np.float32(k + 1)) for k in range(16)])
+        inv = cgutils.global_constant(builder, "bitbert_welford_inv", table)
+        m1 = cgutils.alloca_once_value(builder, ir.Constant(v8, None))
+        m2 = cgutils.alloca_once_value(builder, ir.Constant(v8, None))
+        start = builder.add(builder.mul(m_v, cols), base_v)
+        with cgutils.for_range(builder, n_v) as loop:
+            j = loop.index
+            ptr = builder.gep(xa.data, [builder.add(start, builder.mul(j, ir.Constant(j.type, _LANES)))])
+            xv = builder.load(builder.bitcast(ptr, v8.as_pointer()), align=4)
+            c = builder.load(builder.gep(inv, [ir.Constant(ir.IntType(32), 0), j]))  # 1/(j+1), j < 16
+            old = builder.load(m1)
+            delta = builder.fsub(xv, old)
+            new = builder.call(fma, [_splat(builder, c, _LANES), delta, old])
+            builder.store(new, m1)
+            builder.store(builder.call(fma, [delta, builder.fsub(xv, new), builder.load(m2)]), m2)
+        ocols = cgutils.unpack_tuple(builder, oa.shape, 2)[1]
+        for r, acc in ((0, m1), (1, m2)):
+            dst = builder.gep(oa.data, [builder.mul(ir.Constant(ocols.type, r), ocols)])
+            builder.store(builder.load(acc), builder.bitcast(dst, v8.as_pointer()), align=4)
+
+    return sig, codegen
+
+@njit(inline="always")
+def _moments(x, m, scratch, counts):
+    """(mean, biased variance) of row x[m] exactly as PyTorch's RowwiseMoments (Welford + cascade)."""
+    N = x.shape[1]
+    n = N // _LANES
+    chunks = (n + 15) // 16
+    depth = 1 if chunks <= 2 else int(math.ceil(math.log2(chunks)))
+    stack1, stack2, v = scratch[:64], scratch[64:128], scratch[128:]
+    stack1[:depth] = 0
+    stack2[:depth] = 0
+    counts[:depth] = 0
+    for i in range(chunks):
+        m0 = min(16, n - i * 16)
+        _welford_vectors(x, m, i * 16 * _LANES, m0, v)
+        counts[0] = _add_moments(m0, v[0], v[1], counts[0], stack1[0], stack2[0])
+        mask = i + 1
+        j = 1
+        while j < depth and (mask & 1) == 0:
+            counts[j] = _add_moments(counts[j - 1], stack1[j - 1], stack2[j - 1], counts[j], stack1[j], stack2[j])
+            counts[j - 1] = 0
+            stack1[j - 1] = 0
+            stack2[j - 1] = 0
+            mask >>= 1
+            j += 1
+    for j in range(1, depth):
+        counts[0] = _add_moments(counts[j], stack1[j], stack2[j], counts[0], stack1[0], stack2[0])
+    count = 0
+    mean = np.float32(0.0)
+    m2 = np.float32(0.0)
+    for k in range(n * _LANES, N):  # scalar tail
+        xv = x[m, k]
+        delta = xv - mean
+        count += 1
+        mean += delta / np.float32(count)
+        m2 = fma32(delta, xv - mean, m2)
+    for lane in range(_LANES):  # AddMoments, as compiled (contracted to FMAs)
+        total = count + n
+        c = np.float32(n) / np.float32(total)
+        delta = stack1[0, lane] - mean
+        mean = fma32(c, delta, mean)
+        m2 = m2 + fma32(delta * delta * c, np.float32(count), stack2[0, lane])
+        count = total
+    return mean, m2 / np.float32(N)
+
+@njit(cache=True)  # compiled once, shared by its callers
+def layernorm_row(x, m, gamma, beta, eps, out, scratch, counts):
+    mean, var = _moments(x, m, scratch, counts)
+    rstd = np.float32(1.0) / np.sqrt(max(var, np.float32(0.0)) + eps)
+    for k in range(x.shape[1]):
+        out[m, k] = fma32((x[m, k] - mean) * rstd, gamma[k], beta[k])
+
+@njit(inline="always")
+def ln_scratch():
+    """Per-task buffers of _moments: cascade stacks of m1 and m2 (64 levels) and one (m1, m2) pair."""
+    return np.zeros((130, _LANES), np.float32), np.zeros(64, np.int64)
+
+@njit(inline="always")
+def row_range(task, tasks, M):
+    return task * M // tasks, (task + 1) * M // tasks
+
+@intrinsic
+def _reduce16(typingctx, row, n, is_sum):
+    """Reduce row[0, :n] (n >= 16; the row buffer must hold n rounded up to 16) as PyTorch's
+    vec::reduce_all with 16-float vectors: lane-wise over the vectors in order, the tail into the
+    first lanes, then the lanes pairwise (8, 4, 2, 1) — the order of its float additions.
+    is_sum (literal): sum, else max. In IR because numba source keeps the lanes in memory (4x slower)."""
+    if not isinstance(is_sum, types.BooleanLiteral):
+        return None
+    summing = is_sum.literal_value
+    sig = types.float32(row, n, is_sum)
+
+    def codegen(context, builder, sig, args):
+        row_v, n_v, _ = args
+        ra = context.make_array(sig.args[0])(context, builder, row_v)
+        n_v = context.cast(builder, n_v, sig.args[1], types.intp)
+        v16 = ir.VectorType(ir.FloatType(), 16)
+        intp = n_v.type
+        op = (lambda a, b: builder.fadd(a, b)) if summing else (  # noqa: E731
+            lambda a, b: builder.select(builder.fcmp_ordered(">", b, a), b, a))
+        load = lambda j: builder.load(_vec_ptr(builder, ra.data, j, v16), align=4)  # noqa: E731
+        acc = cgutils.alloca_once_value(builder, load(ir.Constant(intp, 0)))
+        full = builder.sub(n_v, builder.srem(n_v, ir.Constant(intp, 16)))
+        with cgutils.for_range(builder, builder.sdiv(full, ir.Constant(intp, 16))) as loop:
+            with builder.if_then(builder.icmp_signed(">", loop.index, ir.Constant(intp, 0))):
+                builder.store(op(builder.load(acc), load(builder.mul(loop.index, ir.Constant(intp, 16)))), acc)
+        rest = builder.sub(n_v, full)
+        with builder.if_then(builder.icmp_signed(">", rest, ir.Constant(intp, 0))):
+            lanes = ir.Constant(ir.VectorType(ir.IntType(32), 16), list(range(16)))
+            keep = builder.icmp_signed("<", lanes, _splat(builder, builder.trunc(rest, ir.IntType(32)), 16))
+            old = builder.load(acc)
+            builder.store(builder.select(keep, op(old, load(full)), old), acc)
+        v = builder.load(acc)
+        for half in (8, 4, 2, 1):
+            hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), 16),
+                                                          [(i + half) % 16 for i in range(16)]))
+            v = op(v, hi)
+        return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+
+    return sig, codegen
+
+@njit(cache=True)  # compiled once, shared by its callers
+def softmax_inplace(row, L):
+    """PyTorch's CPU softmax of row[0, :L] (its AVX-512 kernel): max, SLEEF exp(x − max), the sum
+    of vec::reduce_all (sequential below 16 elements), x · (1/sum)."""
+    if L < 16:
+        mx = row[0, 0]
+        for j in range(1, L):
+            mx = max(mx, row[0, j])
+    else:
+        mx = _reduce16(row, L, False)
+    for j in range(L):
+        row[0, j] = expf(row[0, j] - mx)
+    if L < 16:
+        total = row[0, 0]
+        for j in range(1, L):
+            total += row[0, j]
+    else:
+        total = _reduce16(row, L, True)
+    inv = np.float32(1.0) / total
+    for j in range(L):
+        row[0, j] = row[0, j] * inv
+

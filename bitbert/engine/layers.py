@@ -1,0 +1,198 @@
+"""The packed engine's model pieces: input quantizers, 1-bit and float linears, BiPFT's estimators,
+an encoder layer and the whole encoder. Each is built once from validated records (`builder`) and
+holds every setting it runs with; none reads anything back from the engine."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..config import levels
+from ..kernels import (PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, bitserial_gemm,
+                       quantize_pack_planes, xnor_gemm)
+from ..packed_schema import ModelSpec, QuantizerRecord
+from .rows import NO_ACT, affine, affine_residual_layernorm, embed
+
+
+@dataclass(frozen=True)
+class InputQuant:
+    """An activation quantizer: 1-bit signed (bit = x − β ≥ 0, value α·±1; plain sign is α = 1,
+    β = 0), 1-bit unsigned elastic (bit = (x − β)/α > 0.5, value α), or multi-bit with integer
+    ``levels`` (Qn, Qp) (value α · clamp(round((x − β)/α), Qn, Qp)). β: per channel or one value."""
+
+    alpha: float
+    beta: np.ndarray
+    signed: bool
+    bits: int = 1
+
+    @classmethod
+    def from_record(cls, record: QuantizerRecord, channels: int) -> "InputQuant":
+        """From a validated record; β has ``channels`` values (plain sign: α 1, β 0)."""
+        if record.kind == "sign":
+            return cls(1.0, np.zeros(channels, np.float32), True, 1)
+        assert record.beta.shape == (channels,)
+        return cls(float(record.alpha[0]), np.ascontiguousarray(record.beta, np.float32), record.signed, record.bits)
+
+    @property
+    def levels(self) -> tuple[int, int]:
+        return levels(self.bits, self.signed)
+
+    @property
+    def scalar_beta(self) -> float:
+        return float(self.beta.reshape(-1)[0])
+
+    def pack(self, x: np.ndarray) -> np.ndarray:
+        """Packed 1-bit rows (M, Kw), or for multi-bit the bit planes (bits, M, Kw) of the offset levels."""
+        if self.bits > 1:
+            return quantize_pack_planes(x, self.beta, self.alpha, *self.levels, self.bits)
+        if self.signed:
+            return binarize_pack_signed(x, self.beta)
+        return binarize_pack_elastic(x, self.beta, self.alpha)
+
+
+class BinaryLinear:
+    """y = (α · s) · dot(Q(x), ±1 W) + b with the integer dot from the popcount GEMMs (bit-serial,
+    one AND-popcount GEMM per bit plane, for multi-bit inputs)."""
+
+    def __init__(self, weights: PackedWeights, scale: np.ndarray, bias: np.ndarray, quant: InputQuant,
+                 row_sum: np.ndarray) -> None:
+        assert quant.beta.shape == (weights.k,) and bias.shape == (weights.n,) and row_sum.shape == (weights.n,)
+        self.weights, self.quant, self.row_sum = weights, quant, row_sum
+        self.coef = np.ascontiguousarray(np.float64(quant.alpha) * scale.astype(np.float64) * np.ones(weights.n))
+        self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+
+    def dot(self, x: np.ndarray) -> np.ndarray:
+        bits = self.quant.pack(x)
+        if self.quant.bits > 1:
+            return bitserial_gemm(bits, self.weights, self.quant.levels[0], self.row_sum)
+        gemm = xnor_gemm if self.quant.signed else and_gemm
+        return gemm(bits, self.weights, self.weights.k)
+
+    def __call__(self, x: np.ndarray, act: int = NO_ACT) -> np.ndarray:
+        dot = self.dot(x)
+        return affine(dot, self.coef, self.bias, act, np.empty(dot.shape, np.float32))
+
+
+class FloatLinear:
+    """A full-precision linear (task heads, BiPFT estimators): x @ Wᵀ + b in float32."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None) -> None:
+        self.weight_t = np.ascontiguousarray(weight.astype(np.float32).T)
+        self.bias = None if bias is None else bias.astype(np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        y = x @ self.weight_t
+        return y if self.bias is None else y + self.bias
+
+
+Linear = BinaryLinear | FloatLinear
+
+
+@dataclass(frozen=True)
+class Residual:
+    """BiPFT's low-rank estimators of one attention layer (see bitbert.estimators)."""
+
+    qk: FloatLinear
+    v_down: FloatLinear
+    v_up: FloatLinear
+    heads: int
+    rank: int
+
+    def terms(self, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        L = x.shape[0] // batch
+        split = lambda t, width: t.reshape(batch, L, self.heads, width).transpose(0, 2, 1, 3)  # noqa: E731
+        q_p, k_p, q_m, k_m = (split(t, self.rank) for t in np.split(self.qk(x), 4, axis=1))
+        scores = q_m @ k_p.transpose(0, 1, 3, 2) + q_p @ (k_m + k_p).transpose(0, 1, 3, 2)
+        values = self.v_up(self.v_down(x))
+        return scores.astype(np.float32), split(values, values.shape[1] // self.heads).astype(np.float32)
+
+
+# attention(q, k, v, batch, key_mask, score_res, value_res) -> context: a kernel chosen at build time
+AttentionFn = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One encoder layer with everything it runs with (its attention kernel already chosen)."""
+
+    q: BinaryLinear
+    k: BinaryLinear
+    v: BinaryLinear
+    out: BinaryLinear
+    ffn_in: BinaryLinear
+    ffn_out: BinaryLinear
+    attention: AttentionFn
+    ln_attn: tuple[np.ndarray, np.ndarray]
+    ln_ffn: tuple[np.ndarray, np.ndarray]
+    residual: Residual | None
+    activation: int
+    eps: np.float32
+
+    def __call__(self, x: np.ndarray, batch: int, key_mask: np.ndarray) -> np.ndarray:
+        sres = vres = None
+        if self.residual is not None:
+            sres, vres = self.residual.terms(x, batch)
+        ctx = self.attention(self.q(x), self.k(x), self.v(x), batch, key_mask, sres, vres)
+        x = self._dense_add_norm(self.out, ctx, x, self.ln_attn)
+        hidden = self.ffn_in(x, self.activation)
+        return self._dense_add_norm(self.ffn_out, hidden, x, self.ln_ffn)
+
+    def _dense_add_norm(self, linear: BinaryLinear, inp: np.ndarray, residual: np.ndarray, ln) -> np.ndarray:
+        dot = linear.dot(inp)
+        return affine_residual_layernorm(dot, linear.coef, linear.bias, residual, ln[0], ln[1], self.eps,
+                                         np.empty(dot.shape, np.float32), numba.get_num_threads())
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Word (1-bit rows unpacked on the fly, or float), position and token-type tables + LayerNorm."""
+
+    word_bits: np.ndarray  # (vocab, words) uint64, or (0, 0) when the table is float
+    word_scale: np.ndarray
+    word_fp: np.ndarray  # (vocab, hidden) float32, or (0, 0) when the table is 1-bit
+    position: np.ndarray
+    token_type: np.ndarray
+    ln: tuple[np.ndarray, np.ndarray]
+    eps: np.float32
+
+    def __call__(self, ids: np.ndarray, positions: np.ndarray, types_: np.ndarray, hidden: int,
+                 threads: int) -> np.ndarray:
+        return embed(ids.ravel(), np.ascontiguousarray(positions).ravel(), types_.ravel(), self.word_bits,
+                     self.word_scale, self.word_fp, self.position, self.token_type, *self.ln, self.eps,
+                     np.empty((ids.size, hidden), np.float32), threads)
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """The whole packed model: embeddings, layers, and the head on the first token
+    (``out(tanh(dense(x)))``: BERT's pooler + classifier, RoBERTa's classification head)."""
+
+    spec: ModelSpec
+    embeddings: Embeddings
+    layers: tuple[Layer, ...]
+    head_dense: Linear
+    head_out: Linear
+
+    def __post_init__(self) -> None:
+        # What `embed` indexes with the ids, positions and token types `PackedEngine.logits` checked.
+        e, s = self.embeddings, self.spec
+        word_rows = e.word_bits.shape[0] if e.word_bits.size else e.word_fp.shape[0]
+        assert word_rows == s.vocab and e.position.shape == (s.positions, s.hidden)
+        assert e.token_type.shape == (s.type_vocab, s.hidden) and e.ln[0].shape == (s.hidden,)
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        if self.spec.model_type == "roberta":  # fairseq: padding keeps padding_idx, others count from it + 1
+            keep = (ids != self.spec.pad_id).astype(np.int64)
+            return np.cumsum(keep, axis=1) * keep + self.spec.pad_id
+        return np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape)
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, types_: np.ndarray, threads: int) -> np.ndarray:
+        """(B, num_labels) logits for validated ids (B, L) int64, mask (B, L) bool, token types."""
+        B, L = ids.shape
+        x = self.embeddings(ids, self.positions(ids), types_, self.spec.hidden, threads)
+        for layer in self.layers:
+            x = layer(x, B, mask)
+        cls = np.ascontiguousarray(x.reshape(B, L, -1)[:, 0])
+        return self.head_out(np.tanh(self.head_dense(cls))).astype(np.float32)
