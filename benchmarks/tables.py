@@ -310,21 +310,21 @@ def pair_control_table() -> str:
         return "_no pair-control results yet_"
     groups: dict[tuple, list[dict]] = {}
     for r in recs:
-        groups.setdefault((r["variant"], r["name"], r["schedule"], r["quant"], r["loss"], r["lr"], r["epochs"]), []).append(r)
-    rows = ["| pairs | probe | schedule | --quant | --loss | lr | epochs | teacher | seeds: stages best / final | mean best (last stage) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for (variant, name, sched, quant, loss, lr, epochs), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        groups.setdefault((r["hardware"], r["train_pairs"], r["variant"], r["name"], r["schedule"], r["quant"], r["loss"],
+                           r["lr"], r["epochs"]), []).append(r)
+    rows = ["| hardware | train pairs | pairs | probe | schedule | --quant | --loss | lr | epochs | teacher | "
+            "seeds: stages best / final | mean best (last stage) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (hw, n, variant, name, sched, quant, loss, lr, epochs), rs in sorted(groups.items(), key=lambda kv: kv[0][:3] + (kv[0][4], kv[0][3])):
         rs = sorted(rs, key=lambda r: r["seed"])
         qlr = {r["command"].split("--quant-lr ")[1].split()[0] for r in rs if "--quant-lr " in r["command"]}
         seeds = "; ".join(f"{r['seed']}: " + ", ".join(f"{st['bits']} {st['best']['accuracy']:.1f} / {st['final']['accuracy']:.1f}"
                                                    for st in r["stages"] if "best" in st) for r in rs)
         mean = sum(r["best"]["accuracy"] for r in rs) / len(rs)
-        rows.append(f"| {variant} | {name} | {sched} | {quant or '–'} | {loss or '–'} | {lr:g}{' (α, β ' + qlr.pop() + ')' if qlr else ''} "
+        rows.append(f"| {hw} | {n} | {variant} | {name} | {sched} | {quant or '–'} | {loss or '–'} | {lr:g}{' (α, β ' + qlr.pop() + ')' if qlr else ''} "
                     f"| {epochs:g} | {rs[0]['teacher_best']['accuracy']:.1f} | {seeds} | {mean:.1f} |")
-    hw = sorted({r["hardware"] for r in recs})
-    rows += ["", f"{recs[0]['train_pairs']} training and {recs[0]['dev_pairs']} dev pairs, batch {recs[0]['batch_size']}, "
-             f"MiniLM-L6 teacher fine-tuned on the pairs; {', '.join(hw)}. A missing seed is a run that did not finish "
-             "(the records hold what ran)."]
+    rows += ["", f"Batch {recs[0]['batch_size']}, dev pairs {', '.join(sorted({str(r['dev_pairs']) for r in recs}))}, "
+             "MiniLM-L6 teacher fine-tuned on the pairs. A missing seed is a run that did not finish (the records "
+             "hold what ran)."]
     return "\n".join(rows)
 
 
