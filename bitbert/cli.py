@@ -332,13 +332,26 @@ def _distill_report(key: str, teacher_metrics: dict, result, out: Path, packed: 
     return "\n".join(lines)
 
 
+def _stored_class_names(model_dir: str) -> list[str] | None:
+    """The class names a model directory's config.json stores (None: none, or HF's placeholders)."""
+    from .label_map import placeholder_names
+    from .rundir import read_json
+
+    path = Path(model_dir, "config.json")
+    id2label = read_json(path).get("id2label") if path.is_file() else None
+    if not isinstance(id2label, dict) or not id2label:
+        return None
+    names = [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))]
+    return None if names == placeholder_names(len(names)) else names
+
+
 def cmd_evaluate(args) -> int:
     import time
 
     import torch
 
     from .peak import cpu_name
-    from .pipeline import load_classifier, make_evaluator, packed_tokenizer, paper_defaults
+    from .pipeline import head_columns, load_classifier, make_evaluator, packed_tokenizer, paper_defaults
 
     task = _task_name(args)
     max_length = paper_defaults(task)["max_length"] if args.max_length is None else args.max_length
@@ -351,7 +364,8 @@ def cmd_evaluate(args) -> int:
         max_length = min(max_length, engine.max_length)
     else:
         tok = _tokenizer(args.tokenizer or args.model)
-    data = _load_data(args, tok, max_length, dev_only=True, labels=list(engine.spec.labels) if packed else None)
+    stored = list(engine.spec.labels) if packed else _stored_class_names(args.model)
+    data = _load_data(args, tok, max_length, dev_only=True, labels=stored)
     columns = None
     if packed:  # classes matched by the names the file stores
         from .label_map import match_labels
@@ -361,7 +375,8 @@ def cmd_evaluate(args) -> int:
         hardware = cpu_name()
     else:  # fp32, no autocast: the precision the exported file runs in
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model, where = load_classifier(args.model, data.spec).to(device), f"PyTorch fp32 on {device}"
+        model, where = load_classifier(args.model, data.spec, by_name=True).to(device), f"PyTorch fp32 on {device}"
+        columns = head_columns(model, data.spec, args.model)  # classes matched by the names the model stores
         hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     t0 = time.perf_counter()
     metrics = make_evaluator(data, args.batch_size, columns)(model)

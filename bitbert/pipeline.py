@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .batching import BucketBatcher, TokenizedSplit, tokenize
-from .label_map import placeholder_names
+from .label_map import match_labels, placeholder_names
 from .metrics import compute_metrics
 from .tasks import DataError, Examples, TaskSpec, get_task, load_custom, load_glue, load_glue_hub, load_split
 from .train import MIN_LENGTH, evaluate_batches
@@ -225,9 +225,11 @@ def make_evaluator(data: TaskData, batch_size: int, columns: list[int] | None = 
     return evaluate
 
 
-def load_classifier(path: str | Path, spec: TaskSpec) -> nn.Module:
+def load_classifier(path: str | Path, spec: TaskSpec, by_name: bool = False) -> nn.Module:
     """A teacher/student for ``spec``: a bitbert directory, or any HF checkpoint (local or hub id),
-    given a fresh classification head of ``spec.num_labels`` outputs when it has none."""
+    given a fresh classification head of ``spec.num_labels`` outputs when it has none. ``by_name``:
+    accept a head whose classes are the task's in another order (the caller maps them with
+    `head_columns`); otherwise such a head is refused."""
     from . import io
 
     path_s = str(path)
@@ -241,7 +243,7 @@ def load_classifier(path: str | Path, spec: TaskSpec) -> nn.Module:
                 model_class="AutoModelForSequenceClassification", num_labels=spec.num_labels,
                 problem_type=problem_type)
             model = io.load(path_s, **new_head)
-            _check_head(model, spec, path_s)
+            _check_head(model, spec, path_s, by_name)
             return model
         if any(a.endswith("ForSequenceClassification") for a in cfg.get("architectures") or []):
             n = len(cfg.get("id2label") or {}) or cfg.get("num_labels", 2)
@@ -264,7 +266,7 @@ def load_classifier(path: str | Path, spec: TaskSpec) -> nn.Module:
 
     model, info = io.from_hub_or_dir(from_pretrained, path_s, "model")
     _report_loading(info, path_s)
-    _check_head(model, spec, path_s)
+    _check_head(model, spec, path_s, by_name)
     return model
 
 
@@ -285,7 +287,10 @@ def _report_loading(info: dict, path: str) -> None:
                     len(other) + len(mismatched), ", ".join(sorted(other + mismatched)[:10]))
 
 
-def _check_head(model: nn.Module, spec: TaskSpec, path: str) -> None:
+def _check_head(model: nn.Module, spec: TaskSpec, path: str, by_name: bool = False) -> None:
+    """The model's outputs are the task's classes in the task's order, or it is refused: a model
+    that names its classes in another order would be trained or scored with its classes swapped
+    (`bitbert evaluate` maps them by name instead: `head_columns`)."""
     n = getattr(model.config, "num_labels", None)
     if n != spec.num_labels:
         raise DataError(f"model {path} has {n} outputs but task {spec.name} has {spec.num_labels} labels")
@@ -297,5 +302,16 @@ def _check_head(model: nn.Module, spec: TaskSpec, path: str) -> None:
         model.config.id2label = dict(enumerate(spec.class_names))
         model.config.label2id = {label: i for i, label in enumerate(spec.class_names)}
     elif names != list(spec.class_names):
-        log.warning("model %s names its classes %s, task %s has %s: class i is taken as the task's label i",
-                    path, names, spec.name, list(spec.class_names))
+        columns = head_columns(model, spec, path)  # DataError when the names cannot be matched at all
+        if by_name:
+            return
+        raise DataError(f"model {path} names its classes {names}, in another order than task {spec.name}'s "
+                        f"{list(spec.class_names)} (output {columns[0]} is the task's class {spec.class_names[0]!r}); "
+                        "re-train it on this task's labels")
+
+
+def head_columns(model: nn.Module, spec: TaskSpec, path: str) -> list[int] | None:
+    """The output of each of the task's classes, matched by the names the model stores
+    (`bitbert.label_map.match_labels`)."""
+    names = [model.config.id2label.get(i) for i in range(model.config.num_labels)]
+    return match_labels(names, spec.class_names if spec.labels is not None else None, path, spec.labels)

@@ -24,6 +24,7 @@ def labelled(tmp_path_factory):
     model = binary_model("bit")
     model.config.id2label, model.config.label2id = dict(NAMES), {v: k for k, v in NAMES.items()}
     path = bitbert.export(model, tmp / "m.bitbert", tokenizer=tiny_tokenizer())
+    bitbert.save(model, tmp / "model", tiny_tokenizer())  # the same model as a directory
     texts = [" ".join(WORDS[(7 * i + j) % len(WORDS)] for j in range(3 + i % 5)) for i in range(40)]
     predicted = [r["label"] for r in bitbert.load_packed(path, threads=1).predict(texts)]
     rows = ["sentence\tlabel", *(f"{t}\t{label}" for t, label in zip(texts, predicted))]
@@ -84,3 +85,26 @@ def test_match_labels():
     for model, task in ((["a", "b"], ["a", "c"]), (["a", "b", "c"], ["a", "b"]), (["a", "b"], None)):
         with pytest.raises(DataError, match="m "):
             match_labels(model, task, "m")
+
+
+def evaluate_dir(tmp, *extra):
+    return main(["evaluate", str(tmp / "model"), "--dev-file", str(tmp / "dev.tsv"), "--text-columns", "sentence",
+                 "--device", "cpu", *extra])
+
+
+def test_evaluate_model_dir_does_not_swap_classes_whose_sorted_order_flips(labelled, capsys):
+    assert evaluate_dir(labelled, "--train-file", str(labelled / "train.tsv")) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"] == 100.0
+    assert evaluate_dir(labelled) == 0  # scored with the classes its config.json names
+    assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"] == 100.0
+
+
+def test_training_from_a_model_whose_classes_are_in_another_order_is_refused(labelled):
+    """Distilling or fine-tuning maps output i to the task's class i: a teacher that names them in
+    another order would teach swapped classes, so it is refused with both lists."""
+    from bitbert.pipeline import load_classifier
+    from bitbert.tasks import load_custom
+
+    spec, _ = load_custom(labelled / "train.tsv", ["sentence"], "label")
+    with pytest.raises(DataError, match=r"in another order.*\['a_subjective', 'b_objective'\]"):
+        load_classifier(labelled / "model", spec)
