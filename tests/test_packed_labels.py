@@ -34,9 +34,11 @@ def labelled(tmp_path_factory):
     return tmp
 
 
-def evaluate(tmp, *extra):
-    return main(["evaluate", str(tmp / "m.bitbert"), "--dev-file", str(tmp / "dev.tsv"), "--text-columns", "sentence",
-                 "--threads", "1", *extra])
+def evaluate(tmp, *extra, model: str = "m.bitbert"):
+    """`bitbert evaluate` of the packed file (on one engine thread) or of the model directory."""
+    runs_on = ["--threads", "1"] if model.endswith(".bitbert") else ["--device", "cpu"]
+    return main(["evaluate", str(tmp / model), "--dev-file", str(tmp / "dev.tsv"), "--text-columns", "sentence",
+                 *runs_on, *extra])
 
 
 def test_evaluate_packed_does_not_swap_classes_whose_sorted_order_flips(labelled, capsys):
@@ -87,15 +89,10 @@ def test_match_labels():
             match_labels(model, task, "m")
 
 
-def evaluate_dir(tmp, *extra):
-    return main(["evaluate", str(tmp / "model"), "--dev-file", str(tmp / "dev.tsv"), "--text-columns", "sentence",
-                 "--device", "cpu", *extra])
-
-
 def test_evaluate_model_dir_does_not_swap_classes_whose_sorted_order_flips(labelled, capsys):
-    assert evaluate_dir(labelled, "--train-file", str(labelled / "train.tsv")) == 0
+    assert evaluate(labelled, "--train-file", str(labelled / "train.tsv"), model="model") == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"] == 100.0
-    assert evaluate_dir(labelled) == 0  # scored with the classes its config.json names
+    assert evaluate(labelled, model="model") == 0  # scored with the classes its config.json names
     assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"] == 100.0
 
 
