@@ -276,7 +276,23 @@ def cmd_distill(args) -> int:
     print(bitbert.summary(result.student.cpu(), seq_len=min(cfg.max_length, max_positions(result.student.config))))
     packed = _export_student(result.student, Path(last.model_dir), out / PACKED_NAME)
     print(_distill_report(data.spec.main_key, teacher_metrics, result, out, packed, _data_flags(args, demo)))
+    if demo:
+        print(_reference_line())
     return 0
+
+
+REFERENCE_RUN = Path(__file__).parent / "data" / "reference_run.json"  # written by benchmarks/tables.py
+
+
+def _reference_line() -> str:
+    """What the default job's recipe reaches on all of SST-2 on a GPU, from the shipped record."""
+    try:
+        r = json.loads(REFERENCE_RUN.read_text())
+        return (f"for comparison, the same recipe on all of {r['task']} on a GPU ({r['hardware']}, {r['epochs']:g} epochs a stage, "
+                f"{r['method']} {r['schedule']}): dev {r['metric']} {r['best']:.1f} best, {r['final']:.1f} final, "
+                f"teacher {r['teacher_metric']:.1f}; docs/training.md says how to run it:\n  {r['command']}")
+    except (OSError, ValueError, KeyError, TypeError):  # an install without the record: say nothing wrong
+        return "a full GPU run: see docs/results/glue.md"
 
 
 PACKED_NAME = "student.bitbert"  # the distilled student, packed, beside the run's stages

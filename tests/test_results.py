@@ -204,3 +204,14 @@ def test_engine_table_compares_a_schedule_with_its_last_stage():
     assert round(last["final"], 1) != round(first["final"], 1)
     row = next(line for line in _tables().engine_accuracy_table().splitlines() if line.startswith("| 34 | aug4m |"))
     assert row.split(" | ")[3:5] == [f"{last['final']:.1f}", f"{last['final_fp32']:.1f}"]
+
+
+def test_default_jobs_reference_is_generated_from_the_records():
+    """The default job prints what its recipe reaches on all of SST-2 from a shipped copy of the record."""
+    tables = _tables()
+    assert tables.REFERENCE.read_text() == tables.reference_run(), "stale: run python benchmarks/tables.py"
+    from bitbert.cli import _reference_line
+
+    ref = json.loads(tables.REFERENCE.read_text())
+    line = _reference_line()
+    assert f"{ref['best']:.1f} best" in line and ref["command"] in line and ref["schedule"] in line
