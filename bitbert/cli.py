@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import ALPHA_INITS, AugmentConfig, ConfigError, parse_quant_overrides
+from .config import ALPHA_INITS, METHODS, AugmentConfig, ConfigError, parse_quant_overrides
 
 log = logging.getLogger("bitbert")
 
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("distill", help="distill a binary student (BiT multi-distillation schedule)")
     d.add_argument("--teacher", default=None, help="fine-tuned teacher directory; omit for the embedded default job")
-    d.add_argument("--method", default="bit", choices=["bit", "bibert", "baseline"])
+    d.add_argument("--method", default="bit", choices=METHODS)
     d.add_argument("--schedule", default=None, help="E-W-A stages, e.g. 32-32-32,1-1-2,1-1-1 (default 1-1-1)")
     d.add_argument("--loss", default=None, metavar="KEY=VALUE,...",
                    help="override the method's loss weights, e.g. 'dmd=0.5,ground_truth=0,hidden_loss=mse' "

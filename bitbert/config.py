@@ -13,7 +13,8 @@ from typing import Any
 EMBED_BITS = (1, 32)
 WEIGHT_BITS = (1, 32)
 ACT_BITS = (1, 2, 4, 8, 32)
-PRESETS = ("bit", "bibert", "baseline", "fp")
+METHODS = ("bit", "bibert", "baseline")  # the binarization methods one can distill or pretrain with
+PRESETS = (*METHODS, "fp")
 ATTENTION_PROBS = ("softmax", "softmax_elastic", "softmax_sign", "bool")
 ACT_QUANTIZERS = ("elastic", "sign")
 FFN_ACTS = ("keep", "relu", "gelu")

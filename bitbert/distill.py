@@ -19,7 +19,7 @@ from torch import nn
 from . import io
 from .augment import UNKNOWN_CLASS, augment_for_teacher
 from .calibration import calibrate
-from .config import AugmentConfig, ConfigError, QuantConfig
+from .config import METHODS, AugmentConfig, ConfigError, QuantConfig
 from .convert import binarize
 from .losses import attention_kl, attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss
 from .pipeline import TaskData, make_evaluator
@@ -85,9 +85,11 @@ def method_losses(method: str) -> LossWeights:
     """BiT: logits + hidden-state MSE. BiBERT (its code's recipe): + DMD on Q/K/V, direction-only
     hidden states and a 0.5-weighted ground-truth CE (hard-coded there, a visible default here).
     Baseline (BinaryBERT-style): + attention MSE."""
-    return {"bit": LossWeights(),
-            "bibert": LossWeights(dmd=1.0, ground_truth=0.5, hidden_loss="direction"),
-            "baseline": LossWeights(attention=1.0), "fp": LossWeights()}[method]
+    losses = {"bit": LossWeights(), "bibert": LossWeights(dmd=1.0, ground_truth=0.5, hidden_loss="direction"),
+              "baseline": LossWeights(attention=1.0), "fp": LossWeights()}
+    if method not in losses:
+        raise ConfigError(f"unknown method {method!r}; valid methods: {list(METHODS)}")
+    return losses[method]
 
 
 def ground_truth_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:

@@ -33,7 +33,7 @@ from torch import nn
 
 from . import io
 from .calibration import calibrate
-from .config import PRESETS, ConfigError, QuantConfig, require
+from .config import METHODS, ConfigError, QuantConfig, require
 from .convert import UnsupportedModelError, binarize
 from .corpus import IGNORE_INDEX, CorpusStats, MLMCollator, PackedMLMStream, check_min_sequences, iter_lines
 from .losses import hidden_mse, soft_cross_entropy
@@ -92,8 +92,8 @@ class PretrainConfig:
     compile: str = _opt("off", "torch.compile the forwards: off, on, auto (on GPU); compiling takes minutes")
 
     def __post_init__(self) -> None:
-        if self.method not in PRESETS or self.method == "fp":
-            raise ConfigError(f"method must be one of {[p for p in PRESETS if p != 'fp']}, got {self.method!r}")
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         self.quant_config()  # validates bits, ffn2_input, residual_rank
         for name in ("lr", "mlm_probability"):
             finite(name, getattr(self, name), 0, above=True)
