@@ -354,6 +354,33 @@ def bench_table() -> str:
     return "\n\n".join(tables) or "_no CPU benchmark yet_"
 
 
+RUNTIME_FILES = ("bench_cpu_ort_bert-base.json", "bench_cpu_ort_minilm-l6.json")  # `bitbert bench --shape ...`
+RUNTIMES = (("engine", "bitbert packed"), ("fp32", "PyTorch FP32"), ("int8", "PyTorch int8 dyn"),
+            ("ort_fp32", "ORT FP32"), ("ort_int8", "ORT int8 dyn"))
+
+
+def runtimes_table() -> str:
+    """The packed engine beside PyTorch and ONNX Runtime, FP32 and dynamic int8, one process per shape."""
+    recs = [(name, rec) for name in RUNTIME_FILES if (rec := _load(name))]
+    if not recs:
+        return "_no runtime comparison yet_"
+    rows = ["| shape | threads | batch | " + " | ".join(label + " ms" for _, label in RUNTIMES)
+            + " | vs ORT int8 | vs PyTorch FP32 |", "|---|---|---|" + "---|" * (len(RUNTIMES) + 2)]
+    notes = []
+    for name, rec in recs:
+        shape = name.removeprefix("bench_cpu_ort_").removesuffix(".json")
+        for r in rec["results"]:
+            ms = [f"{r[k]['median_s'] * 1e3:.1f}" if k in r else "–" for k, _ in RUNTIMES]
+            ratio = [f"{r[k]['median_s'] / r['engine']['median_s']:.2f}x" if k in r else "–" for k in ("ort_int8", "fp32")]
+            rows.append(f"| {shape} | {r['threads']} | {r['batch']} | " + " | ".join(ms + ratio) + " |")
+        hw = rec["hardware"]
+        notes.append(f"{shape}: `{rec['command']}` on {hw['cpu']} ({hw['cores']} cores), load average "
+                     f"{rec['load_average_before'][0]:.2f} before / {rec['load_average_after'][0]:.2f} after, "
+                     f"{rec['wall_s']:.0f} s, {rec['model']['quant']}, seq {rec['model']['seq_len']}; median of "
+                     f"{rec['repeats']} calls, ms per batch.")
+    return "\n".join(rows + [""] + notes)
+
+
 def bipft_table() -> str:
     recs = _load("bipft_minilm.json")
     if not recs:
@@ -462,7 +489,7 @@ def headline_table() -> str:
     return "\n".join(rows)
 
 
-SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "bipft": bipft_table,
+SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "runtimes": runtimes_table, "bipft": bipft_table,
             "engine-accuracy": engine_accuracy_table, "headline": headline_table,
             "pair-control": pair_control_table}
 
@@ -470,7 +497,7 @@ SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settin
 PAGES = {"README.md": ("headline",),
          "docs/results/glue.md": ("glue-summary", "glue-seeds", "glue-settings", "glue", "gap-sources", "glue-cut",
                                   "bibert-ablation"),
-         "docs/results/speed.md": ("speed",), "docs/results/engine.md": ("bench", "engine-accuracy"),
+         "docs/results/speed.md": ("speed",), "docs/results/engine.md": ("runtimes", "bench", "engine-accuracy"),
          "docs/results/bipft.md": ("bipft",), "docs/results/pairs.md": ("pair-control",)}
 
 

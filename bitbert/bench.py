@@ -1,4 +1,5 @@
-"""``bitbert bench``: the packed engine against FP32 PyTorch and dynamic-int8 PyTorch on the CPU.
+"""``bitbert bench``: the packed engine against PyTorch FP32 and dynamic int8, and ONNX Runtime FP32
+and dynamic int8 (:mod:`bitbert.ort_baseline`, when onnxruntime is installed), on the CPU.
 
 Latency (batch 1) and throughput (larger batches) at a fixed sequence length, at 1 thread and at
 all threads, plus the binary GEMM kernel alone against the measured popcount peak
@@ -104,18 +105,26 @@ def _gemm_rows(config: dict[str, Any], seq_len: int, threads: Sequence[int], sec
 
 def _table(rows: list[dict[str, Any]], gemm: list[dict[str, Any]], info: dict[str, Any]) -> str:
     lines = [f"{info['model']['description']}, seq {info['model']['seq_len']}; {info['hardware']['cpu']}, "
-             f"{info['hardware']['cores']} cores; medians of {info['repeats']} calls.", "",
-             "| threads | batch | packed engine ms | seq/s | FP32 PyTorch ms | int8 dynamic ms | vs FP32 | vs int8 |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{info['hardware']['cores']} cores; medians of {info['repeats']} calls; milliseconds per batch.", "",
+             "| threads | batch | packed engine | seq/s | PyTorch FP32 | PyTorch int8 dyn | ORT FP32 | ORT int8 dyn "
+             "| vs PyTorch FP32 | vs ORT int8 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ms = lambda key: f"{r[key]['median_s'] * 1e3:.1f}" if key in r else "-"  # noqa: E731
-        ratio = lambda key: f"{r[key]['median_s'] / r['engine']['median_s']:.1f}x" if key in r else "-"  # noqa: E731
+        ratio = lambda key: f"{r[key]['median_s'] / r['engine']['median_s']:.2f}x" if key in r else "-"  # noqa: E731
         lines.append(f"| {r['threads']} | {r['batch']} | {ms('engine')} | {r['engine_seq_per_s']:.1f} | {ms('fp32')} | "
-                     f"{ms('int8')} | {ratio('fp32')} | {ratio('int8')} |")
+                     f"{ms('int8')} | {ms('ort_fp32')} | {ms('ort_int8')} | {ratio('fp32')} | {ratio('ort_int8')} |")
+    lines += [f"\n{note}" for note in info.get("skipped", [])]
+    if "phases" in info:
+        from .engine.profile import phase_table
+
+        lines += ["", f"Where the engine's time goes (1 thread, batch {min(r['batch'] for r in rows)}, profiled calls):",
+                  "", phase_table(info["phases"])]
     if gemm:
         lines += ["", "| GEMM M x N x K | threads | Gbit-MAC/s | popcount peak | fraction |", "|---|---|---|---|---|"]
         lines += [f"| {g['M']} x {g['N']} x {g['K']} | {g['threads']} | {g['gbit_mac_per_s']:.0f} | "
-                  f"{g['peak_gbit_ops_per_s']:.0f} | {g['fraction_of_peak']:.0%} |" for g in gemm]
+                  f"{g['peak_gbit_ops_per_s']:.0f} | "
+                  + (f"{g['fraction_of_peak']:.0%} |" if g["fraction_of_peak"] is not None else "too noisy to measure |")
+                  for g in gemm]
     return "\n".join(lines)
 
 
@@ -141,7 +150,7 @@ def _torch_baselines(rows: list[dict[str, Any]], fp32, inputs: dict[int, Any], r
 
 def run_bench(model: str | Path | None = None, shape: str = "bert-base", batch_sizes: Sequence[int] = (1, 32),
               seq_len: int = 128, threads: Sequence[int] | None = None, repeats: int = 5,
-              torch_baselines: bool = True, gemm_seconds: float = 0.5, out: str | Path | None = None,
+              torch_baselines: bool = True, ort_baselines: bool = True, gemm_seconds: float = 0.5, out: str | Path | None = None,
               argv: Sequence[str] | None = None, bits: str = "1-1-1") -> dict[str, Any]:
     """Run the benchmark (see the module docstring); returns the record and writes it to ``out``."""
     import numba
@@ -149,7 +158,10 @@ def run_bench(model: str | Path | None = None, shape: str = "bert-base", batch_s
 
     from .engine import load_packed
 
+    from .engine.threads import idle_threads
+
     start = time.time()
+    default_threads = idle_threads(numba.config.NUMBA_NUM_THREADS)  # what a default engine would use now
     info = _environment(sys.argv[1:] if argv is None else argv)
     threads = sorted(set(threads or (1, numba.config.NUMBA_NUM_THREADS)))
     fp32 = None
@@ -182,11 +194,23 @@ def run_bench(model: str | Path | None = None, shape: str = "bert-base", batch_s
                                    "engine": timed(lambda: engine.logits(ids), repeats)}
             row["engine_seq_per_s"] = batch / row["engine"]["median_s"]
             rows.append(row)
+    from .engine.profile import profile_phases
+
+    engine.threads = 1
+    info["phases"] = profile_phases(engine, inputs[min(batch_sizes)], repeats)  # 1 thread, smallest batch
     info["hardware"]["numba_threading_layer"] = numba.threading_layer()
+    info["default_threads_at_start"] = default_threads
     gemm = _gemm_rows(engine.config, seq_len, threads, gemm_seconds) if gemm_seconds > 0 else []
     if torch_baselines:
         fp32 = fp32 if fp32 is not None else random_classifier(engine.config, engine.architecture)
         _torch_baselines(rows, fp32, inputs, repeats)
+        if ort_baselines:
+            from .ort_baseline import add_ort_baselines, missing
+
+            if (why := missing()) is None:
+                add_ort_baselines(rows, fp32, inputs, repeats, seq_len, timed)
+            else:
+                info["skipped"] = [why]
     info.update(results=rows, gemm=gemm, load_average_after=os.getloadavg(), wall_s=time.time() - start)
     info["table"] = _table(rows, gemm, info)
     if out is not None:

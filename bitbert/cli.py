@@ -387,7 +387,7 @@ def cmd_evaluate(args) -> int:
         from .label_map import match_labels
 
         columns = match_labels(engine.spec.labels, data.spec.class_names, args.model, data.spec.labels)
-        model, where = engine, f"packed engine, {engine.threads} CPU threads"
+        model, where = engine, f"packed engine, {engine.threads or 'idle-core'} CPU threads"
         hardware = cpu_name()
     else:  # fp32, no autocast: the precision the exported file runs in
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the one in the file/directory)")
     v.add_argument("--max-length", type=int, default=None, help="truncation (default: the task's distillation length)")
     v.add_argument("--batch-size", type=int, default=64)
-    v.add_argument("--threads", type=int, default=None, help="engine CPU threads (default: all)")
+    v.add_argument("--threads", type=int, default=None, help="engine CPU threads (default: the cores idle at each call)")
     v.add_argument("--device", default=None, help="PyTorch device for a model directory (default: cuda if present)")
     v.add_argument("--out", default=None, help="also write the result as JSON here")
     _add_data_args(v)

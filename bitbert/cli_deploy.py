@@ -4,7 +4,7 @@ command line (thin over `bitbert.packing`, `bitbert.engine` and `bitbert.bench`)
     bitbert export student/model model.bitbert            # a bitbert.save directory -> packed file
     bitbert predict model.bitbert "a gripping film" "dull"  # JSON lines {"text", "label", "scores"}
     bitbert predict model.bitbert --input texts.jsonl       # {"text": ..., "text_b": ...} per line
-    bitbert bench                                           # engine vs FP32 vs int8 PyTorch (table)
+    bitbert bench                                           # engine vs PyTorch / ONNX Runtime FP32, int8
 """
 from __future__ import annotations
 
@@ -30,11 +30,11 @@ def add_deploy_commands(sub) -> None:
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--input", default=None, help="file: one text per line, or JSONL with 'text' (and 'text_b')")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores idle at each call)")
     p.add_argument("--sha256", default=None, help="refuse the file unless its SHA-256 is this (as export printed)")
     p.set_defaults(fn=cmd_predict)
 
-    b = sub.add_parser("bench", help="packed engine vs FP32 and dynamic-int8 PyTorch; GEMM vs popcount peak")
+    b = sub.add_parser("bench", help="packed engine vs PyTorch and ONNX Runtime FP32 / dynamic int8; GEMM vs popcount peak")
     b.add_argument("--model", default=None, help="packed file (default: a random model of --shape, BiT at --bits)")
     b.add_argument("--bits", default="1-1-1", help="E-W-A bits of the random model without --model (1-1-1, 1-1-2, ...)")
     b.add_argument("--shape", default="bert-base", help="model shape without --model: bert-base, minilm-l6, tiny")
@@ -42,7 +42,8 @@ def add_deploy_commands(sub) -> None:
     b.add_argument("--seq-len", type=int, default=128)
     b.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and all)")
     b.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (the median is reported)")
-    b.add_argument("--no-torch", action="store_true", help="skip the PyTorch FP32 / int8 baselines")
+    b.add_argument("--no-torch", action="store_true", help="skip the PyTorch and ONNX Runtime baselines")
+    b.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime FP32 / int8 baselines")
     b.add_argument("--out", default=None, help="also write the full record as JSON here (default: the table on stdout only)")
     b.set_defaults(fn=cmd_bench)
 
@@ -138,7 +139,8 @@ def cmd_bench(args) -> int:
     from .bench import run_bench
 
     result = run_bench(model=args.model, shape=args.shape, batch_sizes=args.batch_sizes, seq_len=args.seq_len,
-                       threads=args.threads, repeats=args.repeats, torch_baselines=not args.no_torch, out=args.out,
+                       threads=args.threads, repeats=args.repeats, torch_baselines=not args.no_torch,
+                       ort_baselines=not args.no_ort, out=args.out,
                        bits=args.bits)
     print(result["table"])
     return 0

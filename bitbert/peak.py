@@ -96,7 +96,9 @@ def gemm_efficiency(
     `peak` (Gbit-MAC/s) reuses an earlier measure_popcount_peak result for the same thread count;
     otherwise it is measured here. `prepacked` times weights laid out once (kernels.prepack, as the
     packed engine does) instead of re-laid out per call. Returns {"M", "N", "K", "threads",
-    "prepacked", "seconds_per_call", "gbit_mac_per_s", "peak_gbit_ops_per_s", "fraction_of_peak"};
+    "prepacked", "seconds_per_call", "gbit_mac_per_s", "peak_gbit_ops_per_s", "fraction_of_peak", "noisy"};
+    ``fraction_of_peak`` is None (and ``noisy`` True) when the GEMM beat the peak, i.e. the machine
+    was too busy to measure the peak;
     the time is the best of the calls made in about `seconds`, including the Python call overhead a
     user pays.
     """
@@ -131,5 +133,7 @@ def gemm_efficiency(
         "seconds_per_call": best,
         "gbit_mac_per_s": rate,
         "peak_gbit_ops_per_s": peak,
-        "fraction_of_peak": rate / peak,
+        # Above the peak means the peak probe ran while other work held the cores: no honest fraction.
+        "fraction_of_peak": rate / peak if rate <= peak else None,
+        "noisy": rate > peak,
     }

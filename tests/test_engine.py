@@ -225,7 +225,38 @@ def test_bench_runs_on_a_tiny_shape(tmp_path):
     assert row["engine"]["median_s"] > 0 and row["fp32"]["median_s"] > 0 and row["int8"]["median_s"] > 0
     assert row["speedup_vs_fp32"] == pytest.approx(row["fp32"]["median_s"] / row["engine"]["median_s"])
     assert {g["N"] for g in saved["gemm"]} == {64, 128} and all(g["prepacked"] for g in saved["gemm"])
-    assert "packed engine ms" in rec["table"] and saved["versions"]["numba"] == numba.__version__
+    assert "| packed engine |" in rec["table"] and saved["versions"]["numba"] == numba.__version__
+    phases = saved["phases"]
+    parts = sum(v["ms"] for k, v in phases.items() if k != "forward")
+    assert parts == pytest.approx(phases["forward"]["ms"], rel=1e-6) and phases["GEMMs"]["ms"] > 0
+    assert phases["attention"]["ms"] > 0 and "Where the engine's time goes" in rec["table"]
+    from bitbert.ort_baseline import missing
+
+    if missing() is None:  # the bitbert[bench] extra is installed: both ONNX Runtime columns measured
+        assert row["ort_fp32"]["median_s"] > 0 and row["ort_int8"]["median_s"] > 0 and "skipped" not in saved
+
+
+def test_bench_without_onnxruntime_says_what_it_skipped(monkeypatch):
+    import bitbert.ort_baseline
+    from bitbert.bench import run_bench
+
+    monkeypatch.setattr(bitbert.ort_baseline, "missing", lambda: "ONNX Runtime columns skipped (x): pip install y")
+    rec = run_bench(shape="tiny", batch_sizes=[1], seq_len=16, threads=[1], repeats=1, gemm_seconds=0)
+    assert rec["skipped"] == ["ONNX Runtime columns skipped (x): pip install y"] and "pip install y" in rec["table"]
+    assert "ort_int8" not in rec["results"][0] and rec["results"][0]["int8"]["median_s"] > 0
+
+
+def test_profiling_leaves_the_engine_as_it_was(tmp_path):
+    from bitbert.bench import export_random_bit, random_classifier
+    from bitbert.engine import layers, load_packed
+    from bitbert.engine.profile import profile_phases
+
+    engine = load_packed(export_random_bit(random_classifier("tiny"), tmp_path / "m.bitbert", 16), threads=1)
+    ids = np.random.default_rng(0).integers(1, 1000, (2, 16))
+    before, gemm, attention = engine.logits(ids), layers.xnor_gemm, engine.model.layers[0].attention
+    profile_phases(engine, ids, repeats=1)
+    assert np.array_equal(engine.logits(ids), before)
+    assert layers.xnor_gemm is gemm and engine.model.layers[0].attention is attention
 
 
 # ----------------------------------------------------------------------------- real model (slow)

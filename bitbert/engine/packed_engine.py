@@ -14,6 +14,7 @@ import numpy as np
 from ..packing import PackedFormatError, PackedModel, read_packed
 from .builder import build
 from .errors import EngineError
+from .threads import idle_threads
 
 _ROWS_PER_THREAD = 256  # tokens per thread processed together (see PackedEngine._forward)
 
@@ -23,7 +24,9 @@ class PackedEngine:
     (see `bitbert.engine`).
 
     Use :func:`load_packed`. ``logits`` takes token ids; ``predict`` takes text (needs the
-    tokenizer embedded at export). ``threads`` (default: all numba threads) applies to every call.
+    tokenizer embedded at export). ``threads`` applies to every call; None (the default) picks, at
+    each call, as many threads as there are idle cores (see `bitbert.engine.threads`), so a busy
+    machine never makes the engine slower than at 1 thread.
     """
 
     def __init__(self, packed: PackedModel, threads: int | None = None) -> None:
@@ -71,20 +74,21 @@ class PackedEngine:
             raise ValueError(f"token ids must be in [0, {self.vocab_size}), got [{ids.min()}, {ids.max()}]")
         if types_.min() < 0 or types_.max() >= self.type_vocab_size:
             raise ValueError(f"token_type_ids must be in [0, {self.type_vocab_size})")
+        threads = self.threads or idle_threads(numba.config.NUMBA_NUM_THREADS)
         previous = numba.get_num_threads()
-        numba.set_num_threads(self.threads)
+        numba.set_num_threads(threads)
         try:
-            return self._forward(ids.astype(np.int64), np.ascontiguousarray(mask), types_)
+            return self._forward(ids.astype(np.int64), np.ascontiguousarray(mask), types_, threads)
         finally:
             numba.set_num_threads(previous)
 
-    def _forward(self, ids: np.ndarray, mask: np.ndarray, types_: np.ndarray) -> np.ndarray:
+    def _forward(self, ids: np.ndarray, mask: np.ndarray, types_: np.ndarray, threads: int) -> np.ndarray:
         # Large batches run a few sequences at a time: each chunk's activations stay in the L2
         # caches, and the 1-bit weights (~10 MB for BERT-base) in L3. Measured on BERT-base, seq 128:
         # 16 ms/sequence in chunks of 256 rows per thread against 26 ms/sequence at batch 32 whole.
-        per_chunk = max(1, _ROWS_PER_THREAD * self.threads // ids.shape[1])
+        per_chunk = max(1, _ROWS_PER_THREAD * threads // ids.shape[1])
         return np.concatenate([self.model(ids[i : i + per_chunk], mask[i : i + per_chunk], types_[i : i + per_chunk],
-                                          self.threads) for i in range(0, ids.shape[0], per_chunk)])
+                                          threads) for i in range(0, ids.shape[0], per_chunk)])
 
     # -- inference on text
 
@@ -155,10 +159,10 @@ def _is_pair(t: Any) -> bool:
     return isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(s, str) for s in t)
 
 
-def _check_threads(threads: int | None) -> int:
+def _check_threads(threads: int | None) -> int | None:
     limit = numba.config.NUMBA_NUM_THREADS
     if threads is None:
-        return limit
+        return None  # idle cores at each call
     if not 1 <= int(threads) <= limit:
         raise ValueError(f"threads must be in [1, {limit}], got {threads}")
     return int(threads)
