@@ -9,6 +9,7 @@ OUT=${1:-runs/gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 R=${PAIRS_DIR:-runs/pairs}
+mkdir -p "$(dirname "$R")"  # the logs sit beside $R
 common="--model ${MODEL:-.devdata/minilm-l6-h384-fp16} --sentences .devdata/glue/SST-2/train.tsv --out $R
   --train ${TRAIN:-2000} --dev ${DEV:-500} --batch-size ${BATCH:-8} ${EXTRA_ARGS:-}"
 T=${PAIRS_TIMEOUT:-420}
