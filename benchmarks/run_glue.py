@@ -23,6 +23,7 @@ import torch
 import bitbert
 from bitbert.config import ALPHA_INITS, AugmentConfig, ConfigError, parse_quant_overrides
 from bitbert.distill import finetune, finished_report, method_losses, run_identity, run_schedule, stage_configs
+from bitbert.augmented import file_record
 from bitbert.io import atomic_write
 from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
 from bitbert.train import TrainConfig, check_same_run, run_settings
@@ -66,6 +67,8 @@ def main() -> None:
     ap.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16"],
                     help="the students' training precision (TrainConfig.mixed_precision; auto: bf16 on GPU)")
     ap.add_argument("--augment", type=int, default=0, help="augmented copies per example for every run (bitbert distill --augment)")
+    ap.add_argument("--augmented-file", default=None,
+                    help="train on this file of `bitbert augment` (originals + copies) for every run")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
     wanted = RUNS if args.runs == "all" else [parse_run(r) for r in args.runs.split(";") if r.strip()]
@@ -82,6 +85,9 @@ def main() -> None:
     d = paper_defaults(args.task)
     data = load_task_data(args.task, tok, d["max_length"], data_dir=args.data_dir,
                           max_train_examples=args.max_train_examples)
+    # the teacher learns from the originals; the students from the augmented file (copies labelled by the teacher)
+    student_data = data if not args.augmented_file else load_task_data(
+        args.task, tok, d["max_length"], data_dir=args.data_dir, augmented_file=args.augmented_file)
     key = data.spec.main_key
     records_path = Path(args.out) / f"{args.task}.json"
     records = json.loads(records_path.read_text()) if records_path.is_file() and args.resume else []
@@ -117,6 +123,9 @@ def main() -> None:
         if r["method"] != "fp":
             check_same_run({k: r.get(k) for k in now}, now, records_path)
     augment = AugmentConfig(args.augment, seed=args.seed)
+    if augment.copies and args.augmented_file:
+        raise SystemExit("error: --augment makes copies in memory, --augmented-file brings them from a file: give one")
+    augmented_file = file_record(args.augmented_file) if args.augmented_file else None
     for method, schedule in wanted:
         if (method, schedule) in done:
             continue
@@ -128,11 +137,13 @@ def main() -> None:
                "inherit_quantizers": args.inherit_quantizers, "mixed_precision": args.mixed_precision,
                "quant_overrides": json.loads(json.dumps(quant)) or None,
                "augment": dataclasses.asdict(augment) if augment.copies else None,
+               "augmented_file": augmented_file,  # the file, its rows and augmentation/candidate settings
                "command": command, "hardware": hardware()}  # in every record of the run, and in run.json
         run_dir.mkdir(parents=True, exist_ok=True)  # what merge_results.py --cut needs of a run cut short
         atomic_write(run_dir / "run.json", lambda p: p.write_text(json.dumps(run, indent=2)))
-        result = run_schedule(teacher, data, method, schedule, cfg, run_dir, tokenizer=tok, losses=losses,
-                              quant_overrides=quant, resume=args.resume, augment=augment)
+        result = run_schedule(teacher, student_data, method, schedule, cfg, run_dir, tokenizer=tok, losses=losses,
+                              quant_overrides=quant, resume=args.resume, augment=augment,
+                              augmented_file=augmented_file)
         if not result.stages[-1].report.finished:
             print(f"{method} {schedule}: stopped at max-steps; rerun with --resume", flush=True)
             continue

@@ -369,6 +369,12 @@ def cmd_evaluate(args) -> int:
     from .peak import cpu_name
     from .pipeline import head_columns, load_classifier, make_evaluator, packed_tokenizer, paper_defaults
 
+    if args.model is None:  # the shipped model, on its own task unless data are named
+        from .shipped import SHIPPED_TASK, shipped_model
+
+        args.model = str(shipped_model())
+        if not (args.task or args.train_file or args.dev_file):
+            args.task = SHIPPED_TASK
     task = _task_name(args)
     max_length = paper_defaults(task)["max_length"] if args.max_length is None else args.max_length
     packed = Path(args.model).is_file()
@@ -459,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_distill)
 
     v = sub.add_parser("evaluate", help="dev-set metrics of a packed file (bitwise engine) or a model directory")
-    v.add_argument("model", help="packed file written by bitbert export, or a model directory")
+    v.add_argument("model", nargs="?", default=None,
+                   help="packed file written by bitbert export, or a model directory (omitted: the shipped SST-2 model "
+                        "on the bundled SST-2 dev set)")
     v.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the one in the file/directory)")
     v.add_argument("--max-length", type=int, default=None, help="truncation (default: the task's distillation length)")
     v.add_argument("--batch-size", type=int, default=64)

@@ -25,8 +25,9 @@ def add_deploy_commands(sub) -> None:
     e.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("predict", help="classify texts with a packed model on the CPU (JSON lines out)")
-    p.add_argument("model", help="packed file (bitbert export, or OUT/student.bitbert of bitbert distill), a folder "
-                                 "holding one, or a bitbert.save model directory (packed on the fly)")
+    p.add_argument("model", nargs="?", default=None,
+                   help="packed file (bitbert export, or OUT/student.bitbert of bitbert distill), a folder holding one, "
+                        "or a bitbert.save model directory (packed on the fly); omitted: the shipped 1-bit SST-2 model")
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--input", default=None, help="file: one text per line, or JSONL with 'text' (and 'text_b')")
     p.add_argument("--batch-size", type=int, default=32)
@@ -92,14 +93,19 @@ def cmd_predict(args) -> int:
     import tempfile
 
     from .engine import load_packed
+    from .shipped import SHIPPED_SHA256, looks_like_model, shipped_model
     from .validate import SettingError, integer
 
     integer("batch_size", args.batch_size, 1)
-    texts = list(args.texts) + (read_texts(args.input) if args.input else [])
+    model, sha256, words = args.model, args.sha256, list(args.texts)
+    if model is None or not looks_like_model(model):  # `bitbert predict "text"`: the shipped model
+        words = ([model] if model is not None else []) + words
+        model, sha256 = shipped_model(), sha256 or SHIPPED_SHA256 or None
+    texts = words + (read_texts(args.input) if args.input else [])
     if not texts:
         raise SettingError("input", "is missing: give texts as arguments or --input FILE", None)
     with tempfile.TemporaryDirectory() as tmp:
-        engine = load_packed(packed_model(args.model, Path(tmp)), threads=args.threads, sha256=args.sha256)
+        engine = load_packed(packed_model(model, Path(tmp)), threads=args.threads, sha256=sha256)
     for text, result in zip(texts, engine.predict(texts, batch_size=args.batch_size)):
         echo = {"text": text[0], "text_b": text[1]} if isinstance(text, tuple) else {"text": text}
         scores = ({"value": round(result["scores"][0], 4)} if result["label"] is None

@@ -382,3 +382,25 @@ def test_new_head_is_not_reported_as_missing_but_a_lost_weight_is(tmp_path, caps
     with caplog.at_level("INFO", logger="bitbert"):
         load_classifier(str(encoder), get_task("sst2"))
     assert "initialised at random" in caplog.text and "layer.1.output.dense.weight" in caplog.text
+
+
+def test_predict_without_a_model_uses_the_shipped_one(distilled, monkeypatch, capsys):
+    """`bitbert predict "text"` classifies with the shipped model; a first word that names a file
+    (or ends in .bitbert) is a model, so a mistyped model path is an error, not a text."""
+    import bitbert.shipped as shipped
+
+    monkeypatch.setattr(shipped, "SHIPPED_MODEL", distilled.dir / "student.bitbert")
+    monkeypatch.setattr(shipped, "SHIPPED_SHA256", "")
+    assert main(["predict", "a good movie", "the plot was awful"]) == 0
+    rows = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == ["a good movie", "the plot was awful"]
+    assert all(r["label"] in ("neg", "pos") for r in rows)
+    assert main(["predict", "runs/mistyped.bitbert", "good"]) == 2
+    err = capsys.readouterr().err
+    assert "mistyped.bitbert" in err and "Traceback" not in err
+    monkeypatch.setattr(shipped, "SHIPPED_SHA256", "0" * 64)  # a swapped file is refused
+    assert main(["predict", "good"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    monkeypatch.setattr(shipped, "SHIPPED_MODEL", distilled.dir / "absent.bitbert")
+    assert main(["predict", "good"]) == 2
+    assert "shipped SST-2 model is missing" in capsys.readouterr().err
