@@ -34,7 +34,7 @@ mkdir -p $A
 # ---- 1. masked-LM head | SST-2 ship run | pair probes, in parallel
 pids=()
 if [ ! -f $A/mrpc.tsv ] && [ ! -d runs/mlm-head/mlm-minilm-l6 ]; then
-  HEAD_SECONDS=${HEAD_SECONDS:-200} ENC_SECONDS=${ENC_SECONDS:-230} HEAD_TIMEOUT=${HEAD_TIMEOUT:-260} ENC_TIMEOUT=${ENC_TIMEOUT:-280} \
+  HEAD_SECONDS=${HEAD_SECONDS:-200} ENC_SECONDS=${ENC_SECONDS:-220} HEAD_TIMEOUT=${HEAD_TIMEOUT:-290} ENC_TIMEOUT=${ENC_TIMEOUT:-300} \
     bash benchmarks/gpu_mlm_head.sh runs/mlm-out > runs/logs/mlm.log 2>&1 &
   MLM_PID=$!
 else

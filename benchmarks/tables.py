@@ -245,6 +245,28 @@ def glue_seeds() -> str:
 SETTINGS = ("main", "paper batch", "10-epoch teacher")
 
 
+def augmented_table() -> str:
+    """Students trained on `bitbert augment` files (TinyBERT's recipe) beside the same run without
+    augmentation (the summary's record of that task, method and schedule): best-on-dev / final-step."""
+    recs = _load("glue_minilm_aug.json") or []
+    if not recs:
+        return "_no augmented runs yet_"
+    plain = summary_records()
+    rows = ["| task | method | schedule | seed | augmented: best / final | without | teacher | copies N | rows | epochs/stage | batch | wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(recs, key=lambda r: (r["task"], METHOD_ORDER.get(r["method"], 9), r["schedule"], r["seed"])):
+        if r["method"] == "fp":
+            continue
+        f = r.get("augmented_file") or {}
+        base = plain.get((r["task"], r["method"], r["schedule"]))
+        without = f"{base['best']:.1f} / {base['final']:.1f}" if base else "–"
+        rows.append(f"| {r['task']} ({r['metric']}) | {r['method']} | {r['schedule']} | {r['seed']} | "
+                    f"{r['best']:.1f} / {r['final']:.1f} | {without} | "
+                    f"{r['teacher_metric']:.1f} | {(f.get('augment') or {}).get('copies', '?')} | {f.get('rows', '?')} | "
+                    f"{r['epochs']:g} | {r['batch_size']} | {r['wall_s']:.0f} |")
+    return "\n".join(rows)
+
+
 def glue_settings() -> str:
     """MRPC and CoLA, seed 42, 20 epochs a stage, side by side in the three compared settings:
     the newest record of each (task, setting, run); the teacher row is that setting's teacher."""
@@ -491,11 +513,11 @@ def headline_table() -> str:
 
 SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "runtimes": runtimes_table, "bipft": bipft_table,
             "engine-accuracy": engine_accuracy_table, "headline": headline_table,
-            "pair-control": pair_control_table}
+            "pair-control": pair_control_table, "glue-augmented": augmented_table}
 
 # where each table lives (paths relative to the repository root)
 PAGES = {"README.md": ("headline",),
-         "docs/results/glue.md": ("glue-summary", "glue-seeds", "glue-settings", "glue", "gap-sources", "glue-cut",
+         "docs/results/glue.md": ("glue-summary", "glue-augmented", "glue-seeds", "glue-settings", "glue", "gap-sources", "glue-cut",
                                   "bibert-ablation"),
          "docs/results/speed.md": ("speed",), "docs/results/engine.md": ("runtimes", "bench", "engine-accuracy"),
          "docs/results/bipft.md": ("bipft",), "docs/results/pairs.md": ("pair-control",)}
