@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 22 on one GPU, in calls of at most 10 minutes: BiT's runs with TinyBERT-style data augmentation.
 #   1. the MiniLM teacher's masked-LM head (benchmarks/gpu_mlm_head.sh), and meanwhile the SST-2 model that
-#      ships without augmentation (the reference recipe) and the sentence-pair probes of issue 26;
+#      ships without augmentation (the reference recipe, 3 epochs a stage) and, with PAIRS=1, the
+#      sentence-pair probes of issue 26;
 #   2. `bitbert augment` of MRPC, CoLA and SST-2 with that head (MRPC/CoLA: TinyBERT's N = 30; SST-2: N = 4,
 #      what an H100 call can train on);
 #   3. bit 1-1-2 -> 1-1-1, bibert 1-1-1 and baseline 1-1-1 on the augmented files (seed 42; bit also seed 43
@@ -34,7 +35,7 @@ mkdir -p $A
 # ---- 1. masked-LM head | SST-2 ship run | pair probes, in parallel
 pids=()
 if [ ! -f $A/mrpc.tsv ] && [ ! -d runs/mlm-head/mlm-minilm-l6 ]; then
-  HEAD_SECONDS=${HEAD_SECONDS:-200} ENC_SECONDS=${ENC_SECONDS:-220} HEAD_TIMEOUT=${HEAD_TIMEOUT:-290} ENC_TIMEOUT=${ENC_TIMEOUT:-300} \
+  HEAD_SECONDS=${HEAD_SECONDS:-150} ENC_SECONDS=${ENC_SECONDS:-170} HEAD_TIMEOUT=${HEAD_TIMEOUT:-240} ENC_TIMEOUT=${ENC_TIMEOUT:-250} \
     bash benchmarks/gpu_mlm_head.sh runs/mlm-out > runs/logs/mlm.log 2>&1 &
   MLM_PID=$!
 else
@@ -44,7 +45,7 @@ SKIP_TESTS=1 SKIP_SPEED=1 GLUE_OUT=runs/glue-ship GLUE_TIMEOUT=$(rem) TASKS=sst2
   SST2_TEACHER_EPOCHS=1 SST2_RUNS='bit:1-1-2,1-1-1' SST2_ARGS="--seed 43 $SMOKE" \
   bash benchmarks/gpu_glue.sh runs/out-ship > runs/logs/ship.log 2>&1 &
 pids+=($!)
-if [ -z "$SMOKE" ] && [ ! -f runs/pairs.done ]; then
+if [ -n "${PAIRS:-}" ] && [ -z "$SMOKE" ] && [ ! -f runs/pairs.done ]; then  # PAIRS=1: issue 26's probes too
   ( PAIRS_TIMEOUT=$(( $(rem) - 20 )) SEEDS='42 43' \
     PROBES='fpmap|--runs bit:1-1-2,1-1-1 --quant attention_probs=softmax;fpqk|--runs bit:1-1-2,1-1-1 --quant binarize_qkv=false;resid|--runs bit:1-1-2,1-1-1 --quant residual_rank=4;direct|--runs bit:1-1-1' \
     bash benchmarks/gpu_pairs.sh runs/out-pairs > runs/logs/pairs.log 2>&1 && touch runs/pairs.done ) &
@@ -68,7 +69,7 @@ E=${AUG_EPOCHS:-1}
 aug_runs() {  # seed tasks runs
   local args="--batch-size 128 $SMOKE"
   SKIP_TESTS=1 SKIP_SPEED=1 GLUE_OUT=runs/glue-aug$1 GLUE_TIMEOUT=$(( $(rem) - 15 )) TASKS=$2 \
-    MRPC_EPOCHS=${MRPC_AUG_EPOCHS:-2} COLA_EPOCHS=$E SST2_EPOCHS=$E SST2_TEACHER_EPOCHS=1 \
+    MRPC_EPOCHS=$E COLA_EPOCHS=$E SST2_EPOCHS=$E SST2_TEACHER_EPOCHS=1 \
     MRPC_RUNS="$3" COLA_RUNS="$3" SST2_RUNS="$3" \
     MRPC_ARGS="--seed $1 $args --augmented-file $A/mrpc.tsv" COLA_ARGS="--seed $1 $args --augmented-file $A/cola.tsv" \
     SST2_ARGS="--seed $1 $args --augmented-file $A/sst2.tsv" \
