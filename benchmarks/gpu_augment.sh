@@ -26,6 +26,7 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM
 M=.devdata/minilm-l6-h384-fp16
 G=.devdata/glue
 SMOKE=${SMOKE:+--max-steps 3 --max-train-examples 64}  # SMOKE=1: a CPU check of the plumbing
+AUG_TASKS=${AUG_TASKS:-mrpc,cola,sst2}  # which tasks get augmented files and students (in that order of need)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > runs/logs/gpu.txt 2>&1
 
 # Where the augmented files are: carried back (a fresh machine) or made here.
@@ -61,7 +62,10 @@ augment() {  # task dir copies
     ${SMOKE:+--max-train-examples 16} > runs/logs/augment-$1.log 2>&1
 }
 if [ -d runs/mlm-head/mlm-minilm-l6 ]; then
-  ( augment mrpc MRPC 30 & augment cola CoLA 30 & augment sst2 SST-2 ${SST2_COPIES:-4} & wait )
+  ( [[ ,$AUG_TASKS, == *,mrpc,* ]] && augment mrpc MRPC 30 &
+    [[ ,$AUG_TASKS, == *,cola,* ]] && augment cola CoLA 30 &
+    [[ ,$AUG_TASKS, == *,sst2,* ]] && augment sst2 SST-2 ${SST2_COPIES:-4} &
+    wait )
 fi
 
 # ---- 3. students on the augmented files (one gpu_glue.sh per seed; '|' = parallel processes)
@@ -75,11 +79,12 @@ aug_runs() {  # seed tasks runs
     SST2_ARGS="--seed $1 $args --augmented-file $A/sst2.tsv" \
     bash benchmarks/gpu_glue.sh runs/out-aug$1 > runs/logs/aug$1.log 2>&1
 }
-if [ -f $A/mrpc.tsv ] && [ -f $A/cola.tsv ] && [ -f $A/sst2.tsv ]; then
-  aug_runs 42 mrpc,cola,sst2 'bit:1-1-2,1-1-1|bibert:1-1-1;baseline:1-1-1' &
+have=$(for t in ${AUG_TASKS//,/ }; do [ -f $A/$t.tsv ] && echo -n "$t,"; done)
+if [ -n "$have" ]; then
+  aug_runs 42 "${have%,}" 'bit:1-1-2,1-1-1|bibert:1-1-1;baseline:1-1-1' &
   pids+=($!)
-  aug_runs 43 mrpc,cola 'bit:1-1-2,1-1-1' &
-  pids+=($!)
+  pairs43=$(echo "${have%,}" | sed 's/,*sst2//')
+  [ -n "$pairs43" ] && { aug_runs 43 "$pairs43" 'bit:1-1-2,1-1-1' & pids+=($!); }
 fi
 
 # ---- what comes back: refreshed until everything ends or the deadline
