@@ -26,7 +26,7 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM
 M=.devdata/minilm-l6-h384-fp16
 G=.devdata/glue
 SMOKE=${SMOKE:+--max-steps 3 --max-train-examples 64}  # SMOKE=1: a CPU check of the plumbing
-AUG_TASKS=${AUG_TASKS:-mrpc,cola,sst2}  # which tasks get augmented files and students (in that order of need)
+AUG_TASKS=${AUG_TASKS-mrpc,cola,sst2}  # (empty: the ship run only); which tasks get augmented files and students (in that order of need)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > runs/logs/gpu.txt 2>&1
 
 # Where the augmented files are: carried back (a fresh machine) or made here.
@@ -35,7 +35,7 @@ mkdir -p $A
 
 # ---- 1. masked-LM head | SST-2 ship run | pair probes, in parallel
 pids=()
-if [ ! -f $A/mrpc.tsv ] && [ ! -d runs/mlm-head/mlm-minilm-l6 ]; then
+if [ -n "$AUG_TASKS" ] && [ ! -f $A/mrpc.tsv ] && [ ! -d runs/mlm-head/mlm-minilm-l6 ]; then
   HEAD_SECONDS=${HEAD_SECONDS:-150} ENC_SECONDS=${ENC_SECONDS:-170} HEAD_TIMEOUT=${HEAD_TIMEOUT:-240} ENC_TIMEOUT=${ENC_TIMEOUT:-250} \
     bash benchmarks/gpu_mlm_head.sh runs/mlm-out > runs/logs/mlm.log 2>&1 &
   MLM_PID=$!
