@@ -1,12 +1,14 @@
 """Install a packed SST-2 student as the shipped model and record what it measures.
 
-    python benchmarks/record_shipped.py SHIP.bitbert --records RECORDS.json --note "..."
+    python benchmarks/record_shipped.py SHIP.bitbert --records RECORDS.json --note "..."   # a gpu_glue.sh run
+    python benchmarks/record_shipped.py RUN/student.bitbert --run RUN --command "bitbert distill ..." --note "..."
 
 Copies the file to ``bitbert/data/`` (`bitbert.shipped.SHIPPED_MODEL`), pins its SHA-256 in
 ``bitbert/shipped.py``, evaluates it on the bundled SST-2 dev set on the packed engine (``bitbert
 evaluate``, the accuracy a user gets) and writes ``benchmarks/results/shipped_model.json``: that
 evaluation, the file's size and digest, and the training record of the run it came from (the
-``bit`` ``1-1-2,1-1-1`` SST-2 record of RECORDS.json, as gpu_glue.sh returns it).
+``bit`` ``1-1-2,1-1-1`` SST-2 record of RECORDS.json, as gpu_glue.sh returns it; or a ``bitbert distill``
+run folder's schedule.json with the command that made it and this machine's CPU).
 """
 from __future__ import annotations
 
@@ -31,13 +33,24 @@ OUT = ROOT / "benchmarks" / "results" / "shipped_model.json"
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("packed", type=Path)
-    ap.add_argument("--records", type=Path, required=True, help="records.json of the run that trained it")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--records", type=Path, help="records.json of the gpu_glue.sh run that trained it")
+    src.add_argument("--run", type=Path, help="the bitbert distill --out folder that trained it (with --command)")
+    ap.add_argument("--command", default=None, help="with --run: the command that made it")
     ap.add_argument("--note", default="")
     args = ap.parse_args()
-    training = [r for r in json.loads(args.records.read_text())
-                if r["task"] == "sst2" and r["method"] == "bit" and r["schedule"] == "1-1-2,1-1-1"]
-    if not training:
-        raise SystemExit(f"{args.records}: no bit 1-1-2,1-1-1 SST-2 record")
+    if args.records:
+        training = [r for r in json.loads(args.records.read_text())
+                    if r["task"] == "sst2" and r["method"] == "bit" and r["schedule"] == "1-1-2,1-1-1"]
+        if not training:
+            raise SystemExit(f"{args.records}: no bit 1-1-2,1-1-1 SST-2 record")
+    else:
+        if not args.command:
+            raise SystemExit("--run needs --command (what made the run)")
+        from bitbert.peak import cpu_name
+
+        training = [{**json.loads((args.run / "schedule.json").read_text()), "command": args.command,
+                     "hardware": cpu_name()}]
     digest = file_sha256(args.packed)
     shutil.copyfile(args.packed, SHIPPED_MODEL)
     src = ROOT / "bitbert" / "shipped.py"
