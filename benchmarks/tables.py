@@ -571,9 +571,9 @@ def default_job_time() -> str:
     r = default_job_timing()
     if r is None:
         return "_the default job has not been timed yet_"
-    return (f"Measured ({r['date']}): {r['wall_s']['total'] / 60:.1f} minutes wall ({r['cpu_s'] / 60:.1f} CPU-minutes) on "
-            f"{r['threads']} thread{'s' if r['threads'] > 1 else ''} of a {r['machine']}"
-            f"{' shared with other jobs' if r['shared_machine'] else ''}; the 1-bit student reached "
+    threads = f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+    return (f"Measured ({r['date']}): {r['cpu_s'] / 60:.1f} CPU-minutes on {threads}, {r['wall_s']['total'] / 60:.1f} "
+            f"minutes wall ({r['machine']}{', shared with other jobs' if r['shared_machine'] else ''}); the 1-bit student reached "
             f"{r['final']:.1f}% on SST-2 dev ({r['best']:.1f}% best), its teacher {r['teacher']['final']:.1f}% "
             f"([all timings](docs/results/default_job.md)).")
 
@@ -617,7 +617,8 @@ def reference_run() -> str:
     ref = {k: r[k] for k in keep if k in r}
     if (t := default_job_timing()) is not None:
         ref["default_job_cpu"] = {"wall_s": t["wall_s"]["total"], "cpu_s": t["cpu_s"], "threads": t["threads"],
-                                  "machine": t["machine"], "shared_machine": t["shared_machine"]}
+                                  "machine": t["machine"], "shared_machine": t["shared_machine"], "best": t["best"],
+                                  "final": t["final"]}
     return json.dumps(ref, indent=1) + "\n"
 
 

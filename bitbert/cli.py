@@ -291,7 +291,7 @@ REFERENCE_RUN = Path(__file__).parent / "data" / "reference_run.json"  # written
 
 
 def _reference_line() -> str:
-    """What the default job's recipe reaches on all of SST-2 on a GPU, from the shipped record."""
+    """What the default job's method and schedule reach on all of SST-2 on a GPU, from the shipped record."""
     try:
         r = json.loads(REFERENCE_RUN.read_text())
         return (f"for comparison, {r['method']} {r['schedule']} on all of {r['task']} on a GPU ({r['hardware']}; "
@@ -303,13 +303,14 @@ def _reference_line() -> str:
 
 
 def _measured_time() -> str:
-    """The default job's wall time as measured on a two-core CPU, from the shipped record."""
+    """The default job's time as measured on a two-core CPU, from the shipped record."""
     try:
         m = json.loads(REFERENCE_RUN.read_text())["default_job_cpu"]
-        return (f"measured: {m['wall_s'] / 60:.1f} min on {m['threads']} thread{'s' if m['threads'] > 1 else ''} "
-                f"of a shared {m['machine']}")
-    except (OSError, ValueError, KeyError, TypeError):
-        return "minutes on two cores"
+        return (f"measured: {m['cpu_s'] / 60:.1f} CPU-minutes on {m['threads']} thread{'s' if m['threads'] > 1 else ''}, "
+                f"{m['wall_s'] / 60:.1f} min wall on {m['machine']}{', shared' if m['shared_machine'] else ''}; "
+                f"student {m['final']:.1f}% final")
+    except (OSError, ValueError, KeyError, TypeError):  # an install without the record
+        return "some minutes on two cores"
 
 
 def _time_line(clock: dict[str, float], demo: bool) -> str:
@@ -317,8 +318,8 @@ def _time_line(clock: dict[str, float], demo: bool) -> str:
     phases = (["teacher"] if demo else []) + ["distillation", "export"]
     marks = [clock["start"]] + [clock[p] for p in ["teacher", "distillation", "export"]]
     spans = dict(zip(["teacher", "distillation", "export"], [b - a for a, b in zip(marks, marks[1:])]))
-    total = clock["export"] - clock["start"]
-    return (f"time: {int(total // 60)} min {total % 60:.0f} s (" +
+    minutes, seconds = divmod(round(clock["export"] - clock["start"]), 60)
+    return (f"time: {minutes} min {seconds} s (" +
             ", ".join(f"{p} {spans[p]:.0f} s" for p in phases) + ")")
 
 
