@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # plots.py
+from bitbert.default_job import DEFAULT_JOB  # noqa: E402
 from bitbert.pipeline import paper_defaults  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -528,12 +529,80 @@ def headline_table() -> str:
     return "\n".join(rows)
 
 
+def _recipe(r: dict) -> str:
+    """A default-job record's recipe in a few words: sentences, teacher, student."""
+    t = r["teacher"]
+    student = next(iter(r["stages"].values())) if len(r["stages"]) == 1 else r["stages"][r["schedule"].split(",")[-1]]
+    return (f"{r['train_examples']:,} sentences; teacher {t['epochs']:g} ep, batch {t['batch_size']}, lr {t['lr']:g}; "
+            f"{r['method']} {r['schedule']}, {student['epochs']:g} ep a stage, batch {student['batch_size']}, lr {student['lr']:g}")
+
+
+def default_job_table() -> str:
+    """The default job timed on a CPU (benchmarks/default_job_cpu.py): recipe, accuracy, wall time."""
+    recs = _load("default_job_cpu.json")
+    if not recs:
+        return "_no default-job timings yet_"
+    rows = ["| recipe | default | teacher | student best / final | wall min (teacher / distill / export s) | CPU min | "
+            "threads | load avg | machine |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in recs:
+        w = r["wall_s"]
+        load = max(r["load_average"]["before"][0], r["load_average"]["after"][0])
+        note = f" ({r['note']})" if r["note"] else ""
+        rows.append(f"| {_recipe(r)}{note} | {'yes' if _is_default(r) else ''} | "
+                    f"{r['teacher']['final']:.1f} | {r['best']:.1f} / {r['final']:.1f} | {w['total'] / 60:.1f} "
+                    f"({w['teacher']:.0f} / {w['distillation']:.0f} / {w['export']:.0f}) | {r['cpu_s'] / 60:.1f} | "
+                    f"{r['threads']} | {load:.1f}{' (shared)' if r['shared_machine'] else ''} | {r['machine']} |")
+    return "\n".join(rows)
+
+
+def default_job_sweep_table() -> str:
+    """The recipe sweep behind the default job: GPU, fp32, accuracy only."""
+    recs = _load("default_job_sweep.json")
+    if not recs:
+        return "_no sweep yet_"
+    rows = ["| sentences | schedule | batch | lr | epochs | seed | teacher | student best / final | steps |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(recs, key=lambda r: (r["train_examples"], r["schedule"], r["batch_size"], r["lr"], r["seed"])):
+        rows.append(f"| {r['train_examples']:,} | {r['schedule']} | {r['batch_size']} | {r['lr']:g} | {r['epochs']:g} | "
+                    f"{r['seed']} | {r['teacher_metric']:.1f} | {r['best']:.1f} / {r['final']:.1f} | {r['steps']} |")
+    hw = sorted({r["hardware"] for r in recs})
+    rows += ["", f"{', '.join(hw)}, fp32 (`--mixed-precision no`, no CUDA graphs: the CPU's arithmetic); the teacher "
+             f"fine-tuned 1 epoch (batch 32, lr 1e-4) on the same sentences; max length 64. Commands in the records."]
+    return "\n".join(rows)
+
+
+def _is_default(r: dict) -> bool:
+    """A record of the default job as shipped: no distill options beyond the run folder."""
+    words = r["command"].split()
+    return words[words.index("distill") + 1:] == ["--out", words[words.index("--out") + 1], "--overwrite"]
+
+
+def default_job_timing() -> dict | None:
+    """The newest timing of the default job as shipped, or None."""
+    recs = [r for r in _load("default_job_cpu.json") or [] if _is_default(r)]
+    return recs[-1] if recs else None
+
+
+def default_job_time() -> str:
+    """The README's sentence on the default job's measured time and accuracy."""
+    r = default_job_timing()
+    if r is None:
+        return "_the default job has not been timed yet_"
+    threads = f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+    return (f"Measured ({r['date']}): {r['cpu_s'] / 60:.1f} CPU-minutes on {threads}, {r['wall_s']['total'] / 60:.1f} "
+            f"minutes wall ({r['machine']}{', shared with other jobs' if r['shared_machine'] else ''}); the 1-bit student reached "
+            f"{r['final']:.1f}% on SST-2 dev ({r['best']:.1f}% best), its teacher {r['teacher']['final']:.1f}% "
+            f"([all timings](docs/results/default_job.md)).")
+
+
 SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "runtimes": runtimes_table, "bipft": bipft_table,
             "engine-accuracy": engine_accuracy_table, "headline": headline_table,
-            "pair-control": pair_control_table, "glue-augmented": augmented_table, "shipped": shipped_text}
+            "pair-control": pair_control_table, "glue-augmented": augmented_table, "default-job": default_job_table,
+            "default-job-sweep": default_job_sweep_table, "default-job-time": default_job_time, "shipped": shipped_text}
 
 # where each table lives (paths relative to the repository root)
-PAGES = {"README.md": ("headline", "shipped"),
+PAGES = {"README.md": ("default-job-time", "headline", "shipped"),
+         "docs/results/default_job.md": ("default-job", "default-job-sweep"),
          "docs/results/glue.md": ("glue-summary", "glue-augmented", "glue-seeds", "glue-settings", "glue", "gap-sources", "glue-cut",
                                   "bibert-ablation"),
          "docs/results/speed.md": ("speed",), "docs/results/engine.md": ("runtimes", "bench", "engine-accuracy"),
@@ -551,17 +620,23 @@ def fill(text: str, names) -> str:
 # What the default job compares itself with: the full SST-2 run of its own recipe, shipped with the
 # package (the records are not installed).
 REFERENCE = ROOT / "bitbert" / "data" / "reference_run.json"
-REFERENCE_RUN = ("sst2", "bit", "1-1-2,1-1-1")
+REFERENCE_RUN = ("sst2", "bit", DEFAULT_JOB.schedule)  # the default job's method and schedule
 
 
 def reference_run() -> str:
-    """The JSON of `REFERENCE`: the longest `REFERENCE_RUN` in the records."""
+    """The JSON of `REFERENCE`: the longest `REFERENCE_RUN` in the records, and the default job's
+    own measured CPU time (``default_job_cpu``)."""
     r = summary_records().get(REFERENCE_RUN)
     if r is None:
         return "{}\n"
-    keep = ("task", "method", "schedule", "metric", "best", "final", "teacher_metric", "epochs", "batch_size", "seed",
-            "hardware", "command")
-    return json.dumps({k: r[k] for k in keep if k in r}, indent=1) + "\n"
+    keep = ("task", "method", "schedule", "metric", "best", "final", "teacher_metric", "epochs", "batch_size", "lr",
+            "seed", "hardware", "command")
+    ref = {k: r[k] for k in keep if k in r}
+    if (t := default_job_timing()) is not None:
+        ref["default_job_cpu"] = {"wall_s": t["wall_s"]["total"], "cpu_s": t["cpu_s"], "threads": t["threads"],
+                                  "machine": t["machine"], "shared_machine": t["shared_machine"], "best": t["best"],
+                                  "final": t["final"]}
+    return json.dumps(ref, indent=1) + "\n"
 
 
 def main() -> None:

@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 from .config import ALPHA_INITS, METHODS, AugmentConfig, ConfigError, parse_quant_overrides
+from .default_job import DEFAULT_JOB
 
 log = logging.getLogger("bitbert")
-
-DEMO_TRAIN_EXAMPLES = 2000
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -203,6 +202,8 @@ def _stopped_hint(report, out: str) -> str:
 
 
 def cmd_distill(args) -> int:
+    import time
+
     import bitbert
 
     from .distill import finetune, method_losses, run_schedule, stage_configs
@@ -223,19 +224,20 @@ def cmd_distill(args) -> int:
             raise SettingError("teacher", "is missing: --task/--train-file need a fine-tuned teacher directory", None)
         base_model, data_dir = demo_paths()
         args.task, args.data_dir = "sst2", data_dir
-        args.max_train_examples = args.max_train_examples or DEMO_TRAIN_EXAMPLES
-        args.schedule = "1-1-2,1-1-1" if args.schedule is None else args.schedule
+        args.max_train_examples = args.max_train_examples or DEFAULT_JOB.train_examples
+        args.schedule = DEFAULT_JOB.schedule if args.schedule is None else args.schedule
         if is_main_process():
             log.info("bitbert default job: fine-tune MiniLM-L6 (%s) on %d SST-2 sentences, then distill it with "
-                     "%s along %s on the CPU (tens of minutes on two cores; a line per epoch below)", base_model,
-                     args.max_train_examples, args.method, args.schedule)
+                     "%s along %s on the CPU (%s; a line per evaluation below)", base_model,
+                     args.max_train_examples, args.method, args.schedule, _measured_time())
     schedule = "1-1-1" if args.schedule is None else args.schedule
     stage_configs(args.method, schedule, overrides)  # a bad --quant combination fails now too
     task = _task_name(args)
     defaults = paper_defaults(task)
     if demo:
-        defaults.update(epochs=1, batch_size=32, lr=5e-4, max_length=64)  # few steps: BiT's small-task lr
+        defaults.update(DEFAULT_JOB.student_defaults())
     cfg = _start_run(args, _train_config(args, defaults), base_model if demo else args.teacher)
+    clock = {"start": time.perf_counter()}  # wall time per phase, for the report
     out = Path(args.out)
     tok = _tokenizer(base_model if demo else args.teacher)
     data = _load_data(args, tok, cfg.max_length)
@@ -244,7 +246,7 @@ def cmd_distill(args) -> int:
         if is_main_process():
             log.info("teacher: fine-tuning MiniLM-L6 into %s", teacher_dir)
         teacher = load_classifier(base_model, data.spec)
-        report = finetune(teacher, data, cfg.replace(lr=1e-4, eval_every=0), teacher_dir, tokenizer=tok,
+        report = finetune(teacher, data, DEFAULT_JOB.teacher_config(cfg), teacher_dir, tokenizer=tok,
                           resume=args.resume, identity={"model": digest_files([base_model])})
         if not report.finished:  # --max-steps cut the teacher: nothing to distill from yet
             print("teacher: " + _stopped_hint(report, args.out))
@@ -257,6 +259,7 @@ def cmd_distill(args) -> int:
     teacher_metrics = make_evaluator(data, cfg.eval_batch_size)(teacher.eval())
     if is_main_process():
         log.info("teacher: dev %s %.2f", key, teacher_metrics[key])
+    clock["teacher"] = time.perf_counter()
     result = run_schedule(teacher, data, args.method, schedule, cfg, out, tokenizer=tok,
                           losses=losses, quant_overrides=overrides, resume=args.resume, augment=augment,
                           augmented_file=_augmented_record(args))
@@ -264,6 +267,7 @@ def cmd_distill(args) -> int:
         return 0
     done = [Path(s.model_dir).parent for s in result.stages if s.model_dir]
     _drop_checkpoints(args, done)
+    clock["distillation"] = time.perf_counter()
     last = result.stages[-1] if result.stages else None
     if last is not None and last.report is not None and not last.report.finished:
         print(f"stage {last.bits}: " + _stopped_hint(last.report, args.out))
@@ -275,7 +279,9 @@ def cmd_distill(args) -> int:
 
     print(bitbert.summary(result.student.cpu(), seq_len=min(cfg.max_length, max_positions(result.student.config))))
     packed = _export_student(result.student, Path(last.model_dir), out / PACKED_NAME)
+    clock["export"] = time.perf_counter()
     print(_distill_report(data.spec.main_key, teacher_metrics, result, out, packed, _data_flags(args, demo)))
+    print(_time_line(clock, demo))
     if demo:
         print(_reference_line())
     return 0
@@ -285,14 +291,36 @@ REFERENCE_RUN = Path(__file__).parent / "data" / "reference_run.json"  # written
 
 
 def _reference_line() -> str:
-    """What the default job's recipe reaches on all of SST-2 on a GPU, from the shipped record."""
+    """What the default job's method and schedule reach on all of SST-2 on a GPU, from the shipped record."""
     try:
         r = json.loads(REFERENCE_RUN.read_text())
-        return (f"for comparison, the same recipe on all of {r['task']} on a GPU ({r['hardware']}, {r['epochs']:g} epochs a stage, "
-                f"{r['method']} {r['schedule']}): dev {r['metric']} {r['best']:.1f} best, {r['final']:.1f} final, "
-                f"teacher {r['teacher_metric']:.1f}; docs/training.md says how to run it:\n  {r['command']}")
+        return (f"for comparison, {r['method']} {r['schedule']} on all of {r['task']} on a GPU ({r['hardware']}; "
+                f"{r['epochs']:g} epochs, batch {r['batch_size']}, lr {r['lr']:g}): dev {r['metric']} {r['best']:.1f} best, "
+                f"{r['final']:.1f} final, teacher {r['teacher_metric']:.1f}; docs/training.md says how to run it:\n"
+                f"  {r['command']}")
     except (OSError, ValueError, KeyError, TypeError):  # an install without the record: say nothing wrong
         return "a full GPU run: see docs/results/glue.md"
+
+
+def _measured_time() -> str:
+    """The default job's time as measured on a two-core CPU, from the shipped record."""
+    try:
+        m = json.loads(REFERENCE_RUN.read_text())["default_job_cpu"]
+        return (f"measured: {m['cpu_s'] / 60:.1f} CPU-minutes on {m['threads']} thread{'s' if m['threads'] > 1 else ''}, "
+                f"{m['wall_s'] / 60:.1f} min wall on {m['machine']}{', shared' if m['shared_machine'] else ''}; "
+                f"student {m['final']:.1f}% final")
+    except (OSError, ValueError, KeyError, TypeError):  # an install without the record
+        return "some minutes on two cores"
+
+
+def _time_line(clock: dict[str, float], demo: bool) -> str:
+    """Wall time of the run and of its phases (the teacher's only in the default job)."""
+    phases = (["teacher"] if demo else []) + ["distillation", "export"]
+    marks = [clock["start"]] + [clock[p] for p in ["teacher", "distillation", "export"]]
+    spans = dict(zip(["teacher", "distillation", "export"], [b - a for a, b in zip(marks, marks[1:])]))
+    minutes, seconds = divmod(round(clock["export"] - clock["start"]), 60)
+    return (f"time: {minutes} min {seconds} s (" +
+            ", ".join(f"{p} {spans[p]:.0f} s" for p in phases) + ")")
 
 
 PACKED_NAME = "student.bitbert"  # the distilled student, packed, beside the run's stages

@@ -292,6 +292,34 @@ def test_default_job_honours_max_steps(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "x" / "teacher" / "checkpoint.pt").is_file()
     assert main(["distill", "--out", str(tmp_path / "x"), "--resume"]) == 0  # then the whole job
     assert (tmp_path / "x" / "student.bitbert").is_file()
+    out = capsys.readouterr().out
+    assert re.search(r"^time: \d+ min \d+ s \(teacher \d+ s, distillation \d+ s, export \d+ s\)$", out, re.M), out
+    assert "for comparison, bit " in out and "docs/training.md says how to run it" in out
+
+
+def test_default_job_trains_with_its_recipe(tmp_path, monkeypatch):
+    """The embedded job's teacher and student run with `DEFAULT_JOB`'s settings (what the docs and
+    the timings quote), on a tiny model: one teacher step, one student step."""
+    import bitbert.cli as cli
+    from bitbert.default_job import DEFAULT_JOB
+
+    base = save_tiny_base(tmp_path / "base")
+    sst2 = tmp_path / "sst2"
+    sst2.mkdir()
+    rows = sentiment_rows(lambda positive: int(positive))[:DEFAULT_JOB.batch_size + 1]  # header + one batch
+    for name in ("train.tsv", "dev.tsv"):
+        (sst2 / name).write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(cli, "demo_paths", lambda: (str(base), str(sst2)))
+    monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
+    assert main(["distill", "--out", str(tmp_path / "x")]) == 0
+    teacher = json.loads((tmp_path / "x" / "teacher" / "report.json").read_text())["config"]
+    assert (teacher["epochs"], teacher["lr"], teacher["batch_size"]) == (
+        DEFAULT_JOB.teacher_epochs, DEFAULT_JOB.teacher_lr, DEFAULT_JOB.teacher_batch_size)
+    schedule = json.loads((tmp_path / "x" / "schedule.json").read_text())
+    assert ",".join(schedule["schedule"]) == DEFAULT_JOB.schedule and schedule["method"] == "bit"
+    stage = json.loads((tmp_path / "x" / f"stage0-{DEFAULT_JOB.schedule}" / "report.json").read_text())["config"]
+    assert (stage["epochs"], stage["lr"], stage["batch_size"]) == (DEFAULT_JOB.epochs, DEFAULT_JOB.lr,
+                                                                   DEFAULT_JOB.batch_size)
 
 
 def test_predict_takes_options_anywhere_names_classes_and_echoes(distilled, capsys):

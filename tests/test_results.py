@@ -215,3 +215,31 @@ def test_default_jobs_reference_is_generated_from_the_records():
     ref = json.loads(tables.REFERENCE.read_text())
     line = _reference_line()
     assert f"{ref['best']:.1f} best" in line and ref["command"] in line and ref["schedule"] in line
+
+
+def test_docs_and_timings_are_of_the_default_jobs_recipe():
+    """README and docs/training.md state `DEFAULT_JOB`'s recipe; the timing the README and the job
+    quote was measured with that recipe; the GPU run the job compares itself with has its schedule."""
+    from bitbert.default_job import DEFAULT_JOB
+
+    tables = _tables()
+    sentences = f"{DEFAULT_JOB.train_examples:,} sentences"
+    assert sentences in (ROOT / "README.md").read_text()
+    training = (ROOT / "docs" / "training.md").read_text()
+    assert sentences in training and f"`{DEFAULT_JOB.schedule}`" in training
+    lr = lambda x: f"{x:.0e}".replace("e-0", "e-")  # noqa: E731  (5e-4, as the page writes it)
+    assert f"batch {DEFAULT_JOB.batch_size}, lr {lr(DEFAULT_JOB.lr)}" in training
+    assert f"batch {DEFAULT_JOB.teacher_batch_size}, lr {lr(DEFAULT_JOB.teacher_lr)}" in training
+    assert json.loads(tables.REFERENCE.read_text())["schedule"] == DEFAULT_JOB.schedule
+    timing = tables.default_job_timing()
+    assert timing is not None, "the default job has no timing: run benchmarks/default_job_cpu.py"
+    student = timing["stages"][DEFAULT_JOB.schedule.split(",")[-1]]
+    assert (timing["train_examples"], timing["schedule"]) == (DEFAULT_JOB.train_examples, DEFAULT_JOB.schedule)
+    assert (student["epochs"], student["lr"], student["batch_size"]) == (DEFAULT_JOB.epochs, DEFAULT_JOB.lr,
+                                                                         DEFAULT_JOB.batch_size)
+    assert (timing["teacher"]["epochs"], timing["teacher"]["lr"], timing["teacher"]["batch_size"]) == (
+        DEFAULT_JOB.teacher_epochs, DEFAULT_JOB.teacher_lr, DEFAULT_JOB.teacher_batch_size)
+    assert f"{timing['cpu_s'] / 60:.1f} CPU-minutes" in (ROOT / "README.md").read_text()
+    from bitbert.cli import _measured_time
+
+    assert f"{timing['cpu_s'] / 60:.1f} CPU-minutes" in _measured_time()  # what the job says as it starts
