@@ -58,6 +58,64 @@ def parse_bits(bits: str) -> tuple[int, int, int]:
 
 
 @dataclass(frozen=True)
+class AttentionMode:
+    """How every self-attention of a quantized model runs: `QuantConfig.attention`, the one place
+    that decides it for the PyTorch side (the packed engine's is `bitbert.engine.attention.
+    attention_for`, from the file's record). `bitbert.convert` asks it whether a layer gets
+    bitbert's attention, `bitbert.attention.BinaryAttention` builds its quantizers and map from it,
+    `bitbert.accounting` counts the attention products at its precisions.
+
+    Attributes:
+        map: the attention map (`QuantConfig.attention_probs`): ``softmax`` kept in full precision,
+            ``softmax_elastic`` (softmax then {0, α}, BiT), ``softmax_sign`` (softmax then ±1) or
+            ``bool`` (BiBERT's 1[score ≥ 0], no softmax).
+        qkv_bits: bits of the quantized Q, K, V (32: float).
+        act_bits: the model's activation bits (the map's quantizer uses them).
+        act_quantizer: ``elastic`` or ``sign``: the Q, K, V quantizers' kind.
+        residual_rank: BiPFT's low-rank residual estimators (0 = none).
+    """
+
+    map: str = "softmax"
+    qkv_bits: int = 32
+    act_bits: int = 32
+    act_quantizer: str = "elastic"
+    residual_rank: int = 0
+
+    def __post_init__(self) -> None:
+        if self.map not in ATTENTION_PROBS:
+            raise ConfigError(f"attention map {self.map!r} is not valid; choose one of {list(ATTENTION_PROBS)}")
+
+    @property
+    def replaced(self) -> bool:
+        """bitbert's attention replaces the model's own (any quantized activation, map or estimator);
+        otherwise the layer keeps its stock attention."""
+        return self.act_bits < 32 or self.map != "softmax" or self.residual_rank > 0
+
+    @property
+    def softmax(self) -> bool:
+        """The map starts from a softmax of the scores (all but ``bool``)."""
+        return self.map != "bool"
+
+    @property
+    def quantized_map(self) -> bool:
+        """The map entering ·V is not the float softmax: masked keys must be zeroed explicitly."""
+        return self.map != "softmax"
+
+    @property
+    def elastic_map(self) -> bool:
+        """The map is quantized by a learned elastic quantizer (BiT's {0, α})."""
+        return self.map == "softmax_elastic"
+
+    @property
+    def map_bits(self) -> int:
+        """Bits of the map's values entering the product with V: 32 for the float softmax, the
+        activation bits for the elastic quantizer, 1 for the sign and bool maps."""
+        if self.map == "softmax":
+            return 32
+        return self.act_bits if self.elastic_map else 1
+
+
+@dataclass(frozen=True)
 class QuantConfig:
     """How every quantization site of a BERT-family encoder is treated.
 
@@ -133,10 +191,15 @@ class QuantConfig:
         return f"{self.embed_bits}-{self.weight_bits}-{self.act_bits}"
 
     @property
+    def attention(self) -> AttentionMode:
+        """How the self-attentions run: the one decision of it (`AttentionMode`)."""
+        return AttentionMode(self.attention_probs, self.act_bits if self.binarize_qkv else 32, self.act_bits,
+                             self.act_quantizer, self.residual_rank)
+
+    @property
     def is_identity(self) -> bool:
         """True when converting with this config leaves the model's function unchanged."""
-        return (self.bits == "32-32-32" and self.attention_probs == "softmax" and self.ffn_act == "keep"
-                and self.residual_rank == 0)
+        return self.bits == "32-32-32" and not self.attention.replaced and self.ffn_act == "keep"
 
     @classmethod
     def from_preset(cls, name: str, bits: str = "1-1-1") -> "QuantConfig":

@@ -74,6 +74,7 @@ def binarize(model: nn.Module, config: QuantConfig) -> nn.Module:
 
     if config.ffn_act != "keep":
         hf_config.hidden_act = config.ffn_act  # so a saved model rebuilds with the same activation
+    replace_attention = config.attention.replaced
     for layer in base.encoder.layer:
         sa = layer.attention.self
         for proj in ("query", "key", "value"):
@@ -84,7 +85,7 @@ def binarize(model: nn.Module, config: QuantConfig) -> nn.Module:
         if config.ffn_act != "keep":
             layer.intermediate.intermediate_act_fn = nn.ReLU() if config.ffn_act == "relu" else nn.GELU()
         old = getattr(sa, "bitbert", None)
-        if config.act_bits == 32 and config.attention_probs == "softmax" and not config.residual_rank:
+        if not replace_attention:
             if old is not None:
                 del sa.bitbert
             continue

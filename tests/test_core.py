@@ -203,3 +203,20 @@ def test_calibrate_only_uncalibrated_keeps_learned_alpha(tiny_config, batch):
     assert q.alpha.item() == 7.0 and bool(pooler_q.calibrated)
     bitbert.calibrate(model, [batch])
     assert q.alpha.item() != 7.0
+
+
+@pytest.mark.parametrize("preset,bits,map_,qkv,map_bits,replaced", [
+    ("bit", "1-1-1", "softmax_elastic", 1, 1, True), ("bit", "1-1-2", "softmax_elastic", 2, 2, True),
+    ("bibert", "1-1-1", "bool", 1, 1, True), ("baseline", "1-1-4", "softmax_sign", 4, 1, True),
+    ("bit", "1-1-32", "softmax", 32, 32, False), ("fp", "32-32-32", "softmax", 32, 32, False)])
+def test_attention_mode_is_decided_once_from_the_config(preset, bits, map_, qkv, map_bits, replaced, tiny_config):
+    from transformers import BertForSequenceClassification
+
+    cfg = bitbert.QuantConfig.from_preset(preset, bits)
+    mode = cfg.attention
+    assert (mode.map, mode.qkv_bits, mode.map_bits, mode.replaced) == (map_, qkv, map_bits, replaced)
+    model = bitbert.binarize(BertForSequenceClassification(tiny_config), cfg)
+    attached = [getattr(layer.attention.self, "bitbert", None) for layer in model.bert.encoder.layer]
+    assert all((a is not None) == replaced for a in attached)
+    assert all(a.mode == mode for a in attached if a is not None)  # the module runs the config's decision
+    assert cfg.replace(residual_rank=1).attention.replaced  # BiPFT's estimators need bitbert's attention
