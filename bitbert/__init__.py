@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names reso
     from .calibration import calibrate
     from .convert import UnsupportedModelError, binarize
     from .engine import load_packed
-    from .io import load, save
+    from .model_files import load, save
     from .packing import export
 
 _MODULE_OF = {"binarize": "convert", "UnsupportedModelError": "convert", "calibrate": "calibration",

@@ -30,12 +30,11 @@ class BinaryAttention(nn.Module):
     def __init__(self, config: QuantConfig, hidden: int, heads: int, head_dim: int) -> None:
         super().__init__()
         self.mode = mode = config.attention
-        init = config.alpha_init
         qkv = mode.qkv_bits < 32
-        self.q_quant = ActQuantizer(mode.qkv_bits, True, mode.act_quantizer, alpha_init=init) if qkv else None
-        self.k_quant = ActQuantizer(mode.qkv_bits, True, mode.act_quantizer, alpha_init=init) if qkv else None
-        self.v_quant = ActQuantizer(mode.qkv_bits, True, mode.act_quantizer, alpha_init=init) if qkv else None
-        self.p_quant = ActQuantizer(mode.act_bits, False, "elastic", alpha_init=init) if mode.elastic_map else None
+        self.q_quant = ActQuantizer(mode.qkv_bits, True, mode.act_quantizer) if qkv else None
+        self.k_quant = ActQuantizer(mode.qkv_bits, True, mode.act_quantizer) if qkv else None
+        self.v_quant = ActQuantizer(mode.qkv_bits, True, mode.act_quantizer) if qkv else None
+        self.p_quant = ActQuantizer(mode.act_bits, False, "elastic") if mode.elastic_map else None
         self.residual = LowRankResidual(hidden, heads, head_dim, mode.residual_rank) if mode.residual_rank else None
         # The layer input, needed by the residual estimators; set by a pre-hook for one forward.
         self._h: torch.Tensor | None = None

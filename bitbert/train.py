@@ -22,8 +22,8 @@ from torch import nn
 
 from .convert import quantizer_parameters
 from .graphs import GraphCaptureError, GraphedStep, graphs_wanted
-from .io import atomic_write
-from .rundir import CHECKPOINT, METRICS, PROGRESS, REPORT, RunDirError, check_same_run, resume_settings
+from .atomic import atomic_write
+from .rundir import CHECKPOINT, METRICS, PROGRESS, REPORT, RunDirError, check_same_run, read_json, resume_settings
 from .validate import SEED_MAX, finite, integer, one_of
 
 log = logging.getLogger("bitbert")
@@ -458,6 +458,24 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     if acc.is_main_process:
         atomic_write(out_dir / REPORT, lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
     return report
+
+
+def finished_report(run_dir: Path, settings: dict) -> RunReport | None:
+    """The report of a run (a schedule stage or a fine-tune) that ran to the end and saved its model
+    in ``run_dir/model``, else None; raises `ConfigError` if it was trained with other ``settings``
+    (`run_settings`) or the report is corrupt."""
+    path = run_dir / REPORT
+    if not (path.is_file() and (run_dir / "model" / "model.safetensors").is_file()):
+        return None
+    saved = read_json(path)
+    try:
+        report = RunReport(**saved)
+    except TypeError:
+        raise RunDirError(f"{path}: not a bitbert run report") from None
+    if report.finished:
+        check_same_run(report.config, settings, path)
+        return report
+    return None
 
 
 def progress_line(name: str, step: int, total: int, per_epoch: int, loss: float, dev: dict | None,
