@@ -406,3 +406,17 @@ def test_predict_without_a_model_uses_the_shipped_one(distilled, monkeypatch, ca
     monkeypatch.setattr(shipped, "SHIPPED_MODEL", distilled.dir / "absent.bitbert")
     assert main(["predict", "good"]) == 2
     assert "shipped SST-2 model is missing" in capsys.readouterr().err
+
+
+def test_command_modules_do_not_import_the_cli():
+    """cli.py adds the other command modules' subcommands; none of them imports cli.py back."""
+    import ast
+    from pathlib import Path
+
+    import bitbert
+
+    root = Path(bitbert.__file__).parent
+    for name in ("cli_common", "cli_deploy", "cli_pretrain", "cli_augment"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "cli" not in imported and "bitbert.cli" not in imported, name
