@@ -35,7 +35,7 @@ from .hub import TOKENIZER_FILES, from_hub_or_dir
 from .candidates import CandidateGenerator
 from .config import ConfigError, require
 from .corpus import MLMCollator, PackedMLMStream, check_min_sequences
-from .pretrain_config import _opt
+from .pretrain_config import option
 from .pretrain_data import StreamBatches, fixed_batches
 from .pretrain_metrics import heldout_evaluator
 from .pretrain_objective import PretrainingObjective, mlm_loss
@@ -51,25 +51,25 @@ log = logging.getLogger("bitbert")
 class MLMHeadConfig:
     """One head-training run (the CLI exposes each field as ``--field-name``)."""
 
-    train_encoder: bool = _opt(False, "train the encoder (and the tied embeddings) too, not only the head")
-    seq_len: int = _opt(128, "tokens per packed sequence")
-    batch_size: int = _opt(32, "sequences per step")
-    max_steps: int = _opt(1000, "training steps (the budget; fixes the learning-rate schedule)")
-    max_seconds: float = _opt(0.0, "stop after this many seconds of training (0 = no limit); the model is saved")
-    lr: float = _opt(1e-3, "peak learning rate (a fresh head learns fast; use ~1e-4 with --train-encoder)")
-    weight_decay: float = _opt(0.01, "AdamW weight decay")
-    warmup_ratio: float = _opt(0.05, "share of the steps with linear warm-up")
-    mlm_probability: float = _opt(0.15, "share of tokens chosen as MLM targets (80/10/10 BERT masking)")
-    holdout_every: int = _opt(100, "every k-th block of the corpus is held out (loss and recall; >= 2)")
-    heldout_sequences: int = _opt(256, "held-out sequences for the held-out MLM loss/accuracy")
-    recall_texts: int = _opt(300, "held-out 32-token texts on which candidate recall is measured")
-    top_m: int = _opt(15, "candidates per word (TinyBERT's M)")
-    eval_every: int = _opt(200, "steps between held-out evaluations and checkpoints")
-    eval_batch_size: int = _opt(64, "sequences per held-out batch")
-    log_every: int = _opt(50, "steps between training-loss log lines")
-    num_workers: int = _opt(0, "0: tokenize in the training process; 1: in a DataLoader worker (GPU)")
-    seed: int = _opt(42, "seed of initialisation, data order and masking")
-    mixed_precision: str = _opt("auto", "auto (bf16 on GPU), no, bf16 or fp16")
+    train_encoder: bool = option(False, "train the encoder (and the tied embeddings) too, not only the head")
+    seq_len: int = option(128, "tokens per packed sequence")
+    batch_size: int = option(32, "sequences per step")
+    max_steps: int = option(1000, "training steps (the budget; fixes the learning-rate schedule)")
+    max_seconds: float = option(0.0, "stop after this many seconds of training (0 = no limit); the model is saved")
+    lr: float = option(1e-3, "peak learning rate (a fresh head learns fast; use ~1e-4 with --train-encoder)")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    warmup_ratio: float = option(0.05, "share of the steps with linear warm-up")
+    mlm_probability: float = option(0.15, "share of tokens chosen as MLM targets (80/10/10 BERT masking)")
+    holdout_every: int = option(100, "every k-th block of the corpus is held out (loss and recall; >= 2)")
+    heldout_sequences: int = option(256, "held-out sequences for the held-out MLM loss/accuracy")
+    recall_texts: int = option(300, "held-out 32-token texts on which candidate recall is measured")
+    top_m: int = option(15, "candidates per word (TinyBERT's M)")
+    eval_every: int = option(200, "steps between held-out evaluations and checkpoints")
+    eval_batch_size: int = option(64, "sequences per held-out batch")
+    log_every: int = option(50, "steps between training-loss log lines")
+    num_workers: int = option(0, "0: tokenize in the training process; 1: in a DataLoader worker (GPU)")
+    seed: int = option(42, "seed of initialisation, data order and masking")
+    mixed_precision: str = option("auto", "auto (bf16 on GPU), no, bf16 or fp16")
 
     def __post_init__(self) -> None:
         checks = [(self.seq_len >= 8, "seq_len must be >= 8"),

@@ -10,7 +10,7 @@ from .train import TrainConfig
 from .validate import SEED_MAX, finite, integer
 
 
-def _opt(default: Any, help: str) -> Any:
+def option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
@@ -23,38 +23,38 @@ class PretrainConfig:
     counts are of every process together; ``batch_size`` is per process.
     """
 
-    method: str = _opt("bit", "quantization preset of the student (BiPFT uses BiT's quantizers)")
-    bits: str = _opt("1-1-1", "E-W-A precision of the student")
-    ffn2_input: str = _opt("signed", "binarizer of the FFN2 input: signed (BiPFT) or unsigned (BiT)")
-    residual_rank: int = _opt(1, "BiPFT low-rank residual estimators: 0 = BiPFT-A, 1 = BiPFT-B")
-    nsp: bool = _opt(True, "next sentence prediction (BiPFT); the pooler is then pretrained too")
-    seq_len: int = _opt(128, "tokens per packed sequence")
-    batch_size: int = _opt(64, "sequences per step and process")
-    mlm_probability: float = _opt(0.15, "share of tokens chosen as MLM targets (80/10/10 BERT masking)")
-    max_tokens: int = _opt(0, "token budget of all processes (fixes the LR schedule)")
-    max_steps: int = _opt(0, "stop after this many steps (the budget when max_tokens is 0)")
-    max_seconds: float = _opt(0.0, "stop after this many seconds of the training loop (0 = no limit); "
+    method: str = option("bit", "quantization preset of the student (BiPFT uses BiT's quantizers)")
+    bits: str = option("1-1-1", "E-W-A precision of the student")
+    ffn2_input: str = option("signed", "binarizer of the FFN2 input: signed (BiPFT) or unsigned (BiT)")
+    residual_rank: int = option(1, "BiPFT low-rank residual estimators: 0 = BiPFT-A, 1 = BiPFT-B")
+    nsp: bool = option(True, "next sentence prediction (BiPFT); the pooler is then pretrained too")
+    seq_len: int = option(128, "tokens per packed sequence")
+    batch_size: int = option(64, "sequences per step and process")
+    mlm_probability: float = option(0.15, "share of tokens chosen as MLM targets (80/10/10 BERT masking)")
+    max_tokens: int = option(0, "token budget of all processes (fixes the LR schedule)")
+    max_steps: int = option(0, "stop after this many steps (the budget when max_tokens is 0)")
+    max_seconds: float = option(0.0, "stop after this many seconds of the training loop (0 = no limit); "
                                    "the model is saved anyway: for fixed-time benchmarks")
-    lr: float = _opt(2e-4, "peak learning rate (BiPFT: 2e-4)")
-    quant_lr: float = _opt(1e-4, "learning rate of the quantizers' α/β")
-    weight_decay: float = _opt(0.01, "AdamW weight decay")
-    warmup_ratio: float = _opt(0.05, "share of the steps with linear warm-up")
-    schedule: str = _opt("linear", "learning-rate decay after warm-up: linear or constant")
-    max_grad_norm: float = _opt(1.0, "gradient clipping (0 = off)")
-    mlm_weight: float = _opt(1.0, "weight of the MLM (and NSP) cross-entropy")
-    hidden_weight: float = _opt(1.0, "weight of the hidden-state MSE to the teacher")
-    kd_weight: float = _opt(1.0, "weight of the soft CE to the teacher's MLM/NSP logits (when it has them)")
-    holdout_every: int = _opt(100, "every k-th block of the corpus is held out for evaluation (0 = none)")
-    heldout_sequences: int = _opt(512, "held-out sequences evaluated (the first ones, masked once)")
-    eval_every: int = _opt(500, "steps between held-out evaluations and checkpoints")
-    eval_batch_size: int = _opt(128, "sequences per held-out batch")
-    log_every: int = _opt(50, "steps between training-loss log lines")
-    calibration_batches: int = _opt(4, "batches that set the activation scales α before training")
-    shuffle_buffer: int = _opt(10_000, "packed blocks drawn from at random")
-    num_workers: int = _opt(1, "0: tokenize in the training process; 1: in a DataLoader worker")
-    seed: int = _opt(42, "seed of initialisation, data order, masking and dropout")
-    mixed_precision: str = _opt("auto", "auto (bf16 on GPU), no, bf16 or fp16")
-    compile: str = _opt("off", "torch.compile the forwards: off, on, auto (on GPU); compiling takes minutes")
+    lr: float = option(2e-4, "peak learning rate (BiPFT: 2e-4)")
+    quant_lr: float = option(1e-4, "learning rate of the quantizers' α/β")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    warmup_ratio: float = option(0.05, "share of the steps with linear warm-up")
+    schedule: str = option("linear", "learning-rate decay after warm-up: linear or constant")
+    max_grad_norm: float = option(1.0, "gradient clipping (0 = off)")
+    mlm_weight: float = option(1.0, "weight of the MLM (and NSP) cross-entropy")
+    hidden_weight: float = option(1.0, "weight of the hidden-state MSE to the teacher")
+    kd_weight: float = option(1.0, "weight of the soft CE to the teacher's MLM/NSP logits (when it has them)")
+    holdout_every: int = option(100, "every k-th block of the corpus is held out for evaluation (0 = none)")
+    heldout_sequences: int = option(512, "held-out sequences evaluated (the first ones, masked once)")
+    eval_every: int = option(500, "steps between held-out evaluations and checkpoints")
+    eval_batch_size: int = option(128, "sequences per held-out batch")
+    log_every: int = option(50, "steps between training-loss log lines")
+    calibration_batches: int = option(4, "batches that set the activation scales α before training")
+    shuffle_buffer: int = option(10_000, "packed blocks drawn from at random")
+    num_workers: int = option(1, "0: tokenize in the training process; 1: in a DataLoader worker")
+    seed: int = option(42, "seed of initialisation, data order, masking and dropout")
+    mixed_precision: str = option("auto", "auto (bf16 on GPU), no, bf16 or fp16")
+    compile: str = option("off", "torch.compile the forwards: off, on, auto (on GPU); compiling takes minutes")
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
