@@ -28,8 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bitbert.distill import parse_schedule, stage_dir_name  # noqa: E402
-from bitbert.io import atomic_write  # noqa: E402
+from bitbert.distill import stage_dir_name  # noqa: E402
+from bitbert.schedule import Schedule  # noqa: E402
+from bitbert.atomic import atomic_write  # noqa: E402
 from bitbert.train import RunReport  # noqa: E402
 
 # A record is its run (the command: one call may run several settings) and its measurement (wall_s),
@@ -46,7 +47,7 @@ def cut_runs(root: Path) -> list[dict]:
     out = []
     for run_file in sorted(root.rglob("run.json")):
         run = json.loads(run_file.read_text())
-        planned = parse_schedule(run["schedule"])
+        planned = Schedule.parse(run["schedule"]).stages
         reports = []  # (index, bits, report) of the stages that got as far as a checkpoint
         for i, bits in enumerate(planned):
             d = run_file.parent / stage_dir_name(i, bits)

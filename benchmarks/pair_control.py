@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 
 from bitbert.config import parse_quant_overrides
-from bitbert.distill import finetune, method_losses, run_schedule
-from bitbert.io import atomic_write
+from bitbert.distill import method_losses, run_schedule
+from bitbert.finetune import finetune
+from bitbert.atomic import atomic_write
 from bitbert.pipeline import load_classifier, load_task_data
 from bitbert.train import TrainConfig
 

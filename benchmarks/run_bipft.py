@@ -45,7 +45,7 @@ def hardware() -> str:
 
 
 def write_json(path: Path, data) -> None:
-    from bitbert.io import atomic_write
+    from bitbert.atomic import atomic_write
 
     atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2)))
 
@@ -76,7 +76,7 @@ def cmd_pretrain(args) -> None:
 # --------------------------------------------------------------------------- finetune
 def cmd_finetune(args) -> None:
     import bitbert
-    from bitbert.distill import finetune
+    from bitbert.finetune import finetune
     from bitbert.pipeline import load_classifier, load_task_data
     from bitbert.pretraining import PretrainConfig
     from bitbert.train import TrainConfig

@@ -22,11 +22,14 @@ import torch
 
 import bitbert
 from bitbert.config import ALPHA_INITS, AugmentConfig, ConfigError, parse_quant_overrides
-from bitbert.distill import finetune, finished_report, method_losses, run_identity, run_schedule, stage_configs
 from bitbert.augmented import file_record
-from bitbert.io import atomic_write
+from bitbert.distill import method_losses, run_schedule, stage_configs
+from bitbert.finetune import finetune
+from bitbert.schedule import QuantInit
+from bitbert.task_data import run_identity
+from bitbert.atomic import atomic_write
 from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
-from bitbert.train import TrainConfig, check_same_run, run_settings
+from bitbert.train import TrainConfig, check_same_run, finished_report, run_settings
 
 RUNS = [("bit", "1-1-2,1-1-1"), ("baseline", "1-1-1"), ("bibert", "1-1-1"), ("bit", "1-1-1"), ("bit", "1-1-4")]
 
@@ -61,8 +64,8 @@ def main() -> None:
     ap.add_argument("--max-train-examples", type=int, default=0)
     ap.add_argument("--runs", default="all", help="';'-separated method:schedule, e.g. 'bit:1-1-2,1-1-1;baseline:1-1-1', or all")
     ap.add_argument("--loss", default=None, help="loss-weight overrides for every run (bitbert distill --loss)")
-    ap.add_argument("--alpha-init", default=None, choices=ALPHA_INITS, help="QuantConfig.alpha_init for every run")
-    ap.add_argument("--inherit-quantizers", action="store_true", help="QuantConfig.inherit_quantizers for every run")
+    ap.add_argument("--alpha-init", default=None, choices=ALPHA_INITS, help="QuantInit.alpha_init for every run")
+    ap.add_argument("--inherit-quantizers", action="store_true", help="QuantInit.inherit_quantizers for every run")
     ap.add_argument("--quant", default=None, help="QuantConfig overrides for every run (bitbert distill --quant)")
     ap.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16"],
                     help="the students' training precision (TrainConfig.mixed_precision; auto: bf16 on GPU)")
@@ -74,7 +77,8 @@ def main() -> None:
     wanted = RUNS if args.runs == "all" else [parse_run(r) for r in args.runs.split(";") if r.strip()]
     try:  # a bad --loss or --quant fails before any training
         method_losses("bit").with_overrides(args.loss)
-        quant = parse_quant_overrides(args.quant, alpha_init=args.alpha_init, inherit_quantizers=args.inherit_quantizers)
+        quant = parse_quant_overrides(args.quant)
+        quant_init = QuantInit(args.alpha_init or "optimal", args.inherit_quantizers)
         for method, schedule in wanted:
             stage_configs(method, schedule, quant)
     except ValueError as e:
@@ -143,7 +147,7 @@ def main() -> None:
         atomic_write(run_dir / "run.json", lambda p: p.write_text(json.dumps(run, indent=2)))
         result = run_schedule(teacher, student_data, method, schedule, cfg, run_dir, tokenizer=tok, losses=losses,
                               quant_overrides=quant, resume=args.resume, augment=augment,
-                              augmented_file=augmented_file)
+                              augmented_file=augmented_file, quant_init=quant_init)
         if not result.stages[-1].report.finished:
             print(f"{method} {schedule}: stopped at max-steps; rerun with --resume", flush=True)
             continue

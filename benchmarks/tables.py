@@ -16,8 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # plots.py
+from bitbert.config import parse_bits  # noqa: E402
 from bitbert.default_job import DEFAULT_JOB  # noqa: E402
-from bitbert.pipeline import paper_defaults  # noqa: E402
+from bitbert.recipes import paper_defaults  # noqa: E402
+from bitbert.schedule import Schedule  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 METHOD_ORDER = {"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}
@@ -92,7 +94,8 @@ def _model(r: dict) -> str:
 def _partial(schedule: str) -> bool:
     """A schedule with a stage that keeps some of E-W-A in full precision (``1-1-32``, ``32-1-1``):
     an ablation of where the 1-bit gap comes from, not a method's result."""
-    return any("32" in s.split("-") and s != "32-32-32" for s in schedule.split(","))
+    stages = Schedule.parse(schedule) if schedule else ()  # a record without one: not partial
+    return any(32 in parse_bits(s) and s != "32-32-32" for s in stages)
 
 
 # what an ablation keeps from the fully binary `bit` 1-1-1, by its one-stage schedule or --quant
@@ -127,7 +130,7 @@ def gap_sources_table() -> str:
         got = newest[key]
         what = "fully binary (reference)" if sched == "1-1-1" and not quant else GAP_SOURCES.get(quant or sched, "")
         if "," in sched:
-            what = "multi-distillation through " + " → ".join(sched.split(","))
+            what = "multi-distillation through " + " → ".join(Schedule.parse(sched))
         cells = [f"{got[s]['best']:.1f} / {got[s]['final']:.1f} ({got[s]['device_call']})" if s in got else "–"
                  for s in seeds]
         gap = sum(r["best"] - r["teacher_metric"] for r in got.values()) / len(got)
@@ -457,7 +460,7 @@ def engine_accuracy_table() -> str:
     for (call, variant, task, metric), by_kind in sorted(cells.items()):
         runs = [r for r in glue if r.get("device_call") == call and r["method"] != "fp" and r["task"] == task
                 and f"/{variant} " in r["command"] + " "]  # every stage of the variant's schedule
-        run = max(runs, key=lambda r: len(r["schedule"].split(",")), default=None)  # its last: the model evaluated
+        run = max(runs, key=lambda r: len(Schedule.parse(r["schedule"])), default=None)  # its last: the model evaluated
         engine = by_kind.get("engine")
         rows.append(f"| {call} | {variant} | {task} ({metric}) | {_fmt(run and run['final'])} | "
                     f"{_fmt(run and run.get('final_fp32'))} | "
@@ -512,8 +515,8 @@ def headline_table() -> str:
     for name, method, sched in HEADLINE_RUNS:
         if method == "fp":
             speed = [f"{sizes['fp32']:.0f}", ms(base["fp32"]), "1x"]
-        elif sched.split(",")[-1] in benches:  # a schedule runs as its last stage
-            b = benches[sched.split(",")[-1]]
+        elif Schedule.parse(sched).stages[-1] in benches:  # a schedule runs as its last stage
+            b = benches[Schedule.parse(sched).stages[-1]]
             row = bench_row(b)
             speed = [f"{b['model']['packed_bytes'] / 2**20:.1f}", ms(row["engine"]), f"{row['speedup_vs_fp32']:.1f}x"]
         else:

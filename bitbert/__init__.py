@@ -10,8 +10,9 @@ The public API, in the order a model goes through it:
     export(model, path, tokenizer)          the packed 1-bit file for the CPU engine
     load_packed(path).predict(texts)        the bitwise CPU engine (numpy + numba, no torch)
 
-Training (`bitbert.distill.run_schedule`, `bitbert.distill.finetune`) and the data pipeline
-(`bitbert.pipeline.load_task_data`) live in their modules; `bitbert --help` is the command line.
+Training (`bitbert.distill.run_schedule`, `bitbert.finetune.finetune`, `bitbert.pretraining.pretrain`)
+and task data (`bitbert.task_data.load_task_data`) live in their modules; docs/architecture.md maps
+them; `bitbert --help` is the command line.
 
 Importing the package is cheap: each name is imported from its module on first use (the packed
 engine runs without torch), and `dir(bitbert)` / `help(bitbert)` list and document them all.
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names reso
     from .calibration import calibrate
     from .convert import UnsupportedModelError, binarize
     from .engine import load_packed
-    from .io import load, save
+    from .model_files import load, save
     from .packing import export
 
 _MODULE_OF = {"binarize": "convert", "UnsupportedModelError": "convert", "calibrate": "calibration",

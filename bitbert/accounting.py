@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .config import AttentionMode
 from .convert import base_model
 from .layers import QuantEmbedding, QuantLinear
 from .quantizers import ActQuantizer
@@ -179,11 +180,8 @@ def summary(model: nn.Module, seq_len: int = 128) -> Summary:
         binary = getattr(sa, "bitbert", None)
         products = seq_len * seq_len * hidden  # QKᵀ and attention·V each
         r.fp32_macs += 2 * products
-        act = binary.q_quant.bits if binary is not None and binary.q_quant is not None else 32
-        if binary is None or binary.mode == "softmax":
-            probs = 32
-        else:  # elastic {0, α} at its bits; bool and sign maps are 1-bit
-            probs = binary.p_quant.bits if binary.p_quant is not None else 1
+        mode = AttentionMode() if binary is None else binary.mode  # no BinaryAttention: float attention
+        act, probs = mode.qkv_bits, mode.map_bits
         for a, b in ((act, act), (probs, act)):
             if a < 32 and b < 32:
                 r.binary_macs += products * a * b / 64
@@ -191,7 +189,7 @@ def summary(model: nn.Module, seq_len: int = 128) -> Summary:
                 r.fp_macs += products
         if binary is not None and binary.residual is not None:
             r.fp_macs += binary.residual.num_macs(seq_len)
-        softmax = binary is None or binary.mode != "bool"
+        softmax = mode.softmax
         r.elementwise_flops += ELEMENTWISE_FLOPS * (2 * seq_len * hidden + softmax * cfg.num_attention_heads * seq_len**2)
     # The fp32 reference is the model's own weights: quantizer α/β do not exist there.
     quant_params = {id(p) for m in model.modules() if isinstance(m, ActQuantizer) for p in m.parameters()}

@@ -24,18 +24,18 @@ class BinaryAttention(nn.Module):
     Q, K, V are binarized signed; the map is softmax kept (``softmax``), softmax then {0, α}
     (``softmax_elastic``, BiT), softmax then ±1 (``softmax_sign``, baseline) or BiBERT's
     bool(QKᵀ/√d + mask) without softmax (``bool``). Optional BiPFT low-rank residual estimators.
+    ``mode`` (`bitbert.config.AttentionMode`) is the one decision of all of that.
     """
 
     def __init__(self, config: QuantConfig, hidden: int, heads: int, head_dim: int) -> None:
         super().__init__()
-        self.mode = config.attention_probs
-        bits, kind, init = config.act_bits, config.act_quantizer, config.alpha_init
-        qkv = config.binarize_qkv
-        self.q_quant = ActQuantizer(bits, True, kind, alpha_init=init) if qkv else None
-        self.k_quant = ActQuantizer(bits, True, kind, alpha_init=init) if qkv else None
-        self.v_quant = ActQuantizer(bits, True, kind, alpha_init=init) if qkv else None
-        self.p_quant = ActQuantizer(bits, False, "elastic", alpha_init=init) if self.mode == "softmax_elastic" else None
-        self.residual = LowRankResidual(hidden, heads, head_dim, config.residual_rank) if config.residual_rank else None
+        self.mode = mode = config.attention
+        qkv = mode.qkv_bits < 32
+        self.q_quant = ActQuantizer(mode.qkv_bits, True, mode.act_quantizer) if qkv else None
+        self.k_quant = ActQuantizer(mode.qkv_bits, True, mode.act_quantizer) if qkv else None
+        self.v_quant = ActQuantizer(mode.qkv_bits, True, mode.act_quantizer) if qkv else None
+        self.p_quant = ActQuantizer(mode.act_bits, False, "elastic") if mode.elastic_map else None
+        self.residual = LowRankResidual(hidden, heads, head_dim, mode.residual_rank) if mode.residual_rank else None
         # The layer input, needed by the residual estimators; set by a pre-hook for one forward.
         self._h: torch.Tensor | None = None
 
@@ -50,20 +50,21 @@ class BinaryAttention(nn.Module):
         scores = scores * scaling
         if mask is not None:
             scores = scores + mask
-        if self.mode == "bool":
+        mode = self.mode
+        if not mode.softmax:
             probs = BoolSTE.apply(scores)
             shown = probs
         else:
             probs = shown = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-            if self.mode == "softmax_elastic":
+            if self.p_quant is not None:
                 probs = self.p_quant(probs)
-            elif self.mode == "softmax_sign":
+            elif mode.quantized_map:
                 probs = SignSTE.apply(probs)
-        if mask is not None and self.mode != "softmax":
+        if mask is not None and mode.quantized_map:
             # A quantized masked probability need not be 0 (sign, bool, or a learned β < 0): padding
             # must stay out of the context.
             probs = probs * (mask > torch.finfo(mask.dtype).min / 2).to(probs.dtype)
-            if self.mode == "bool":
+            if not mode.softmax:
                 shown = probs
         probs = F.dropout(probs, p=dropout, training=self.training)
         context = probs @ v
@@ -79,7 +80,7 @@ class BinaryAttention(nn.Module):
         from .packed_schema import AttentionRecord
 
         quant = lambda q: None if q is None else q.packed_record()  # noqa: E731
-        return AttentionRecord(self.mode, quant(self.q_quant), quant(self.k_quant), quant(self.v_quant),
+        return AttentionRecord(self.mode.map, quant(self.q_quant), quant(self.k_quant), quant(self.v_quant),
                                quant(self.p_quant), None if self.residual is None else self.residual.packed_record())
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from .augment import COPY_COLUMN, mark_copies
 from .candidates import CandidateGenerator, Word
 from .config import AugmentConfig, ConfigError
-from .io import atomic_write
+from .atomic import atomic_write
 from .tasks import DataError, Examples, TaskSpec, _encode_labels, _file_format, _read_raw
 
 __all__ = ["TASK_COPIES", "default_copies", "write_augmented", "load_augmented", "file_record"]

@@ -214,7 +214,7 @@ def run_bench(model: str | Path | None = None, shape: str = "bert-base", batch_s
     info.update(results=rows, gemm=gemm, load_average_after=os.getloadavg(), wall_s=time.time() - start)
     info["table"] = _table(rows, gemm, info)
     if out is not None:
-        from .io import atomic_write
+        from .atomic import atomic_write
 
         atomic_write(out, lambda p: p.write_text(json.dumps(info, indent=1)))
     return info

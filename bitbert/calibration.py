@@ -10,19 +10,23 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from .config import ALPHA_INITS
 from .quantizers import ActQuantizer
 
 
 @torch.no_grad()
 def calibrate(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], max_batches: int = 8,
-              only_uncalibrated: bool = False) -> int:
+              only_uncalibrated: bool = False, alpha_init: str = "optimal") -> int:
     """Set every elastic quantizer's α from the activations it sees on ``batches``.
 
     Quantizers are initialized in forward order, so each sees inputs produced by already
     calibrated (quantized) layers, as in training. α is averaged over up to ``max_batches``
     batches. ``only_uncalibrated`` keeps α already learned (e.g. by binary pretraining) and sets only
-    the fresh ones. Returns the number of quantizers calibrated.
+    the fresh ones. ``alpha_init`` is the 1-bit rule (`bitbert.schedule.QuantInit.alpha_init`:
+    ``optimal`` or ``wide``). Returns the number of quantizers calibrated.
     """
+    if alpha_init not in ALPHA_INITS:
+        raise ValueError(f"alpha_init={alpha_init!r} is not valid; choose one of {list(ALPHA_INITS)}")
     quantizers = [m for m in model.modules() if isinstance(m, ActQuantizer) and m.kind == "elastic"
                   and not (only_uncalibrated and bool(m.calibrated))]
     if not quantizers:
@@ -31,7 +35,7 @@ def calibrate(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], m
 
     def hook(module: ActQuantizer, args: tuple) -> None:
         n = seen.get(id(module), 0)
-        alpha = module.initial_alpha(args[0])
+        alpha = module.initial_alpha(args[0], alpha_init)
         module.alpha.copy_((module.alpha * n + alpha) / (n + 1) if n else alpha)
         seen[id(module)] = n + 1
 

@@ -136,7 +136,7 @@ class CandidateGenerator:
         error names what is missing otherwise), any model for ``mode="embedding"``."""
         from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
-        from .io import TOKENIZER_FILES, from_hub_or_dir
+        from .hub import TOKENIZER_FILES, from_hub_or_dir
 
         if mode not in MODES:
             raise ConfigError(f"candidate mode must be one of {list(MODES)}, got {mode!r}")

@@ -10,6 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from .cli_common import is_main_process
 from .config import ALPHA_INITS, METHODS, AugmentConfig, ConfigError, parse_quant_overrides
 from .default_job import DEFAULT_JOB
 
@@ -61,7 +62,7 @@ def _train_config(args, defaults: dict):
 def _tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    from .io import TOKENIZER_FILES, from_hub_or_dir
+    from .hub import TOKENIZER_FILES, from_hub_or_dir
 
     return from_hub_or_dir(AutoTokenizer.from_pretrained, path, "tokenizer of", TOKENIZER_FILES)
 
@@ -82,7 +83,7 @@ BUNDLED_SST2 = Path(__file__).parent / "data" / "sst2"  # GLUE's SST-2, shipped 
 
 
 def _load_data(args, tokenizer, max_length: int, dev_only: bool = False, labels: list[str] | None = None):
-    from .pipeline import load_task_data
+    from .task_data import load_task_data
 
     if not args.data_dir and not args.train_file and _task_name(args) == "sst2":
         args.data_dir = str(BUNDLED_SST2)
@@ -102,7 +103,7 @@ def _start_run(args, cfg, model_path: str):
     from transformers import AutoConfig
 
     from .accounting import max_positions
-    from .io import from_hub_or_dir
+    from .hub import from_hub_or_dir
     from .rundir import prepare_out
 
     prepare_out(args.out, args.resume, args.overwrite)
@@ -150,7 +151,7 @@ def cmd_summary(args) -> int:
 
         model = BertForSequenceClassification(BertConfig(num_labels=2, **SHAPES[args.model]))
     else:
-        from .io import load
+        from .model_files import load
 
         model = load(args.model)
     if args.preset:
@@ -160,19 +161,14 @@ def cmd_summary(args) -> int:
     return 0
 
 
-def is_main_process() -> bool:
-    """False in every process but rank 0 under ``accelerate launch`` / ``torchrun``: one report, not N."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def cmd_finetune(args) -> int:
-    from .distill import finetune
-    from .pipeline import load_classifier
+    from .classifier import load_classifier
+    from .finetune import finetune
     from .rundir import digest_files
 
     task = _task_name(args)
     if args.binary_pretrained:  # BiPFT: one setting for every task, no teacher
-        from .pipeline import BIPFT_FINETUNE_EPOCHS
+        from .recipes import BIPFT_FINETUNE_EPOCHS
 
         defaults = dict(epochs=BIPFT_FINETUNE_EPOCHS.get(task, 10), lr=2e-5, batch_size=32, max_length=128,
                         schedule="constant", warmup_ratio=0.0)
@@ -206,13 +202,17 @@ def cmd_distill(args) -> int:
 
     import bitbert
 
-    from .distill import finetune, method_losses, run_schedule, stage_configs
-    from .pipeline import load_classifier, make_evaluator, paper_defaults
+    from .classifier import load_classifier
+    from .distill import method_losses, run_schedule
+    from .evaluation import make_evaluator
+    from .finetune import finetune
+    from .recipes import paper_defaults
     from .rundir import digest_files
+    from .schedule import QuantInit, Schedule
 
     losses = method_losses(args.method).with_overrides(args.loss)  # a bad --loss fails before any work
-    overrides = parse_quant_overrides(args.quant, residual_rank=args.residual_rank, alpha_init=args.alpha_init,
-                                      inherit_quantizers=args.inherit_quantizers)
+    overrides = parse_quant_overrides(args.quant, residual_rank=args.residual_rank)
+    quant_init = QuantInit(args.alpha_init or "optimal", args.inherit_quantizers)
     augment = AugmentConfig(args.augment, args.augment_prob, args.augment_neighbours, args.seed)
     if augment.copies and args.augmented_file:
         raise ConfigError("--augment makes copies in memory, --augmented-file brings them from a file: give one")
@@ -230,8 +230,8 @@ def cmd_distill(args) -> int:
             log.info("bitbert default job: fine-tune MiniLM-L6 (%s) on %d SST-2 sentences, then distill it with "
                      "%s along %s on the CPU (%s; a line per evaluation below)", base_model,
                      args.max_train_examples, args.method, args.schedule, _measured_time())
-    schedule = "1-1-1" if args.schedule is None else args.schedule
-    stage_configs(args.method, schedule, overrides)  # a bad --quant combination fails now too
+    schedule = Schedule.parse("1-1-1" if args.schedule is None else args.schedule)
+    schedule.configs(args.method, overrides)  # a bad --quant combination fails now too
     task = _task_name(args)
     defaults = paper_defaults(task)
     if demo:
@@ -262,7 +262,7 @@ def cmd_distill(args) -> int:
     clock["teacher"] = time.perf_counter()
     result = run_schedule(teacher, data, args.method, schedule, cfg, out, tokenizer=tok,
                           losses=losses, quant_overrides=overrides, resume=args.resume, augment=augment,
-                          augmented_file=_augmented_record(args))
+                          augmented_file=_augmented_record(args), quant_init=quant_init)
     if not is_main_process():
         return 0
     done = [Path(s.model_dir).parent for s in result.stages if s.model_dir]
@@ -395,7 +395,9 @@ def cmd_evaluate(args) -> int:
     import torch
 
     from .peak import cpu_name
-    from .pipeline import head_columns, load_classifier, make_evaluator, packed_tokenizer, paper_defaults
+    from .classifier import head_columns, load_classifier
+    from .evaluation import make_evaluator, packed_tokenizer
+    from .recipes import paper_defaults
 
     if args.model is None:  # the shipped model, on its own task unless data are named
         from .shipped import SHIPPED_TASK, shipped_model
@@ -435,7 +437,7 @@ def cmd_evaluate(args) -> int:
               "metrics": metrics, "seconds": round(time.perf_counter() - t0, 3)}
     print(json.dumps(result, indent=2))
     if args.out:
-        from .io import atomic_write
+        from .atomic import atomic_write
 
         atomic_write(Path(args.out), lambda p: p.write_text(json.dumps(result, indent=2) + "\n"))
     return 0
@@ -563,7 +565,7 @@ def cli_logging(command: str):
 
 def quiet_libraries() -> None:
     """transformers' and accelerate's info chatter and weight-loading bars off; what a load really
-    misses, `bitbert.pipeline.load_classifier` reports itself."""
+    misses, `bitbert.classifier.load_classifier` reports itself."""
     for noisy in ("transformers", "accelerate", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if "transformers" in sys.modules:  # imported already: its settings were read, change them
@@ -599,7 +601,7 @@ def one_line(e: BaseException) -> str:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
-    from .io import WriteError
+    from .atomic import WriteError
     from .tasks import DataError
     from .train import TrainingDiverged
 

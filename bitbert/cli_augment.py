@@ -13,7 +13,7 @@ import json
 
 def add_augment_commands(sub) -> None:
     """Add the ``augment`` and ``mlm-head`` subcommands to the subparsers object ``sub``."""
-    from .cli_pretrain import add_config_options
+    from .cli_common import add_config_options
     from .config import AugmentConfig
     from .mlm_head import MLMHeadConfig
 
@@ -56,7 +56,7 @@ def add_augment_commands(sub) -> None:
 
 def _examples(args):
     """The training examples to augment and their task spec."""
-    from .pipeline import subsample
+    from .task_data import subsample
     from .tasks import DataError, get_task, load_custom, load_glue
 
     if args.train_file:
@@ -90,7 +90,7 @@ def cmd_augment(args) -> int:
 
 
 def cmd_mlm_head(args) -> int:
-    from .cli_pretrain import config_from_args
+    from .cli_common import config_from_args
     from .mlm_head import MLMHeadConfig, train_mlm_head
 
     from .rundir import prepare_out

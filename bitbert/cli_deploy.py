@@ -75,7 +75,7 @@ def read_texts(path: str | Path) -> list:
 
 
 def cmd_export(args) -> int:
-    from .io import load
+    from .model_files import load
     from .packing import export, file_sha256
 
     tokenizer = Path(args.model_dir) / "tokenizer.json"
@@ -130,7 +130,7 @@ def packed_model(path: str | Path, tmp: Path) -> Path:
     if len(packed) > 1:
         raise ValueError(f"{path} holds several packed files ({', '.join(p.name for p in packed)}): name one")
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-        from .io import load
+        from .model_files import load
         from .packing import export
 
         tokenizer = path / "tokenizer.json"

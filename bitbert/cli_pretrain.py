@@ -6,14 +6,14 @@
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
+
+from .cli_common import add_config_options, config_from_args, is_main_process
 
 
 def add_pretrain_commands(sub) -> None:
     """Add the ``pretrain`` subcommand to the subparsers object ``sub``."""
-    from .pretraining import PretrainConfig
+    from .pretrain_config import PretrainConfig
 
     p = sub.add_parser("pretrain", help="BiPFT: pretrain a binary BERT (MLM/NSP + distillation from its FP teacher)")
     p.add_argument("--teacher", required=True, help="full-precision BERT checkpoint directory (the student's init)")
@@ -25,32 +25,14 @@ def add_pretrain_commands(sub) -> None:
     p.set_defaults(fn=cmd_pretrain)
 
 
-def add_config_options(group, config_class) -> None:
-    """One option ``--field-name`` per field of the frozen dataclass ``config_class`` (help from the
-    field's metadata), defaulting to None: `config_from_args` keeps the class's own defaults."""
-    for f in dataclasses.fields(config_class):
-        flag, help_ = "--" + f.name.replace("_", "-"), f"{f.metadata.get('help', '')} (default: {f.default})"
-        if isinstance(f.default, bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        else:
-            group.add_argument(flag, type=type(f.default), default=None, help=help_)
-
-
-def config_from_args(args, config_class):
-    """``config_class`` with the fields given on the command line (`add_config_options`)."""
-    return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
-                           if getattr(args, f.name) is not None})
-
-
 def cmd_pretrain(args) -> int:
-    from .pretraining import PretrainConfig, pretrain
+    from .pretrain_config import PretrainConfig
+    from .pretraining import pretrain
     from .rundir import prepare_out
 
     config = config_from_args(args, PretrainConfig)  # a bad number fails before any work
     prepare_out(args.out, args.resume, args.overwrite)
     report = pretrain(args.teacher, args.corpus, args.out, config, resume=args.resume)
-    from .cli import is_main_process
-
     if not is_main_process():
         return 0
     keys = ("finished", "steps", "total_steps", "tokens_seen", "tokens_per_s", "final", "model_dir")

@@ -21,7 +21,10 @@ FFN_ACTS = ("keep", "relu", "gelu")
 SIGNEDNESS = ("signed", "unsigned")
 WEIGHT_SCALES = ("tensor", "row")
 EMBEDDINGS = ("word", "position", "token_type")
-ALPHA_INITS = ("optimal", "wide")
+ALPHA_INITS = ("optimal", "wide")  # bitbert.schedule.QuantInit.alpha_init
+# Training settings that QuantConfig once carried (and config.json files written then still hold):
+# bitbert.schedule.QuantInit owns them now.
+TRAINING_FIELDS = ("alpha_init", "inherit_quantizers")
 
 
 def levels(bits: int, signed: bool) -> tuple[int, int]:
@@ -58,6 +61,64 @@ def parse_bits(bits: str) -> tuple[int, int, int]:
 
 
 @dataclass(frozen=True)
+class AttentionMode:
+    """How every self-attention of a quantized model runs: `QuantConfig.attention`, the one place
+    that decides it for the PyTorch side (the packed engine's is `bitbert.engine.attention.
+    attention_for`, from the file's record). `bitbert.convert` asks it whether a layer gets
+    bitbert's attention, `bitbert.attention.BinaryAttention` builds its quantizers and map from it,
+    `bitbert.accounting` counts the attention products at its precisions.
+
+    Attributes:
+        map: the attention map (`QuantConfig.attention_probs`): ``softmax`` kept in full precision,
+            ``softmax_elastic`` (softmax then {0, α}, BiT), ``softmax_sign`` (softmax then ±1) or
+            ``bool`` (BiBERT's 1[score ≥ 0], no softmax).
+        qkv_bits: bits of the quantized Q, K, V (32: float).
+        act_bits: the model's activation bits (the map's quantizer uses them).
+        act_quantizer: ``elastic`` or ``sign``: the Q, K, V quantizers' kind.
+        residual_rank: BiPFT's low-rank residual estimators (0 = none).
+    """
+
+    map: str = "softmax"
+    qkv_bits: int = 32
+    act_bits: int = 32
+    act_quantizer: str = "elastic"
+    residual_rank: int = 0
+
+    def __post_init__(self) -> None:
+        if self.map not in ATTENTION_PROBS:
+            raise ConfigError(f"attention map {self.map!r} is not valid; choose one of {list(ATTENTION_PROBS)}")
+
+    @property
+    def replaced(self) -> bool:
+        """bitbert's attention replaces the model's own (any quantized activation, map or estimator);
+        otherwise the layer keeps its stock attention."""
+        return self.act_bits < 32 or self.map != "softmax" or self.residual_rank > 0
+
+    @property
+    def softmax(self) -> bool:
+        """The map starts from a softmax of the scores (all but ``bool``)."""
+        return self.map != "bool"
+
+    @property
+    def quantized_map(self) -> bool:
+        """The map entering ·V is not the float softmax: masked keys must be zeroed explicitly."""
+        return self.map != "softmax"
+
+    @property
+    def elastic_map(self) -> bool:
+        """The map is quantized by a learned elastic quantizer (BiT's {0, α})."""
+        return self.map == "softmax_elastic"
+
+    @property
+    def map_bits(self) -> int:
+        """Bits of the map's values entering the product with V: 32 for the float softmax, the
+        activation bits for the elastic quantizer, 1 for the sign and bool maps."""
+        if self.map == "softmax":
+            return 32
+        return self.act_bits if self.elastic_map else 1
+
+
+@dataclass(frozen=True)
 class QuantConfig:
     """How every quantization site of a BERT-family encoder is treated.
 
@@ -79,15 +140,6 @@ class QuantConfig:
         binarize_classifier: quantize task heads (never done by the papers).
         embeddings: which embedding tables are quantized at ``embed_bits``.
         residual_rank: BiPFT low-rank estimators of the binarization residual in attention (0 = off).
-        alpha_init: how :func:`bitbert.calibrate` sets a 1-bit α from data: ``optimal`` (BiT eq. 6 / 8,
-            the α that best fits the input) or ``wide`` (BiT's public code: 2·mean|x| signed,
-            4·mean|x| unsigned; a wider straight-through window |x − β| ≤ α, so more gradient
-            passes). Multi-bit α is LSQ's either way.
-        inherit_quantizers: when re-quantizing an already quantized model (the next stage of a
-            multi-distillation), start each activation site's α and β from the previous model's
-            quantizer there instead of fresh (β = 0, α from :func:`bitbert.calibrate`). BiT's code
-            ends up doing this when it loads the W1A2 checkpoint into the W1A1 model: α is set
-            lazily only while it is still exactly 1, so the loaded α is kept. Off by default.
         preset: the preset this config came from (informational).
     """
 
@@ -105,8 +157,6 @@ class QuantConfig:
     binarize_classifier: bool = False
     embeddings: tuple[str, ...] = ("word",)
     residual_rank: int = 0
-    alpha_init: str = "optimal"
-    inherit_quantizers: bool = False
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -114,7 +164,7 @@ class QuantConfig:
         parse_bits(self.bits)
         for field, valid in (("weight_scale", WEIGHT_SCALES), ("act_quantizer", ACT_QUANTIZERS),
                              ("attention_probs", ATTENTION_PROBS), ("ffn_act", FFN_ACTS),
-                             ("ffn2_input", SIGNEDNESS), ("alpha_init", ALPHA_INITS)):
+                             ("ffn2_input", SIGNEDNESS)):
             if getattr(self, field) not in valid:
                 raise ConfigError(f"{field}={getattr(self, field)!r} is not valid; choose one of {list(valid)}")
         bad = [e for e in self.embeddings if e not in EMBEDDINGS]
@@ -133,10 +183,15 @@ class QuantConfig:
         return f"{self.embed_bits}-{self.weight_bits}-{self.act_bits}"
 
     @property
+    def attention(self) -> AttentionMode:
+        """How the self-attentions run: the one decision of it (`AttentionMode`)."""
+        return AttentionMode(self.attention_probs, self.act_bits if self.binarize_qkv else 32, self.act_bits,
+                             self.act_quantizer, self.residual_rank)
+
+    @property
     def is_identity(self) -> bool:
         """True when converting with this config leaves the model's function unchanged."""
-        return (self.bits == "32-32-32" and self.attention_probs == "softmax" and self.ffn_act == "keep"
-                and self.residual_rank == 0)
+        return self.bits == "32-32-32" and not self.attention.replaced and self.ffn_act == "keep"
 
     @classmethod
     def from_preset(cls, name: str, bits: str = "1-1-1") -> "QuantConfig":
@@ -182,6 +237,10 @@ class QuantConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "QuantConfig":
+        """The config a `to_dict` wrote. Training settings that older versions saved with the model
+        (`TRAINING_FIELDS`, now `bitbert.schedule.QuantInit`) are dropped: they never changed
+        what the model computes."""
+        data = {k: v for k, v in data.items() if k not in TRAINING_FIELDS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -201,7 +260,7 @@ def parse_quant_overrides(text: str | None, **shortcuts: Any) -> dict[str, Any]:
     """``"key=value,key=value"`` (e.g. ``"binarize_pooler=false,attention_probs=softmax"``) as typed
     `QuantConfig` field changes, applied to every stage's preset config. Booleans take true/false,
     ``embeddings`` takes tables joined by ``+`` (``word+position``). Bits come from the schedule,
-    never from here. ``shortcuts`` are dedicated CLI flags (``alpha_init="wide"``); those left at a
+    never from here. ``shortcuts`` are dedicated CLI flags (``residual_rank=1``); those left at a
     falsy value are not given, and one that contradicts ``text`` is an error. Unknown keys and
     untypeable values raise `ConfigError`; whether a combination is valid is checked when it is
     applied (`QuantConfig.__post_init__`)."""
@@ -223,7 +282,8 @@ def _parse_quant_text(text: str | None) -> dict[str, Any]:
     for item in text.split(","):
         key, sep, value = (part.strip() for part in item.partition("="))
         if not sep or key not in fields:
-            hint = " (bits come from --schedule)" if key in SCHEDULE_FIELDS else ""
+            hint = " (bits come from --schedule)" if key in SCHEDULE_FIELDS else \
+                f" ({key} is a training setting: --{key.replace('_', '-')})" if key in TRAINING_FIELDS else ""
             raise ConfigError(f"--quant: {item.strip()!r} is not key=value with key in {sorted(fields)}{hint}")
         default = fields[key].default
         if isinstance(default, bool):

@@ -33,11 +33,12 @@ def _inherit(new: ActQuantizer | None, old: ActQuantizer | None) -> None:
         new.load_state_dict(old.state_dict())
 
 
-def _swap_linear(parent: nn.Module, name: str, config: QuantConfig, quantize: bool, signed_input: bool) -> None:
+def _swap_linear(parent: nn.Module, name: str, config: QuantConfig, quantize: bool, signed_input: bool,
+                 inherit: bool = False) -> None:
     old: nn.Linear = getattr(parent, name)
     if quantize and (config.weight_bits < 32 or config.act_bits < 32):
         new: nn.Linear = QuantLinear.from_linear(old, config, signed_input)
-        if config.inherit_quantizers and isinstance(old, QuantLinear):
+        if inherit and isinstance(old, QuantLinear):
             _inherit(new.act_quant, old.act_quant)
     elif isinstance(old, QuantLinear):  # back to full precision, same Parameters
         new = nn.Linear(old.in_features, old.out_features, bias=old.bias is not None, device="meta")
@@ -57,12 +58,13 @@ def _swap_embedding(parent: nn.Module, name: str, quantize: bool, config: QuantC
         setattr(parent, name, new)
 
 
-def binarize(model: nn.Module, config: QuantConfig) -> nn.Module:
+def binarize(model: nn.Module, config: QuantConfig, inherit_quantizers: bool = False) -> nn.Module:
     """Convert ``model`` in place to the precision and methods of ``config`` and return it.
 
     Works on a stock model or on one converted before (multi-distillation re-quantizes the previous
-    student): weights are shared; quantizer parameters start fresh and need :func:`bitbert.calibrate`
-    (``calibrate(..., only_uncalibrated=True)`` keeps the ones ``config.inherit_quantizers`` carried over).
+    student): weights are shared; quantizer parameters start fresh and need :func:`bitbert.calibrate`,
+    unless ``inherit_quantizers`` (`bitbert.schedule.QuantInit`): then each elastic quantizer of the
+    same kind starts from the one it replaces, and ``calibrate(..., only_uncalibrated=True)`` keeps it.
     """
     base = base_model(model)
     hf_config = model.config
@@ -74,17 +76,18 @@ def binarize(model: nn.Module, config: QuantConfig) -> nn.Module:
 
     if config.ffn_act != "keep":
         hf_config.hidden_act = config.ffn_act  # so a saved model rebuilds with the same activation
+    replace_attention = config.attention.replaced
     for layer in base.encoder.layer:
         sa = layer.attention.self
         for proj in ("query", "key", "value"):
-            _swap_linear(sa, proj, config, True, True)
-        _swap_linear(layer.attention.output, "dense", config, True, True)
-        _swap_linear(layer.intermediate, "dense", config, True, True)
-        _swap_linear(layer.output, "dense", config, True, config.ffn2_input == "signed")
+            _swap_linear(sa, proj, config, True, True, inherit_quantizers)
+        _swap_linear(layer.attention.output, "dense", config, True, True, inherit_quantizers)
+        _swap_linear(layer.intermediate, "dense", config, True, True, inherit_quantizers)
+        _swap_linear(layer.output, "dense", config, True, config.ffn2_input == "signed", inherit_quantizers)
         if config.ffn_act != "keep":
             layer.intermediate.intermediate_act_fn = nn.ReLU() if config.ffn_act == "relu" else nn.GELU()
         old = getattr(sa, "bitbert", None)
-        if config.act_bits == 32 and config.attention_probs == "softmax" and not config.residual_rank:
+        if not replace_attention:
             if old is not None:
                 del sa.bitbert
             continue
@@ -92,17 +95,17 @@ def binarize(model: nn.Module, config: QuantConfig) -> nn.Module:
         if old is not None and old.residual is not None and new.residual is not None \
                 and old.residual.rank == new.residual.rank:
             new.residual.load_state_dict(old.residual.state_dict())
-        if old is not None and config.inherit_quantizers:
+        if old is not None and inherit_quantizers:
             for site in ("q_quant", "k_quant", "v_quant", "p_quant"):
                 _inherit(getattr(new, site), getattr(old, site))
 
     if getattr(base, "pooler", None) is not None:
-        _swap_linear(base.pooler, "dense", config, config.binarize_pooler, True)
+        _swap_linear(base.pooler, "dense", config, config.binarize_pooler, True, inherit_quantizers)
     base_ids = {id(m) for m in base.modules()}
     for parent in [m for m in model.modules() if id(m) not in base_ids]:
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear) and id(child) not in base_ids:
-                _swap_linear(parent, name, config, config.binarize_classifier, True)
+                _swap_linear(parent, name, config, config.binarize_classifier, True, inherit_quantizers)
 
     uses_binary_attention = any(hasattr(l.attention.self, "bitbert") for l in base.encoder.layer)
     if uses_binary_attention:

@@ -13,20 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import io
-from .augment import UNKNOWN_CLASS, augment_for_teacher
+from . import model_files
+from .atomic import atomic_write
+from .augment import augment_for_teacher
 from .calibration import calibrate
 from .config import METHODS, AugmentConfig, ConfigError, QuantConfig
+from .schedule import QuantInit, Schedule
 from .convert import binarize
-from .losses import attention_kl, attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss
-from .pipeline import TaskData, make_evaluator
+from .losses import (attention_kl, attention_mse, capture_qkv, dmd_loss, ground_truth_loss, hidden_direction,
+                     hidden_mse, logit_loss)
+from .evaluation import make_evaluator
+from .task_data import TaskData, run_identity
 from .tasks import TaskSpec
-from .rundir import REPORT, RunDirError, check_same_run, claim, digest_module, read_json
-from .train import RunReport, TrainConfig, make_accelerator, run_settings, should_compile, train
-from .validate import SettingError
+from .rundir import claim
+from .train import RunReport, TrainConfig, finished_report, make_accelerator, run_settings, should_compile, train
 
 log = logging.getLogger("bitbert")
 
@@ -92,18 +94,6 @@ def method_losses(method: str) -> LossWeights:
     return losses[method]
 
 
-def ground_truth_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
-    """Cross-entropy (MSE for regression) averaged over the examples whose label is known: augmented
-    copies carry `UNKNOWN_CLASS` / NaN. Sums over a clamped count, so a batch of copies only gives 0
-    without a host sync."""
-    if regression:
-        known = ~torch.isnan(labels)
-        err = (logits.float().squeeze(-1) - labels.float().nan_to_num()) ** 2 * known
-        return err.sum() / known.sum().clamp_min(1)
-    n = (labels != UNKNOWN_CLASS).sum().clamp_min(1)
-    return F.cross_entropy(logits.float(), labels, ignore_index=UNKNOWN_CLASS, reduction="sum") / n
-
-
 class DistillLoss:
     """loss(student, batch) against a frozen teacher that is always in eval mode."""
 
@@ -164,17 +154,6 @@ def _eager_attention(model: nn.Module) -> None:
         model.config._attn_implementation = "eager"
 
 
-def supervised_loss(spec: TaskSpec):
-    """Plain task loss: fine-tuning a teacher, or a binary pretrained model without distillation."""
-
-    def loss(model: nn.Module, batch: dict) -> torch.Tensor:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    token_type_ids=batch.get("token_type_ids"))
-        return ground_truth_loss(out.logits, batch["labels"], spec.is_regression)
-
-    return loss
-
-
 @dataclass
 class StageResult:
     bits: str
@@ -197,21 +176,10 @@ class ScheduleResult:
     student: nn.Module | None = None
 
 
-def parse_schedule(schedule: str | list[str]) -> list[str]:
-    stages = schedule.split(",") if isinstance(schedule, str) else list(schedule)
-    stages = [s.strip() for s in stages if s.strip()]
-    if not stages:
-        raise SettingError("schedule", "must list E-W-A stages, e.g. 32-32-32,1-1-2,1-1-1", schedule)
-    for s in stages:
-        QuantConfig.from_preset("bit", s)  # validates the E-W-A string with a clear message
-    return stages
-
-
-def stage_configs(method: str, schedule: str | list[str], quant_overrides: dict | None = None) -> list[QuantConfig]:
-    """Each stage's `QuantConfig`: the method's preset at the stage's bits, with ``quant_overrides``
-    (`bitbert.config.parse_quant_overrides`) applied; raises `ConfigError` for an invalid one."""
-    return [QuantConfig.from_preset(method, bits).replace(**(quant_overrides or {}))
-            for bits in parse_schedule(schedule)]
+def stage_configs(method: str, schedule: str | list[str] | Schedule,
+                  quant_overrides: dict | None = None) -> list[QuantConfig]:
+    """Each stage's `QuantConfig` (`bitbert.schedule.Schedule.configs`)."""
+    return Schedule.parse(schedule).configs(method, quant_overrides)
 
 
 def stage_dir_name(index: int, bits: str) -> str:
@@ -219,42 +187,17 @@ def stage_dir_name(index: int, bits: str) -> str:
     return f"stage{index}-{bits}"
 
 
-def finished_report(run_dir: Path, settings: dict) -> RunReport | None:
-    """The report of a run (a schedule stage or a fine-tune) that ran to the end and saved its model
-    in ``run_dir/model``, else None; raises `ConfigError` if it was trained with other ``settings``
-    (`run_settings`) or the report is corrupt."""
-    path = run_dir / REPORT
-    if not (path.is_file() and (run_dir / "model" / "model.safetensors").is_file()):
-        return None
-    saved = read_json(path)
-    try:
-        report = RunReport(**saved)
-    except TypeError:
-        raise RunDirError(f"{path}: not a bitbert run report") from None
-    if report.finished:
-        check_same_run(report.config, settings, path)
-        return report
-    return None
-
-
-def run_identity(data: TaskData, teacher: nn.Module | None = None) -> dict[str, str]:
-    """What a run is computed from besides its settings: the task, the data (tokenized: the files,
-    columns, subsample and tokenizer all show) and the teacher's weights."""
-    identity = {"task": data.spec.name, **data.digests()}
-    if teacher is not None:
-        identity["teacher"] = digest_module(teacher)
-    return identity
-
-
-def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str | list[str], cfg: TrainConfig,
-                 out_dir: str | Path, tokenizer=None, losses: LossWeights | None = None,
+def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str | list[str] | Schedule,
+                 cfg: TrainConfig, out_dir: str | Path, tokenizer=None, losses: LossWeights | None = None,
                  quant_overrides: dict | None = None, resume: bool = False,
-                 augment: AugmentConfig | None = None, augmented_file: dict | None = None) -> ScheduleResult:
+                 augment: AugmentConfig | None = None, augmented_file: dict | None = None,
+                 quant_init: QuantInit = QuantInit()) -> ScheduleResult:
     """BiT Algorithm 1: for each E-W-A stage, quantize the current teacher into a student, distill,
     and make the student the next teacher. Stage ``i`` lives in ``out_dir/stage{i}-{bits}`` with
     its checkpoint, metrics and final model; ``resume`` skips finished stages and continues the
     interrupted one from its checkpoint. ``quant_overrides`` changes `QuantConfig` fields of every
-    stage (an ablation, e.g. ``{"binarize_pooler": False}``). ``augment`` extends the training set once, with the
+    stage (an ablation, e.g. ``{"binarize_pooler": False}``); ``quant_init`` how each stage's
+    quantizers start (`bitbert.schedule.QuantInit`). ``augment`` extends the training set once, with the
     full-precision teacher's embedding neighbours, for every stage (`bitbert.augment`). ``augmented_file``
     (`bitbert.augmented.file_record`) says which augmented file ``data`` was loaded from, for the records."""
     out_dir = Path(out_dir)
@@ -262,8 +205,8 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
     weights = losses or method_losses(method)
     acc = make_accelerator(cfg)
     current = teacher.to(acc.device).eval()
-    stages = parse_schedule(schedule)
-    configs = stage_configs(method, stages, quant_overrides)  # before any work: a bad combination fails now
+    stages = Schedule.parse(schedule)
+    configs = stages.configs(method, quant_overrides)  # before any work: a bad combination fails now
     augment = augment if augment is not None and augment.copies else None
     data.check_fits(current.config)
     identity = run_identity(data, current)
@@ -272,6 +215,8 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
         """What a stage computes; a resume with other settings must not reuse or continue it."""
         extra = {**identity, "method": method, "bits": bits, "losses": dataclasses.asdict(weights),
                  "quant_overrides": quant_overrides or {}}
+        if not quant_init.is_default:  # absent when default: runs from before it existed still resume
+            extra["quant_init"] = dataclasses.asdict(quant_init)
         if augment:  # absent when off
             extra["augment"] = dataclasses.asdict(augment)
         if augmented_file:
@@ -294,19 +239,20 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
         done = finished_report(stage_dir, run_settings(cfg, extra)) if resume else None
         if done is not None:
             log.info("stage %s already finished: loading %s", bits, stage_dir / "model")
-            current = io.load(stage_dir / "model", device=acc.device)
+            current = model_files.load(stage_dir / "model", device=acc.device)
             result.stages.append(StageResult(bits, method, done, str(stage_dir / "model")))
             continue
         if acc.is_main_process:
             log.info("stage %d/%d: %s student at %s bits (embeddings-weights-activations), distilled from the %s",
-                     i + 1, len(stages), method, bits, "teacher" if i == 0 else f"{stages[i - 1]} student")
+                     i + 1, len(stages), method, bits, "teacher" if i == 0 else f"{stages.stages[i - 1]} student")
         student = copy.deepcopy(current)
-        binarize(student, qcfg)
+        binarize(student, qcfg, inherit_quantizers=quant_init.inherit_quantizers)
         student.train()
         for p in student.parameters():
             p.requires_grad_(True)
-        # fresh quantizers only: those QuantConfig.inherit_quantizers carried over keep their α
-        calibrate(student, data.calibration_batches(cfg.batch_size), only_uncalibrated=True)
+        # fresh quantizers only: those quant_init.inherit_quantizers carried over keep their α
+        calibrate(student, data.calibration_batches(cfg.batch_size), only_uncalibrated=True,
+                  alpha_init=quant_init.alpha_init)
         loss = DistillLoss(current, data.spec, weights, compile=should_compile(cfg, acc.device))
         report = train(student, loss,
                        data.train_batches(cfg.batch_size, cfg.seed, acc.device.type == "cuda"),
@@ -318,36 +264,28 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
             return result
         student = acc.unwrap_model(student)
         if acc.is_main_process:
-            io.save(student, stage_dir / "model", tokenizer)
+            model_files.save(student, stage_dir / "model", tokenizer)
         acc.wait_for_everyone()  # no process moves on (or may be killed and resumed) before the stage is saved
         result.stages.append(StageResult(bits, method, report, str(stage_dir / "model")))
         current = student.eval()
     result.student = current
     if acc.is_main_process:
-        io.atomic_write(out_dir / "schedule.json", lambda p: p.write_text(json.dumps(
-            {"method": method, "schedule": stages, "losses": dataclasses.asdict(weights),
+        atomic_write(out_dir / "schedule.json", lambda p: p.write_text(json.dumps(
+            {"method": method, "schedule": list(stages), "losses": dataclasses.asdict(weights),
              "augment": dataclasses.asdict(augment) if augment else None,
              **({"augmented_file": augmented_file} if augmented_file else {}),
              "stages": [s.to_dict() for s in result.stages]}, indent=2)))
     return result
 
 
-def finetune(model: nn.Module, data: TaskData, cfg: TrainConfig, out_dir: str | Path, tokenizer=None,
-             resume: bool = False, identity: dict[str, str] | None = None) -> RunReport:
-    """Supervised fine-tuning (a full-precision teacher, or a BiPFT binary model without a teacher).
-    The model is saved to ``out_dir/model``. ``identity`` (e.g. ``{"model": digest of its files}``)
-    joins the task and data digests in what a resume must match."""
-    out_dir = Path(out_dir)
-    acc = make_accelerator(cfg)
-    data.check_fits(model.config)
-    settings = {**run_identity(data), **(identity or {})}
-    claim(out_dir, run_settings(cfg, settings), resume)
-    # Only fresh quantizers (e.g. a new pooler's) are calibrated: α learned in pretraining is kept.
-    calibrate(model, data.calibration_batches(cfg.batch_size), only_uncalibrated=True)
-    report = train(model, supervised_loss(data.spec), data.train_batches(cfg.batch_size, cfg.seed,
-                   acc.device.type == "cuda"), make_evaluator(data, cfg.eval_batch_size), cfg, out_dir,
-                   main_metric=data.spec.main_key, resume=resume, accelerator=acc, settings=settings)
-    if report.finished and acc.is_main_process:
-        io.save(acc.unwrap_model(model), out_dir / "model", tokenizer)
-    acc.wait_for_everyone()  # every process may load the saved model next (the default job's teacher)
-    return report
+# Names that lived here before fine-tuning, run identity and the task losses got their own modules.
+_MOVED = {"finetune": "finetune", "supervised_loss": "finetune", "ground_truth_loss": "losses",
+          "finished_report": "train", "run_identity": "task_data"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_MOVED[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

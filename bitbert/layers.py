@@ -40,8 +40,7 @@ class QuantLinear(nn.Linear):
     def from_linear(cls, linear: nn.Linear, config: QuantConfig, signed_input: bool = True) -> "QuantLinear":
         act = None
         if config.act_bits < 32:
-            act = ActQuantizer(config.act_bits, signed_input, config.act_quantizer, channels=linear.in_features,
-                               alpha_init=config.alpha_init)
+            act = ActQuantizer(config.act_bits, signed_input, config.act_quantizer, channels=linear.in_features)
             act.to(linear.weight.device)
         new = cls(linear.in_features, linear.out_features, linear.bias is not None,
                   weight_bits=config.weight_bits, centered=config.weight_centering,

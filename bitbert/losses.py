@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augment import UNKNOWN_CLASS
 from .convert import base_model
 
 
@@ -147,3 +148,15 @@ def capture_qkv(model: nn.Module) -> Iterator[QKVCapture]:
     finally:
         for h in handles:
             h.remove()
+
+
+def ground_truth_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Cross-entropy (MSE for regression) averaged over the examples whose label is known: augmented
+    copies carry `UNKNOWN_CLASS` / NaN. Sums over a clamped count, so a batch of copies only gives 0
+    without a host sync."""
+    if regression:
+        known = ~torch.isnan(labels)
+        err = (logits.float().squeeze(-1) - labels.float().nan_to_num()) ** 2 * known
+        return err.sum() / known.sum().clamp_min(1)
+    n = (labels != UNKNOWN_CLASS).sum().clamp_min(1)
+    return F.cross_entropy(logits.float(), labels, ignore_index=UNKNOWN_CLASS, reduction="sum") / n

@@ -30,12 +30,16 @@ from typing import Any, Sequence
 
 import torch
 
-from . import io
+from .atomic import atomic_write
+from .hub import TOKENIZER_FILES, from_hub_or_dir
 from .candidates import CandidateGenerator
 from .config import ConfigError, require
 from .corpus import MLMCollator, PackedMLMStream, check_min_sequences
-from .pretraining import (PretrainingObjective, StreamBatches, _fixed_batches, _opt, _TimeLimit, heldout_evaluator,
-                          mlm_loss)
+from .pretrain_config import option
+from .pretrain_data import StreamBatches, fixed_batches
+from .pretrain_metrics import heldout_evaluator
+from .pretrain_objective import PretrainingObjective, mlm_loss
+from .pretraining import _TimeLimit
 from .train import TrainConfig, make_accelerator, train
 
 __all__ = ["MLMHeadConfig", "train_mlm_head", "candidate_recall", "heldout_texts"]
@@ -47,25 +51,25 @@ log = logging.getLogger("bitbert")
 class MLMHeadConfig:
     """One head-training run (the CLI exposes each field as ``--field-name``)."""
 
-    train_encoder: bool = _opt(False, "train the encoder (and the tied embeddings) too, not only the head")
-    seq_len: int = _opt(128, "tokens per packed sequence")
-    batch_size: int = _opt(32, "sequences per step")
-    max_steps: int = _opt(1000, "training steps (the budget; fixes the learning-rate schedule)")
-    max_seconds: float = _opt(0.0, "stop after this many seconds of training (0 = no limit); the model is saved")
-    lr: float = _opt(1e-3, "peak learning rate (a fresh head learns fast; use ~1e-4 with --train-encoder)")
-    weight_decay: float = _opt(0.01, "AdamW weight decay")
-    warmup_ratio: float = _opt(0.05, "share of the steps with linear warm-up")
-    mlm_probability: float = _opt(0.15, "share of tokens chosen as MLM targets (80/10/10 BERT masking)")
-    holdout_every: int = _opt(100, "every k-th block of the corpus is held out (loss and recall; >= 2)")
-    heldout_sequences: int = _opt(256, "held-out sequences for the held-out MLM loss/accuracy")
-    recall_texts: int = _opt(300, "held-out 32-token texts on which candidate recall is measured")
-    top_m: int = _opt(15, "candidates per word (TinyBERT's M)")
-    eval_every: int = _opt(200, "steps between held-out evaluations and checkpoints")
-    eval_batch_size: int = _opt(64, "sequences per held-out batch")
-    log_every: int = _opt(50, "steps between training-loss log lines")
-    num_workers: int = _opt(0, "0: tokenize in the training process; 1: in a DataLoader worker (GPU)")
-    seed: int = _opt(42, "seed of initialisation, data order and masking")
-    mixed_precision: str = _opt("auto", "auto (bf16 on GPU), no, bf16 or fp16")
+    train_encoder: bool = option(False, "train the encoder (and the tied embeddings) too, not only the head")
+    seq_len: int = option(128, "tokens per packed sequence")
+    batch_size: int = option(32, "sequences per step")
+    max_steps: int = option(1000, "training steps (the budget; fixes the learning-rate schedule)")
+    max_seconds: float = option(0.0, "stop after this many seconds of training (0 = no limit); the model is saved")
+    lr: float = option(1e-3, "peak learning rate (a fresh head learns fast; use ~1e-4 with --train-encoder)")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    warmup_ratio: float = option(0.05, "share of the steps with linear warm-up")
+    mlm_probability: float = option(0.15, "share of tokens chosen as MLM targets (80/10/10 BERT masking)")
+    holdout_every: int = option(100, "every k-th block of the corpus is held out (loss and recall; >= 2)")
+    heldout_sequences: int = option(256, "held-out sequences for the held-out MLM loss/accuracy")
+    recall_texts: int = option(300, "held-out 32-token texts on which candidate recall is measured")
+    top_m: int = option(15, "candidates per word (TinyBERT's M)")
+    eval_every: int = option(200, "steps between held-out evaluations and checkpoints")
+    eval_batch_size: int = option(64, "sequences per held-out batch")
+    log_every: int = option(50, "steps between training-loss log lines")
+    num_workers: int = option(0, "0: tokenize in the training process; 1: in a DataLoader worker (GPU)")
+    seed: int = option(42, "seed of initialisation, data order and masking")
+    mixed_precision: str = option("auto", "auto (bf16 on GPU), no, bf16 or fp16")
 
     def __post_init__(self) -> None:
         checks = [(self.seq_len >= 8, "seq_len must be >= 8"),
@@ -99,13 +103,13 @@ class MLMLoss:
 def _load_encoder_with_head(model_dir: str | Path, train_encoder: bool):
     from transformers import AutoConfig, BertForMaskedLM
 
-    hf_config = io.from_hub_or_dir(AutoConfig.from_pretrained, model_dir, "model")
+    hf_config = from_hub_or_dir(AutoConfig.from_pretrained, model_dir, "model")
     if getattr(hf_config, "bitbert", None):
         raise ConfigError(f"{model_dir} is a bitbert (quantized) model; the head is trained on a full-precision one")
     if hf_config.model_type != "bert":
         raise ConfigError(f"mlm-head trains heads for BERT encoders; {model_dir} is {hf_config.model_type!r} "
                           "(RoBERTa and other masked LMs ship with their head: use them directly)")
-    model, info = io.from_hub_or_dir(lambda p: BertForMaskedLM.from_pretrained(
+    model, info = from_hub_or_dir(lambda p: BertForMaskedLM.from_pretrained(
         p, dtype=torch.float32, output_loading_info=True), model_dir, "model")
     missing = [k for k in info["missing_keys"] if k.startswith("bert.")]
     if missing:
@@ -128,13 +132,13 @@ def train_mlm_head(model_dir: str | Path, corpus: Sequence[str | Path] | str | P
     acc = make_accelerator(tcfg)
     torch.manual_seed(config.seed)  # the fresh head's initialisation
     model = _load_encoder_with_head(model_dir, config.train_encoder)  # a wrong model fails before the corpus is read
-    tokenizer = io.from_hub_or_dir(AutoTokenizer.from_pretrained, model_dir, "tokenizer of", io.TOKENIZER_FILES)
+    tokenizer = from_hub_or_dir(AutoTokenizer.from_pretrained, model_dir, "tokenizer of", TOKENIZER_FILES)
     stream = dict(seq_len=config.seq_len, seed=config.seed, holdout_every=config.holdout_every)
     train_stream = PackedMLMStream(paths, tokenizer, epochs=None, **stream)
     check_min_sequences(train_stream, config.batch_size)
     held = PackedMLMStream(paths, tokenizer, split="heldout", **stream)
     check_min_sequences(held, 1)
-    heldout = _fixed_batches(held, tokenizer, config, config.heldout_sequences, config.eval_batch_size, config.seed)
+    heldout = fixed_batches(held, tokenizer, config, config.heldout_sequences, config.eval_batch_size, config.seed)
 
     objective = PretrainingObjective(model, mlm=True, nsp=False)
     batches = StreamBatches(train_stream, MLMCollator(tokenizer, config.mlm_probability, seed=config.seed),
@@ -160,8 +164,8 @@ def train_mlm_head(model_dir: str | Path, corpus: Sequence[str | Path] | str | P
         texts = heldout_texts(paths, tokenizer, config.recall_texts, config.seq_len, config.holdout_every, config.seed)
         generator = CandidateGenerator.from_pretrained(model_out, "mlm", top_m=config.top_m)
         report["recall"] = candidate_recall(generator, texts)
-        io.atomic_write(out_dir / "recall.json", lambda p: p.write_text(json.dumps(report["recall"], indent=2)))
-    io.atomic_write(out_dir / "report.json", lambda p: p.write_text(json.dumps(report, indent=2)))
+        atomic_write(out_dir / "recall.json", lambda p: p.write_text(json.dumps(report["recall"], indent=2)))
+    atomic_write(out_dir / "report.json", lambda p: p.write_text(json.dumps(report, indent=2)))
     return report
 
 

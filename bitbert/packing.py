@@ -189,7 +189,7 @@ def export(model, path: str | Path, tokenizer: Any = None, float_dtype: str = "f
     through the validating reader first.
     """
     from .convert import quant_config_of
-    from .io import atomic_write
+    from .atomic import atomic_write
 
     arch = type(model).__name__
     if arch not in SUPPORTED_ARCHITECTURES:

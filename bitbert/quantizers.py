@@ -152,13 +152,11 @@ class ActQuantizer(nn.Module):
     multi-bit falls back to elastic). α starts at 1 and must be set from data with
     :func:`bitbert.calibrate` (BiT eq. 6 / 8); ``calibrated`` (a state-dict buffer) records that.
     ``channels`` gives β one value per feature (the linear-input sites); otherwise β is a scalar.
-    ``alpha_init`` picks the data-driven rule of :meth:`initial_alpha` (QuantConfig.alpha_init).
     """
 
-    def __init__(self, bits: int, signed: bool, kind: str = "elastic", channels: int | None = None,
-                 alpha_init: str = "optimal") -> None:
+    def __init__(self, bits: int, signed: bool, kind: str = "elastic", channels: int | None = None) -> None:
         super().__init__()
-        self.bits, self.signed, self.alpha_init = bits, signed, alpha_init
+        self.bits, self.signed = bits, signed
         self.kind = "elastic" if bits > 1 else kind
         if self.kind == "elastic":
             self.alpha = nn.Parameter(torch.ones(()))
@@ -175,8 +173,8 @@ class ActQuantizer(nn.Module):
         return ElasticQuant.apply(x, alpha, beta, qn, qp)
 
     @torch.no_grad()
-    def initial_alpha(self, x: torch.Tensor) -> torch.Tensor:
-        """The data-driven initial α for input x.
+    def initial_alpha(self, x: torch.Tensor, rule: str = "optimal") -> torch.Tensor:
+        """The data-driven initial α for input x by ``rule`` (`bitbert.schedule.QuantInit.alpha_init`).
 
         ``optimal``: 1-bit signed α* = mean|x − β| (BiT eq. 6); 1-bit unsigned α* = mean(x | x − β ≥
         α*/2), the fixed point of eq. 8 with its threshold taken relative to α (so it does not depend
@@ -184,7 +182,7 @@ class ActQuantizer(nn.Module):
         2·mean|x − β|, unsigned 4·mean|x − β|. Multi-bit, either way: LSQ's 2·mean|x − β| / √Qp.
         """
         u = (x - self.beta).float().flatten()
-        if self.bits == 1 and self.alpha_init == "wide":
+        if self.bits == 1 and rule == "wide":
             return ((2 if self.signed else 4) * u.abs().mean()).clamp_min(1e-8)
         if self.bits == 1 and self.signed:
             return u.abs().mean().clamp_min(1e-8)
@@ -210,4 +208,4 @@ class ActQuantizer(nn.Module):
                                to_numpy(self.beta).reshape(-1))
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, {'signed' if self.signed else 'unsigned'}, kind={self.kind}, alpha_init={self.alpha_init}"
+        return f"bits={self.bits}, {'signed' if self.signed else 'unsigned'}, kind={self.kind}"

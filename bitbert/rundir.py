@@ -34,7 +34,7 @@ RUN_OUTPUTS = (*RUN_RECORDS, METRICS, "tensorboard", "model")
 MAY_CHANGE_ON_RESUME = frozenset({"max_steps", "max_seconds", "eval_every", "eval_batch_size", "log_every",
                                   "num_workers", "compile", "cuda_graphs"})
 MIN_FREE_BYTES = 64 * 2**20  # less free disk than this fails at the first checkpoint: say so at the start
-_TMP = re.compile(r"^\..+\.[0-9a-z_]+\.tmp$")  # `bitbert.io.atomic_write`'s temporary names
+_TMP = re.compile(r"^\..+\.[0-9a-z_]+\.tmp$")  # `bitbert.atomic.atomic_write`'s temporary names
 
 
 class RunDirError(ConfigError):

@@ -22,8 +22,8 @@ from torch import nn
 
 from .convert import quantizer_parameters
 from .graphs import GraphCaptureError, GraphedStep, graphs_wanted
-from .io import atomic_write
-from .rundir import CHECKPOINT, METRICS, PROGRESS, REPORT, RunDirError, check_same_run, resume_settings
+from .atomic import atomic_write
+from .rundir import CHECKPOINT, METRICS, PROGRESS, REPORT, RunDirError, check_same_run, read_json, resume_settings
 from .validate import SEED_MAX, finite, integer, one_of
 
 log = logging.getLogger("bitbert")
@@ -316,148 +316,204 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], 
     or infinite raises `TrainingDiverged` at the next log step, evaluation or checkpoint, before
     anything is written: the last good checkpoint stays.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    acc = accelerator or make_accelerator(cfg)
-    torch.manual_seed(cfg.seed)
-    model.to(acc.device)
-    optimizer = make_optimizer(model, cfg)
-    per_epoch = len(batches) if presharded else len(batches) // acc.num_processes
-    if per_epoch < 1:
-        raise ValueError(f"{len(batches)} batches cannot feed {acc.num_processes} processes: too little data")
-    total = max(1, math.ceil(per_epoch * cfg.epochs))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg))
-    model, optimizer = acc.prepare(model, optimizer)
-    report = RunReport(main_metric, config=run_settings(cfg, settings))
-    step, running = 0, None  # running: the logged training loss, an exponential average
-    ckpt_path = out_dir / CHECKPOINT
-    if resume and ckpt_path.is_file():
-        state = _load_checkpoint(ckpt_path)
-        saved = json.loads(state["report"])
-        check_same_run(saved.get("config", {}), report.config, ckpt_path)
-        acc.unwrap_model(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        batches.load_state_dict(state["batches"])
-        _set_rng_state(state["rng"])
-        step = int(state["step"])
-        if state.get("running_loss") is not None:
-            running = state["running_loss"].to(acc.device)
-        report = RunReport(**{**saved, "config": report.config})
-        log.info("resumed from %s at step %d", ckpt_path, step)
-    good_step = step  # the step of the last checkpoint with a finite loss
-    diverged = torch.zeros((), dtype=torch.bool, device=acc.device)  # any non-finite loss since: no host sync
+    run = _Run(model, loss_fn, batches, evaluate, cfg, Path(out_dir), main_metric,
+               accelerator or make_accelerator(cfg), presharded, settings)
+    if resume:
+        run.restore()
+    run.loop(on_step)
+    return run.finish()
 
-    def check_finite() -> None:
-        # agreed by all processes (called at the same steps in each): one stopping alone would hang the others
-        bad = diverged if acc.num_processes == 1 else acc.reduce(diverged.float(), reduction="sum") > 0
+
+class _Run:
+    """One call of :func:`train`, in named steps: set up (optimizer, schedule, accelerator), restore
+    a checkpoint, loop over the batches (log, evaluate, checkpoint), finish (the report)."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor], batches: Batches,
+                 evaluate: Callable[[nn.Module], dict] | None, cfg: TrainConfig, out_dir: Path, main_metric: str,
+                 acc, presharded: bool, settings: dict | None) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir, self.cfg, self.acc, self.batches, self.evaluate = out_dir, cfg, acc, batches, evaluate
+        self.main_metric, self.presharded = main_metric, presharded
+        torch.manual_seed(cfg.seed)
+        model.to(acc.device)
+        optimizer = make_optimizer(model, cfg)
+        self.per_epoch = len(batches) if presharded else len(batches) // acc.num_processes
+        if self.per_epoch < 1:
+            raise ValueError(f"{len(batches)} batches cannot feed {acc.num_processes} processes: too little data")
+        self.total = max(1, math.ceil(self.per_epoch * cfg.epochs))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.total, cfg))
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.loss_fn = loss_fn
+        self.report = RunReport(main_metric, config=run_settings(cfg, settings))
+        self.step, self.running = 0, None  # running: the logged training loss, an exponential average
+        self.ckpt_path = out_dir / CHECKPOINT
+        self.good_step = 0  # the step of the last checkpoint with a finite loss
+        self.diverged = torch.zeros((), dtype=torch.bool, device=acc.device)  # any non-finite loss since: no host sync
+        self.better = (lambda a, b: a < b) if main_metric == "loss" else (lambda a, b: a > b)
+        self.t0, self.seen, self.wall_before, self.first_step = time.perf_counter(), 0, 0.0, 0
+        self.stop_at = self.total
+
+    def restore(self) -> None:
+        """Continue from the checkpoint in the run's folder, if there is one (of the same run)."""
+        if not self.ckpt_path.is_file():
+            return
+        state = _load_checkpoint(self.ckpt_path)
+        saved = json.loads(state["report"])
+        check_same_run(saved.get("config", {}), self.report.config, self.ckpt_path)
+        self.acc.unwrap_model(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.batches.load_state_dict(state["batches"])
+        _set_rng_state(state["rng"])
+        self.step = self.good_step = int(state["step"])
+        if state.get("running_loss") is not None:
+            self.running = state["running_loss"].to(self.acc.device)
+        self.report = RunReport(**{**saved, "config": self.report.config})
+        log.info("resumed from %s at step %d", self.ckpt_path, self.step)
+
+    def check_finite(self) -> None:
+        """Raise `TrainingDiverged` if any loss since the last check was not finite. Agreed by all
+        processes (called at the same steps in each): one stopping alone would hang the others."""
+        acc = self.acc
+        bad = self.diverged if acc.num_processes == 1 else acc.reduce(self.diverged.float(), reduction="sum") > 0
         if bool(bad):
-            kept = f"the last good checkpoint, {ckpt_path} at step {good_step}, is kept" if good_step else \
-                "no checkpoint was written"
-            raise TrainingDiverged(f"the training loss became NaN or infinite before step {step}; {kept}. "
+            kept = f"the last good checkpoint, {self.ckpt_path} at step {self.good_step}, is kept" if self.good_step \
+                else "no checkpoint was written"
+            raise TrainingDiverged(f"the training loss became NaN or infinite before step {self.step}; {kept}. "
                                    "Lower the learning rate (lr) or check the data's labels")
 
-    def checkpoint() -> None:
-        nonlocal good_step
-        check_finite()  # never replace a good checkpoint by a diverged one
-        report.wall_s = wall_before + time.perf_counter() - t0  # what a resume adds on to
-        report.steps, report.total_steps = step, total
-        good_step = step
+    def checkpoint(self) -> None:
+        self.check_finite()  # never replace a good checkpoint by a diverged one
+        report, acc = self.report, self.acc
+        report.wall_s = self.wall_before + time.perf_counter() - self.t0  # what a resume adds on to
+        report.steps, report.total_steps = self.step, self.total
+        self.good_step = self.step
         if not acc.is_main_process:
             return
-        state = {"model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "batches": batches.state_dict(), "rng": _rng_state(),
-                 "step": step, "report": json.dumps(report.to_dict()),
-                 "running_loss": None if running is None else running.detach().cpu()}
+        state = {"model": acc.unwrap_model(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "batches": self.batches.state_dict(), "rng": _rng_state(),
+                 "step": self.step, "report": json.dumps(report.to_dict()),
+                 "running_loss": None if self.running is None else self.running.detach().cpu()}
 
         def save(p: Path) -> None:
             with p.open("wb") as f:  # a Python file: a full disk is an OSError naming the file
                 torch.save(state, f)
 
-        atomic_write(ckpt_path, save)
+        atomic_write(self.ckpt_path, save)
         # the run so far, small and readable: what is left of a run cut where its checkpoint cannot travel
-        atomic_write(out_dir / PROGRESS, lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
+        atomic_write(self.out_dir / PROGRESS, lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
 
-    logger = MetricsLog(out_dir, acc.is_main_process, step)
-    stepper = TrainStep(model, loss_fn, optimizer, acc, cfg, scheduler)
-    better = (lambda a, b: a < b) if main_metric == "loss" else (lambda a, b: a > b)
-
-    def run_eval() -> None:
-        if evaluate is None:
+    def run_eval(self) -> None:
+        if self.evaluate is None:
             return
-        check_finite()  # a diverged model is not worth evaluating
-        model.eval()  # also for evaluators other than evaluate_batches (BiPFT's held-out loss)
-        with torch.no_grad(), acc.autocast():
-            metrics = evaluate(acc.unwrap_model(model))
-        model.train()
-        metrics = {"step": step, **metrics}
+        self.check_finite()  # a diverged model is not worth evaluating
+        self.model.eval()  # also for evaluators other than evaluate_batches (BiPFT's held-out loss)
+        with torch.no_grad(), self.acc.autocast():
+            metrics = self.evaluate(self.acc.unwrap_model(self.model))
+        self.model.train()
+        metrics = {"step": self.step, **metrics}
+        report = self.report
         report.history.append(metrics)
         report.final = metrics
-        if report.best is None or better(metrics[main_metric], report.best[main_metric]):
+        if report.best is None or self.better(metrics[self.main_metric], report.best[self.main_metric]):
             report.best = metrics
-        logger.write(step, {f"eval/{k}": v for k, v in metrics.items() if k != "step"})
+        self.logger.write(self.step, {f"eval/{k}": v for k, v in metrics.items() if k != "step"})
 
-    from tqdm.auto import tqdm
-
-    progress = tqdm(total=total, initial=step, disable=True if not acc.is_main_process else None, desc=out_dir.name, leave=False)
-    eval_every = cfg.eval_every or per_epoch
-    model.train()
-    t0, seen, wall_before = time.perf_counter(), 0, report.wall_s
-    epoch = batches.state_dict()["epoch"]
-    stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
-    first_step = step
-
-    def talk() -> None:
+    def talk(self) -> None:
         """One line a log file keeps (the tqdm bar hides itself off a terminal)."""
-        if not acc.is_main_process:
+        if not self.acc.is_main_process:
             return
-        elapsed = time.perf_counter() - t0
-        done = step - first_step
-        dev = report.final if evaluate is not None and report.final and report.final["step"] == step else None
-        log.info(progress_line(out_dir.name, step, total, per_epoch, float(running), dev, main_metric,
-                               seen * acc.num_processes / max(elapsed, 1e-9), elapsed / max(done, 1) * (stop_at - step)))
+        elapsed = time.perf_counter() - self.t0
+        done = self.step - self.first_step
+        final = self.report.final
+        dev = final if self.evaluate is not None and final and final["step"] == self.step else None
+        log.info(progress_line(self.out_dir.name, self.step, self.total, self.per_epoch, float(self.running), dev,
+                               self.main_metric, self.seen * self.acc.num_processes / max(elapsed, 1e-9),
+                               elapsed / max(done, 1) * (self.stop_at - self.step)))
 
-    if acc.is_main_process:
-        log.info("%s: %d steps (%g epoch%s of %d batches of %d)%s", out_dir.name, total, cfg.epochs,
-                 "" if cfg.epochs == 1 else "s", per_epoch,
-                 cfg.batch_size, f", resuming at step {step}" if step else "")
-    while step < stop_at:
-        batches.set_epoch(epoch)
-        for batch in batches:
-            if not presharded and (batches.state_dict()["batches_done"] - 1) % acc.num_processes != acc.process_index:
-                continue
-            loss = stepper(batch)
-            step += 1
-            seen += batch["input_ids"].shape[0]
-            loss = loss.detach().float()
-            diverged |= ~torch.isfinite(loss)
-            running = loss.clone() if running is None else 0.9 * running + 0.1 * loss
-            progress.update(1)
-            if step % cfg.log_every == 0:  # the only host sync of the step loop
-                check_finite()
-                logger.write(step, {"train/loss": float(running), "train/lr": scheduler.get_last_lr()[0]})
-            if step % eval_every == 0 or step == total:
-                run_eval()
-                checkpoint()
-            elif step == stop_at:
-                checkpoint()
-            if step % eval_every == 0 or step % per_epoch == 0 or step in (total, stop_at):
-                talk()
-            if on_step is not None and on_step(step) and step < stop_at:
-                stop_at = step
-                checkpoint()
-            if step >= stop_at:
-                break
-        epoch += 1
-    progress.close()
-    check_finite()
-    report.steps, report.total_steps = step, total
-    segment_s = time.perf_counter() - t0
-    report.examples_per_s = seen * acc.num_processes / max(segment_s, 1e-9)
-    report.wall_s = wall_before + segment_s
-    if acc.is_main_process:
-        atomic_write(out_dir / REPORT, lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
-    return report
+    def loop(self, on_step: Callable[[int], bool | None] | None) -> None:
+        """Train until the schedule's end, ``cfg.max_steps`` or ``on_step`` says stop."""
+        from tqdm.auto import tqdm
+
+        cfg, acc, batches = self.cfg, self.acc, self.batches
+        self.logger = MetricsLog(self.out_dir, acc.is_main_process, self.step)
+        self.stepper = TrainStep(self.model, self.loss_fn, self.optimizer, acc, cfg, self.scheduler)
+        progress = tqdm(total=self.total, initial=self.step, disable=True if not acc.is_main_process else None,
+                        desc=self.out_dir.name, leave=False)
+        eval_every = cfg.eval_every or self.per_epoch
+        self.model.train()
+        self.t0, self.seen, self.wall_before = time.perf_counter(), 0, self.report.wall_s
+        epoch = batches.state_dict()["epoch"]
+        self.stop_at = min(self.total, cfg.max_steps) if cfg.max_steps else self.total
+        self.first_step = self.step
+        if acc.is_main_process:
+            log.info("%s: %d steps (%g epoch%s of %d batches of %d)%s", self.out_dir.name, self.total, cfg.epochs,
+                     "" if cfg.epochs == 1 else "s", self.per_epoch,
+                     cfg.batch_size, f", resuming at step {self.step}" if self.step else "")
+        while self.step < self.stop_at:
+            batches.set_epoch(epoch)
+            for batch in batches:
+                if not self.presharded and \
+                        (batches.state_dict()["batches_done"] - 1) % acc.num_processes != acc.process_index:
+                    continue
+                self._train_step(batch)
+                progress.update(1)
+                step = self.step
+                if step % cfg.log_every == 0:  # the only host sync of the step loop
+                    self.check_finite()
+                    self.logger.write(step, {"train/loss": float(self.running),
+                                             "train/lr": self.scheduler.get_last_lr()[0]})
+                if step % eval_every == 0 or step == self.total:
+                    self.run_eval()
+                    self.checkpoint()
+                elif step == self.stop_at:
+                    self.checkpoint()
+                if step % eval_every == 0 or step % self.per_epoch == 0 or step in (self.total, self.stop_at):
+                    self.talk()
+                if on_step is not None and on_step(step) and step < self.stop_at:
+                    self.stop_at = step
+                    self.checkpoint()
+                if step >= self.stop_at:
+                    break
+            epoch += 1
+        progress.close()
+
+    def _train_step(self, batch: dict) -> None:
+        loss = self.stepper(batch).detach().float()
+        self.step += 1
+        self.seen += batch["input_ids"].shape[0]
+        self.diverged |= ~torch.isfinite(loss)
+        self.running = loss.clone() if self.running is None else 0.9 * self.running + 0.1 * loss
+
+    def finish(self) -> RunReport:
+        """The report of this call (also written to the run's folder)."""
+        self.check_finite()
+        report, acc = self.report, self.acc
+        report.steps, report.total_steps = self.step, self.total
+        segment_s = time.perf_counter() - self.t0
+        report.examples_per_s = self.seen * acc.num_processes / max(segment_s, 1e-9)
+        report.wall_s = self.wall_before + segment_s
+        if acc.is_main_process:
+            atomic_write(self.out_dir / REPORT, lambda p: p.write_text(json.dumps(report.to_dict(), indent=2)))
+        return report
+
+
+def finished_report(run_dir: Path, settings: dict) -> RunReport | None:
+    """The report of a run (a schedule stage or a fine-tune) that ran to the end and saved its model
+    in ``run_dir/model``, else None; raises `ConfigError` if it was trained with other ``settings``
+    (`run_settings`) or the report is corrupt."""
+    path = run_dir / REPORT
+    if not (path.is_file() and (run_dir / "model" / "model.safetensors").is_file()):
+        return None
+    saved = read_json(path)
+    try:
+        report = RunReport(**saved)
+    except TypeError:
+        raise RunDirError(f"{path}: not a bitbert run report") from None
+    if report.finished:
+        check_same_run(report.config, settings, path)
+        return report
+    return None
 
 
 def progress_line(name: str, step: int, total: int, per_epoch: int, loss: float, dev: dict | None,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from bitbert.augment import UNKNOWN_CLASS, augment_split, neighbour_table
 from bitbert.batching import TokenizedSplit
 from bitbert.config import AugmentConfig, ConfigError
-from bitbert.distill import ground_truth_loss
+from bitbert.losses import ground_truth_loss
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "great", "bad", "##s", "!", "movie", "film", "42", "[unused0]"]
 ID = {t: i for i, t in enumerate(VOCAB)}

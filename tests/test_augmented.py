@@ -16,7 +16,7 @@ from bitbert.candidates import CandidateGenerator, find_words
 from bitbert.cli import main
 from bitbert.config import AugmentConfig, ConfigError
 from bitbert.mlm_head import MLMHeadConfig, train_mlm_head
-from bitbert.pipeline import load_task_data
+from bitbert.task_data import load_task_data
 from bitbert.tasks import DataError, get_task, load_custom
 from conftest import save_tiny_base, wordpiece_tokenizer
 

@@ -45,13 +45,15 @@ def test_finetune_then_distill_custom_task(tmp_path, tiny_teacher, capsys, monke
     assert "other settings" in err and "seed=" in err and "Traceback" not in err
     assert main(["summary", str(tmp_path / "s" / "stage1-1-1-1" / "model"), "--seq-len", "32"]) == 0
     assert main(["summary", str(tmp_path / "s" / "stage1-1-1-1" / "model")]) == 2  # 128 > 64 positions
-    # the quantizer options reach every stage's config (saved with the model)
+    # the quantizers' training options reach every stage's resume settings, not the saved model
     assert main(["distill", "--teacher", str(tmp_path / "t" / "model"), "--out", str(tmp_path / "w"), *data,
                  "--schedule", "1-1-2,1-1-1", "--epochs", "1", "--batch-size", "8", "--alpha-init", "wide",
                  "--inherit-quantizers"]) == 0
     for stage in ("stage0-1-1-2", "stage1-1-1-1"):
         cfg = json.loads((tmp_path / "w" / stage / "model" / "config.json").read_text())["bitbert"]
-        assert cfg["alpha_init"] == "wide" and cfg["inherit_quantizers"] is True, stage
+        assert "alpha_init" not in cfg and "inherit_quantizers" not in cfg, stage
+        report = json.loads((tmp_path / "w" / stage / "report.json").read_text())
+        assert report["config"]["quant_init"] == {"alpha_init": "wide", "inherit_quantizers": True}, stage
 
 
 def test_bad_data_is_a_clear_error(tmp_path, tiny_teacher, capsys):
@@ -343,7 +345,7 @@ def test_predict_takes_a_folder_or_says_what_it_expected(distilled, tmp_path, ca
 
 def test_glue_class_names_reach_the_packed_file(tmp_path, tiny_teacher, capsys, monkeypatch):
     """SST-2's files say 0/1; a model trained on it names its classes negative/positive."""
-    from bitbert.pipeline import load_classifier
+    from bitbert.classifier import load_classifier
     from bitbert.tasks import get_task
 
     model = load_classifier(str(tiny_teacher), get_task("sst2"))
@@ -391,7 +393,7 @@ def test_new_head_is_not_reported_as_missing_but_a_lost_weight_is(tmp_path, caps
     from safetensors.torch import load_file, save_file
     from transformers import BertModel
 
-    from bitbert.pipeline import load_classifier
+    from bitbert.classifier import load_classifier
     from bitbert.tasks import get_task
     from conftest import tiny_bert_config
 
@@ -432,3 +434,17 @@ def test_predict_without_a_model_uses_the_shipped_one(distilled, monkeypatch, ca
     monkeypatch.setattr(shipped, "SHIPPED_MODEL", distilled.dir / "absent.bitbert")
     assert main(["predict", "good"]) == 2
     assert "shipped SST-2 model is missing" in capsys.readouterr().err
+
+
+def test_command_modules_do_not_import_the_cli():
+    """cli.py adds the other command modules' subcommands; none of them imports cli.py back."""
+    import ast
+    from pathlib import Path
+
+    import bitbert
+
+    root = Path(bitbert.__file__).parent
+    for name in ("cli_common", "cli_deploy", "cli_pretrain", "cli_augment"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "cli" not in imported and "bitbert.cli" not in imported, name

@@ -1,6 +1,7 @@
 """binarize / summary / save / load on tiny random models."""
 import copy
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -100,11 +101,13 @@ def test_quant_overrides_are_typed_and_checked():
         "embeddings": ("word", "position")}
     assert parse_quant_overrides("weight_centering=TRUE") == {"weight_centering": True}
     # the dedicated flags join in; left at their defaults they add nothing, contradicting --quant is an error
-    assert parse_quant_overrides("binarize_pooler=0", alpha_init="wide", inherit_quantizers=False,
-                                 residual_rank=0) == {"binarize_pooler": False, "alpha_init": "wide"}
-    assert parse_quant_overrides("alpha_init=wide", alpha_init="wide") == {"alpha_init": "wide"}
-    with pytest.raises(bitbert.ConfigError, match="alpha_init='optimal' but its own flag says 'wide'"):
-        parse_quant_overrides("alpha_init=optimal", alpha_init="wide")
+    assert parse_quant_overrides("binarize_pooler=0", residual_rank=0) == {"binarize_pooler": False}
+    assert parse_quant_overrides("residual_rank=1", residual_rank=1) == {"residual_rank": 1}
+    with pytest.raises(bitbert.ConfigError, match="residual_rank=2 but its own flag says 1"):
+        parse_quant_overrides("residual_rank=2", residual_rank=1)
+    # training settings are not the model's: --quant names their own flags
+    with pytest.raises(bitbert.ConfigError, match="alpha_init is a training setting: --alpha-init"):
+        parse_quant_overrides("alpha_init=wide")
     with pytest.raises(bitbert.ConfigError, match="'pooler=false' is not key=value with key in"):
         parse_quant_overrides("pooler=false")
     with pytest.raises(bitbert.ConfigError, match="bits come from --schedule"):
@@ -158,8 +161,7 @@ def test_rebinarize_inherits_quantizers_only_when_asked(tiny_config, batch, inhe
             q.alpha.fill_(0.1 * (i + 1))
             q.beta.fill_(0.01 * (i + 1))
     learned = {n: (q.alpha.clone(), q.beta.clone()) for n, q in before.items()}
-    cfg = bitbert.QuantConfig.from_preset("bit", "1-1-1").replace(inherit_quantizers=inherit)
-    bitbert.binarize(model, cfg)
+    bitbert.binarize(model, bitbert.QuantConfig.from_preset("bit", "1-1-1"), inherit_quantizers=inherit)
     after = {n: m for n, m in model.named_modules() if isinstance(m, ActQuantizer)}
     assert after.keys() == before.keys() and all(after[n] is not before[n] for n in after)
     assert all(q.bits == 1 for q in after.values())
@@ -203,3 +205,67 @@ def test_calibrate_only_uncalibrated_keeps_learned_alpha(tiny_config, batch):
     assert q.alpha.item() == 7.0 and bool(pooler_q.calibrated)
     bitbert.calibrate(model, [batch])
     assert q.alpha.item() != 7.0
+
+
+@pytest.mark.parametrize("preset,bits,map_,qkv,map_bits,replaced", [
+    ("bit", "1-1-1", "softmax_elastic", 1, 1, True), ("bit", "1-1-2", "softmax_elastic", 2, 2, True),
+    ("bibert", "1-1-1", "bool", 1, 1, True), ("baseline", "1-1-4", "softmax_sign", 4, 1, True),
+    ("bit", "1-1-32", "softmax", 32, 32, False), ("fp", "32-32-32", "softmax", 32, 32, False)])
+def test_attention_mode_is_decided_once_from_the_config(preset, bits, map_, qkv, map_bits, replaced, tiny_config):
+    from transformers import BertForSequenceClassification
+
+    cfg = bitbert.QuantConfig.from_preset(preset, bits)
+    mode = cfg.attention
+    assert (mode.map, mode.qkv_bits, mode.map_bits, mode.replaced) == (map_, qkv, map_bits, replaced)
+    model = bitbert.binarize(BertForSequenceClassification(tiny_config), cfg)
+    attached = [getattr(layer.attention.self, "bitbert", None) for layer in model.bert.encoder.layer]
+    assert all((a is not None) == replaced for a in attached)
+    assert all(a.mode == mode for a in attached if a is not None)  # the module runs the config's decision
+    assert cfg.replace(residual_rank=1).attention.replaced  # BiPFT's estimators need bitbert's attention
+
+
+def test_old_config_with_training_fields_loads(tmp_path, tiny_config):
+    """config.json files saved when QuantConfig carried alpha_init / inherit_quantizers still load:
+    those training settings never changed what the model computes."""
+    from transformers import BertForSequenceClassification
+
+    model = bitbert.binarize(BertForSequenceClassification(tiny_config), bitbert.QuantConfig.from_preset("bit", "1-1-1"))
+    bitbert.save(model, tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    cfg = json.loads(path.read_text())
+    assert "alpha_init" not in cfg["bitbert"] and "inherit_quantizers" not in cfg["bitbert"]
+    cfg["bitbert"].update(alpha_init="wide", inherit_quantizers=True)  # what an older bitbert wrote
+    path.write_text(json.dumps(cfg))
+    loaded = bitbert.load(tmp_path / "m")
+    assert loaded.bitbert_config == model.bitbert_config
+    ids = torch.randint(0, tiny_config.vocab_size, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
+    with pytest.raises(bitbert.ConfigError, match="unknown QuantConfig fields"):
+        bitbert.QuantConfig.from_dict({**model.bitbert_config.to_dict(), "bogus": 1})
+
+
+def test_schedule_is_parsed_once_into_a_typed_value():
+    from bitbert.schedule import Schedule
+
+    s = Schedule.parse(" 32-32-32, 1-1-2 ,1-1-1")
+    assert s.stages == ("32-32-32", "1-1-2", "1-1-1") and str(s) == "32-32-32,1-1-2,1-1-1" and len(s) == 3
+    assert Schedule.parse(s) is s and Schedule.parse(["1-1-2", "1-1-1"]) == Schedule(("1-1-2", "1-1-1"))
+    assert [c.bits for c in s.configs("bibert")] == list(s.stages)
+    with pytest.raises(bitbert.ConfigError, match="schedule must list E-W-A stages"):
+        Schedule.parse(" , ")
+    with pytest.raises(bitbert.ConfigError, match="activation bits 3"):
+        Schedule.parse("1-1-3")
+
+
+def test_old_import_paths_keep_working():
+    import bitbert.distill as distill
+    import bitbert.pipeline as pipeline
+    from bitbert.classifier import load_classifier
+    from bitbert.finetune import finetune
+    from bitbert.task_data import load_task_data
+
+    assert distill.finetune is finetune and pipeline.load_classifier is load_classifier
+    assert pipeline.load_task_data is load_task_data
+    with pytest.raises(AttributeError):
+        distill.no_such_name

@@ -8,8 +8,10 @@ from transformers import BertForSequenceClassification
 
 import bitbert
 from bitbert.batching import TokenizedSplit
-from bitbert.distill import DistillLoss, LossWeights, finetune, method_losses, parse_schedule, run_schedule
-from bitbert.pipeline import TaskData
+from bitbert.distill import DistillLoss, LossWeights, method_losses, run_schedule
+from bitbert.finetune import finetune
+from bitbert.schedule import QuantInit, Schedule
+from bitbert.task_data import TaskData
 from bitbert.tasks import get_task
 from conftest import tiny_bert_config
 from bitbert.train import TrainConfig
@@ -57,7 +59,7 @@ def test_inherited_quantizers_are_not_recalibrated(tmp_path, tiny_config, monkey
     data, teacher = tiny_task(), BertForSequenceClassification(tiny_config).eval()
     run_schedule(teacher, data, "bit", "1-1-2,1-1-1", CFG, tmp_path / "fresh")
     run_schedule(teacher, data, "bit", "1-1-2,1-1-1", CFG, tmp_path / "inherit",
-                 quant_overrides={"inherit_quantizers": True})
+                 quant_init=QuantInit(inherit_quantizers=True))
     sites = tiny_config.num_hidden_layers * 10 + 1
     # fresh: every site calibrated in both stages; inherited: only in the first (the 1-1-2 stage's
     # learned α, β start the 1-1-1 stage)
@@ -165,7 +167,7 @@ def test_method_losses_and_schedule_validation():
     with pytest.raises(bitbert.ConfigError, match="not key=value"):
         bibert.with_overrides("dmd")
     with pytest.raises(bitbert.ConfigError):
-        parse_schedule("1-1-1,1-1-3")
+        Schedule.parse("1-1-1,1-1-3")
 
 
 def test_evaluate_batches_is_graph_free_deterministic_and_restores_mode():

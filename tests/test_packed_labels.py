@@ -99,7 +99,7 @@ def test_evaluate_model_dir_does_not_swap_classes_whose_sorted_order_flips(label
 def test_training_from_a_model_whose_classes_are_in_another_order_is_refused(labelled):
     """Distilling or fine-tuning maps output i to the task's class i: a teacher that names them in
     another order would teach swapped classes, so it is refused with both lists."""
-    from bitbert.pipeline import load_classifier
+    from bitbert.classifier import load_classifier
     from bitbert.tasks import load_custom
 
     spec, _ = load_custom(labelled / "train.tsv", ["sentence"], "label")

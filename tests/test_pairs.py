@@ -82,8 +82,9 @@ def test_tiny_pair_control_binary_students_compare_two_segments(tmp_path, tiny_c
     from transformers import BertForSequenceClassification
 
     import bitbert
-    from bitbert.distill import finetune, run_schedule
-    from bitbert.pipeline import TaskData
+    from bitbert.distill import run_schedule
+    from bitbert.finetune import finetune
+    from bitbert.task_data import TaskData
     from bitbert.tasks import get_task
     from bitbert.train import TrainConfig
 

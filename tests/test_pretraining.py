@@ -160,7 +160,7 @@ def test_cli_pretrain_then_finetune_without_teacher(files, tmp_path, monkeypatch
     alphas = {n: m.alpha.clone() for n, m in pretrained.named_modules() if isinstance(m, ActQuantizer) and m.kind == "elastic"}
 
     # The pretrained encoder becomes a classifier: every tensor kept, α too (no re-calibration).
-    from bitbert.pipeline import load_classifier
+    from bitbert.classifier import load_classifier
     from bitbert.tasks import get_task
 
     clf = load_classifier(out / "model", get_task("sst2"))

@@ -87,37 +87,39 @@ def test_act_quantizer_calibration_values():
 
 def test_wide_alpha_init_is_bit_codes():
     x = torch.tensor([-1.0, 3.0])  # mean|x| = 2
-    assert torch.isclose(ActQuantizer(1, True, alpha_init="wide").initial_alpha(x), torch.tensor(4.0))
-    u = ActQuantizer(1, False, alpha_init="wide")
-    assert torch.isclose(u.initial_alpha(torch.tensor([0.1, 0.2, 4.0, 6.0])), torch.tensor(4 * 10.3 / 4))
+    assert torch.isclose(ActQuantizer(1, True).initial_alpha(x, "wide"), torch.tensor(4.0))
+    u = ActQuantizer(1, False)
+    assert torch.isclose(u.initial_alpha(torch.tensor([0.1, 0.2, 4.0, 6.0]), "wide"), torch.tensor(4 * 10.3 / 4))
     with torch.no_grad():
         u.beta.fill_(0.1)  # relative to the threshold: mean|x - β| = (0 + 0.1 + 3.9 + 5.9) / 4
-    assert torch.isclose(u.initial_alpha(torch.tensor([0.1, 0.2, 4.0, 6.0])), torch.tensor(9.9))
+    assert torch.isclose(u.initial_alpha(torch.tensor([0.1, 0.2, 4.0, 6.0]), "wide"), torch.tensor(9.9))
     # multi-bit keeps LSQ's rule: 2·mean|x| / √Qp, Qp = 1 for signed 2-bit
-    assert torch.isclose(ActQuantizer(2, True, alpha_init="wide").initial_alpha(x), torch.tensor(4.0))
+    assert torch.isclose(ActQuantizer(2, True).initial_alpha(x, "wide"), torch.tensor(4.0))
 
 
-def test_alpha_init_reaches_every_quantizer_and_calibrate(tiny_config):
+def test_alpha_init_reaches_every_quantizer_through_calibrate(tiny_config):
     import bitbert
     from bitbert.config import ConfigError
+    from bitbert.schedule import QuantInit
     from transformers import BertForSequenceClassification
 
-    cfg = bitbert.QuantConfig.from_preset("bit", "1-1-1").replace(alpha_init="wide")
-    model = bitbert.binarize(BertForSequenceClassification(tiny_config), cfg)
+    model = bitbert.binarize(BertForSequenceClassification(tiny_config), bitbert.QuantConfig.from_preset("bit", "1-1-1"))
     quantizers = [m for m in model.modules() if isinstance(m, ActQuantizer)]
-    assert quantizers and all(q.alpha_init == "wide" for q in quantizers)
+    assert quantizers
     seen = {}
     handles = [q.register_forward_pre_hook(lambda m, a: seen.setdefault(id(m), a[0].detach().clone()))
                for q in quantizers]
     batch = {"input_ids": torch.randint(0, tiny_config.vocab_size, (2, 8)), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
-    bitbert.calibrate(model, [batch])  # one batch: α is exactly the rule applied to what each site saw
+    bitbert.calibrate(model, [batch], alpha_init="wide")  # one batch: α is exactly the rule applied to what each site saw
     for h in handles:
         h.remove()
     for q in quantizers:
         want = (2 if q.signed else 4) * (seen[id(q)].float() - q.beta).abs().mean()
         assert torch.isclose(q.alpha, want, rtol=1e-5), q
     with pytest.raises(ConfigError, match="alpha_init"):
-        bitbert.QuantConfig(alpha_init="huge")
+        QuantInit(alpha_init="huge")
+    with pytest.raises(ValueError, match="alpha_init"):
+        bitbert.calibrate(model, [batch], alpha_init="huge")
 
 
 def test_sign_quantizer_has_no_parameters():

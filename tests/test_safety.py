@@ -14,8 +14,8 @@ import bitbert
 from bitbert import rundir
 from bitbert.cli import main
 from bitbert.distill import run_schedule
-from bitbert.io import atomic_write
-from bitbert.pipeline import load_task_data
+from bitbert.atomic import atomic_write
+from bitbert.task_data import load_task_data
 from bitbert.tasks import DataError, load_custom
 from bitbert.train import TrainConfig, TrainingDiverged, train
 from bitbert.validate import SettingError
@@ -202,9 +202,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_cli_nan_loss_exits_nonzero(tmp_path, tiny_teacher, capsys, monkeypatch):
-    import bitbert.distill as D
+    import bitbert.finetune as F
 
-    monkeypatch.setattr(D, "supervised_loss", lambda spec: _DivergingLoss(at=1))
+    monkeypatch.setattr(F, "supervised_loss", lambda spec: _DivergingLoss(at=1))
     assert main(["finetune", "--model", str(tiny_teacher), "--out", str(tmp_path / "t"), *data_args(tmp_path),
                  "--epochs", "1", "--batch-size", "8"]) == 2
     assert "NaN or infinite" in error_line(capsys)
@@ -225,13 +225,13 @@ def test_saved_files_follow_the_umask(tmp_path):
 
 @pytest.mark.parametrize("problem", ["file", "under_a_file", "full"])
 def test_output_dir_problems_are_found_before_any_work(tmp_path, tiny_teacher, capsys, monkeypatch, problem):
-    import bitbert.pipeline
+    import bitbert.task_data
 
     (tmp_path / "afile").write_text("x")
     out = {"file": tmp_path / "afile", "under_a_file": tmp_path / "afile" / "run", "full": tmp_path / "o"}[problem]
     if problem == "full":
         monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: type("U", (), {"free": 10 * 2**20})())
-    monkeypatch.setattr(bitbert.pipeline, "load_task_data", lambda *a, **k: pytest.fail("work began"))
+    monkeypatch.setattr(bitbert.task_data, "load_task_data", lambda *a, **k: pytest.fail("work began"))
     for cmd in (["finetune", "--model"], ["distill", "--teacher"]):
         assert main([*cmd, str(tiny_teacher), "--out", str(out), *data_args(tmp_path)]) == 2
         line = error_line(capsys)
