@@ -59,19 +59,43 @@ def expf(typingctx, d):
 
     return sig, codegen
 
+@intrinsic
+def recip32(typingctx, x):
+    """1 / x in float32 (one IEEE division) without numba's zero-division check, whose branch
+    stops the caller's loop from vectorising."""
+    sig = types.float32(types.float32)
+
+    def codegen(context, builder, sig, args):
+        return builder.fdiv(ir.Constant(ir.FloatType(), 1.0), args[0])
+
+    return sig, codegen
+
+@intrinsic
+def sign_xor(typingctx, e, z):
+    """e with its sign bit flipped where z's is set (PyTorch's erf: xor(sign_mask, ...)); branch-free,
+    so the GELU loop vectorises (a branch on the sign mispredicts on every other element)."""
+    sig = types.float32(types.float32, types.float32)
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        e_i, z_i = (builder.bitcast(a, i32) for a in args)
+        sign = builder.and_(z_i, ir.Constant(i32, -0x80000000))
+        return builder.bitcast(builder.xor(e_i, sign), ir.FloatType())
+
+    return sig, codegen
+
 @njit(inline="always")
 def gelu(x):
     """PyTorch's vectorised erf-GELU: x * 0.5 * (1 + erf(x / sqrt 2)), erf by Abramowitz-Stegun 7.1.26."""
     z = x * np.float32(0.7071067811865476)
     a = abs(z)
-    t = np.float32(1.0) / fma32(np.float32(0.3275911), a, np.float32(1.0))
+    t = recip32(fma32(np.float32(0.3275911), a, np.float32(1.0)))
     r = fma32(np.float32(1.061405429), t, np.float32(-1.453152027))
     r = fma32(r, t, np.float32(1.421413741))
     r = fma32(r, t, np.float32(-0.284496736))
     r = fma32(r, t, np.float32(0.254829592))
     e = fma32(-expf(-(z * z)) * t, r, np.float32(1.0))
-    erf = -e if z < 0 or (z == 0 and math.copysign(1.0, z) < 0) else e
-    return x * np.float32(0.5) * (np.float32(1.0) + erf)
+    return x * np.float32(0.5) * (np.float32(1.0) + sign_xor(e, z))
 
 _LANES = 8  # PyTorch's LayerNorm moments run in its AVX2 kernel: 8-lane Welford, chunks of 16 vectors
 
