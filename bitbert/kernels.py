@@ -62,6 +62,8 @@ __all__ = [
     "popcount64",
     "plane_mask64",
     "quantize_pack_heads",
+    "transpose64",
+    "heads_along_tokens",
     "set_num_threads",
 ]
 
@@ -425,6 +427,45 @@ def _pack_heads_transposed(x, beta, heads, out):
             for w in range(Lw):
                 out[b, h, w, t] = mask64(buf, t, 64 * w, betas, np.float32(1.0), np.float32(0.0), False)
             out[b, h, Lw - 1, t] &= tail
+    return out
+
+
+@njit(inline="always")
+def transpose64(a):
+    """Transpose the 64 x 64 bit matrix a (64,) uint64 in place: bit t of word j <-> bit j of word t
+    (LSB first). Six stages of swapping the off-diagonal blocks (Hacker's Delight, 7-3), 6 x 32 swaps."""
+    j = 32
+    m = np.uint64(0x00000000FFFFFFFF)
+    while j != 0:
+        k = 0
+        while k < 64:
+            t = ((a[k] >> np.uint64(j)) ^ a[k + j]) & m
+            a[k + j] ^= t
+            a[k] ^= t << np.uint64(j)
+            k = (k + j + 1) & ~j
+        j >>= 1
+        m ^= m << np.uint64(j)
+
+
+@njit(cache=True, parallel=True)
+def heads_along_tokens(rows, d, out):
+    """out[b, h, w, t] bit jj = bit t % 64 of rows[b, h, 64w + jj, t // 64]: each head's packed rows
+    (B, H, L, dw), one per token, re-packed along the tokens (B, H, Lw, d) by 64 x 64 bit transposes.
+    Bits past L stay 0 (the rows' own padding bits past d are never read)."""
+    B, H, L, dw = rows.shape
+    Lw = out.shape[2]
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        block = np.empty(64, np.uint64)
+        for w in range(Lw):
+            n = min(64, L - 64 * w)
+            for cw in range(dw):
+                for jj in range(n):
+                    block[jj] = rows[b, h, 64 * w + jj, cw]
+                block[n:] = 0
+                transpose64(block)
+                for t in range(min(64, d - 64 * cw)):
+                    out[b, h, w, 64 * cw + t] = block[t]
     return out
 
 

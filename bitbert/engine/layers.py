@@ -13,7 +13,7 @@ from ..config import levels
 from ..kernels import (PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, bitserial_gemm,
                        quantize_pack_planes, xnor_gemm)
 from ..packed_schema import ModelSpec, QuantizerRecord
-from .rows import NO_ACT, affine, affine_residual_layernorm, embed
+from .rows import NO_ACT, affine, affine_pack, affine_pack_heads, affine_residual_layernorm, embed
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,16 @@ class InputQuant:
             return binarize_pack_signed(x, self.beta)
         return binarize_pack_elastic(x, self.beta, self.alpha)
 
+    def pack_affine(self, dot: np.ndarray, coef: np.ndarray, bias: np.ndarray, act: int) -> np.ndarray:
+        """``pack(affine(dot, coef, bias, act))`` without the float rows in between (1-bit only; the
+        thresholds are those of binarize_pack_signed / binarize_pack_elastic)."""
+        if self.bits > 1:
+            return self.pack(affine(dot, coef, bias, act, np.empty(dot.shape, np.float32)))
+        out = np.empty((dot.shape[0], (dot.shape[1] + 63) // 64), np.uint64)
+        rule = (1.0, 0.0, False) if self.signed else (self.alpha, 0.5, True)
+        return affine_pack(dot, coef, bias, act, self.beta, np.float32(rule[0]), np.float32(rule[1]), rule[2], out,
+                           numba.get_num_threads())
+
 
 class BinaryLinear:
     """y = (α · s) · dot(Q(x), ±1 W) + b with the integer dot from the popcount GEMMs (bit-serial,
@@ -64,7 +74,10 @@ class BinaryLinear:
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
 
     def dot(self, x: np.ndarray) -> np.ndarray:
-        bits = self.quant.pack(x)
+        return self.gemm(self.quant.pack(x))
+
+    def gemm(self, bits: np.ndarray) -> np.ndarray:
+        """The integer dot of packed input bits (`InputQuant.pack`'s layout) with the weights."""
         if self.quant.bits > 1:
             return bitserial_gemm(bits, self.weights, self.quant.levels[0], self.row_sum)
         gemm = xnor_gemm if self.quant.signed else and_gemm
@@ -73,6 +86,20 @@ class BinaryLinear:
     def __call__(self, x: np.ndarray, act: int = NO_ACT) -> np.ndarray:
         dot = self.dot(x)
         return affine(dot, self.coef, self.bias, act, np.empty(dot.shape, np.float32))
+
+    def into(self, x: np.ndarray, act: int, following: BinaryLinear) -> np.ndarray:
+        """``following.dot(self(x, act))``, the output quantized and packed for ``following`` as it
+        is produced."""
+        return following.gemm(following.quant.pack_affine(self.dot(x), self.coef, self.bias, act))
+
+    def heads(self, x: np.ndarray, beta: float, batch: int, heads: int, keys_major: bool = False) -> np.ndarray:
+        """The output's bits (output − beta ≥ 0) packed per head: (B, heads, L, ceil(d/64)) uint64, or
+        keys-major (B, heads, ceil(d/64), L); attention's 1-bit Q, K, V without their float rows."""
+        dot = self.dot(x)
+        L, d = x.shape[0] // batch, self.weights.n // heads
+        shape = (batch, heads, (d + 63) // 64, L) if keys_major else (batch, heads, L, (d + 63) // 64)
+        return affine_pack_heads(dot, self.coef, self.bias, np.float32(beta), heads, keys_major,
+                                 np.empty(shape, np.uint64), numba.get_num_threads())
 
 
 class FloatLinear:
@@ -109,7 +136,8 @@ class Residual:
         return scores.astype(np.float32), split(values, values.shape[1] // self.heads).astype(np.float32)
 
 
-# attention(q, k, v, batch, key_mask, score_res, value_res) -> context: a kernel chosen at build time
+# attention(q_linear, k_linear, v_linear, x, batch, key_mask, score_res, value_res) -> context: a kernel
+# chosen at build time, which also chooses how Q, K and V leave their linears (bits or floats)
 AttentionFn = Callable[..., np.ndarray]
 
 
@@ -134,13 +162,11 @@ class Layer:
         sres = vres = None
         if self.residual is not None:
             sres, vres = self.residual.terms(x, batch)
-        ctx = self.attention(self.q(x), self.k(x), self.v(x), batch, key_mask, sres, vres)
-        x = self._dense_add_norm(self.out, ctx, x, self.ln_attn)
-        hidden = self.ffn_in(x, self.activation)
-        return self._dense_add_norm(self.ffn_out, hidden, x, self.ln_ffn)
+        ctx = self.attention(self.q, self.k, self.v, x, batch, key_mask, sres, vres)
+        x = self._add_norm(self.out, self.out.dot(ctx), x, self.ln_attn)
+        return self._add_norm(self.ffn_out, self.ffn_in.into(x, self.activation, self.ffn_out), x, self.ln_ffn)
 
-    def _dense_add_norm(self, linear: BinaryLinear, inp: np.ndarray, residual: np.ndarray, ln) -> np.ndarray:
-        dot = linear.dot(inp)
+    def _add_norm(self, linear: BinaryLinear, dot: np.ndarray, residual: np.ndarray, ln) -> np.ndarray:
         return affine_residual_layernorm(dot, linear.coef, linear.bias, residual, ln[0], ln[1], self.eps,
                                          np.empty(dot.shape, np.float32), numba.get_num_threads())
 
