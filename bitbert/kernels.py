@@ -47,6 +47,7 @@ __all__ = [
     "binarize_pack_signed",
     "binarize_pack_unsigned",
     "binarize_pack_elastic",
+    "elastic_rule",
     "PackedWeights",
     "prepack",
     "xnor_gemm",
@@ -535,11 +536,28 @@ def binarize_pack_signed(x: np.ndarray, beta: np.ndarray, out: np.ndarray | None
     return _binarize(x, beta, 1.0, 0.0, False, out)
 
 
+def elastic_rule(alpha: float) -> tuple[np.float32, np.float32, bool]:
+    """(alpha, threshold, divide) for mask64 and the packers, of BiT's elastic rule fl((x − β) / α) > 0.5.
+
+    float32 division rounds to nearest, ties to even, and 0.5's successor is odd, so for a finite
+    α > 0: fl(u / α) > 0.5 ⟺ u / α > 0.5 + 2^-25 ⟺ u > α (0.5 + 2^-25) (exact in float64) ⟺
+    u ≥ t, t the smallest float32 above it: the same bits as the division, with a compare (a
+    vector division costs as much as the rest of the attention map). Other α keep the division."""
+    a = np.float64(np.float32(alpha))
+    if not (np.isfinite(a) and a > 0):
+        return np.float32(alpha), np.float32(0.5), True
+    bound = a * (0.5 + 2.0 ** -25)
+    t = np.float32(bound)
+    if np.float64(t) <= bound:
+        t = np.nextafter(t, np.float32(np.inf))
+    return np.float32(1.0), t, False
+
+
 def binarize_pack_elastic(x: np.ndarray, beta: np.ndarray, alpha: float, out: np.ndarray | None = None) -> np.ndarray:
     """Fused binarize-and-pack of BiT's unsigned elastic binarizer (value alpha where set):
     bit[m, k] = round(clip((x[m, k] - beta[k]) / alpha, 0, 1)) = ((x - beta) / alpha > 0.5),
-    in the float32 operations PyTorch uses (round half to even: exactly 0.5 gives 0)."""
-    return _binarize(x, beta, alpha, 0.5, True, out)
+    in the float32 operations PyTorch uses (round half to even: exactly 0.5 gives 0; see elastic_rule)."""
+    return _binarize(x, beta, *elastic_rule(alpha), out)
 
 
 def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None, use_and: bool) -> np.ndarray:

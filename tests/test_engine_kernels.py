@@ -138,7 +138,7 @@ def test_transpose64_is_the_bit_transpose():
 # ----------------------------------------------------------------------------- attention
 
 from bitbert.engine.attention import BOOL, ELASTIC, SIGN, _key_add, attention_kernel  # noqa: E402
-from bitbert.kernels import pack_bits  # noqa: E402
+from bitbert.kernels import elastic_rule, pack_bits  # noqa: E402
 
 
 def _attention_reference(q, k, v, key_mask, mode, qk_coef, scaling, pa, pb, pv_coef):
@@ -179,8 +179,24 @@ def test_attention_kernel_matches_reference(mode, batch, length, heads, d, threa
     try:
         got = attention_kernel(pack(q), np.ascontiguousarray(pack(k).transpose(0, 1, 3, 2)), np.ascontiguousarray(vt),
                                qk_coef, scaling, _key_add(key_mask), pack_bits(key_mask), mode, np.float32(pa),
-                               np.float32(pb), pv_coef, no_res, no_res, np.empty((batch * length, heads * d), np.float32))
+                               np.float32(pb), *elastic_rule(pa), pv_coef, no_res, no_res, np.empty((batch * length, heads * d), np.float32))
     finally:
         numba.set_num_threads(previous)
     ref = _attention_reference(q, k, v, key_mask, mode, qk_coef, scaling, pa, pb, pv_coef)
     np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("alpha", [0.0078125, 0.3, 1.0, 7.77, 1e-30, 3e38, 0.0, -0.5, float("inf")])
+def test_elastic_rule_without_division_gives_the_divisions_bits(alpha):
+    """fl((x − β) / α) > 0.5 against the compare elastic_rule gives, near the threshold and away from it."""
+    a = np.float32(alpha)
+    rng = np.random.default_rng(0)
+    c = np.float32(abs(a) * np.float32(0.5)) if np.isfinite(a) else np.float32(1.0)
+    x = np.concatenate([np.array([0.0, -0.0, np.inf, -np.inf, np.nan], np.float32),
+                        c + np.arange(-64, 64, dtype=np.float32) * np.spacing(c),
+                        rng.standard_normal(1000).astype(np.float32) * max(min(abs(a), 1e30), 1e-30)]).astype(np.float32)
+    x = x[: len(x) // 64 * 64].reshape(-1, 64)
+    beta = np.zeros(64, np.float32)
+    with np.errstate(all="ignore"):
+        ref = pack_bits((x - beta) / a > np.float32(0.5))
+    np.testing.assert_array_equal(binarize_pack_elastic(x, beta, a), ref)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from ..kernels import heads_along_tokens, mask64, pack_bits, plane_mask64, popcount64, quantize_pack_heads
+from ..kernels import elastic_rule, heads_along_tokens, mask64, pack_bits, plane_mask64, popcount64, quantize_pack_heads
 from ..packed_schema import AttentionRecord, ModelSpec
 from .errors import EngineError
 from .floatmath import softmax_inplace
@@ -26,9 +26,10 @@ MAP_CODES = {"softmax_elastic": ELASTIC, "bool": BOOL, "softmax_sign": SIGN}
 _F32_MIN = np.finfo(np.float32).min
 
 @njit(cache=True, parallel=True)
-def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_alpha, p_beta, pv_coef,
-               score_res, value_res, ctx):
-    """Binary attention for every (sequence, head); see BinaryAttention.
+def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_alpha, p_beta, rule_alpha, p_thr,
+                     p_divide, pv_coef, score_res, value_res, ctx):
+    """Binary attention for every (sequence, head); see BinaryAttention. The elastic map (α_p, β_p)
+    sets its bits by mask64's rule (rule_alpha, p_thr, p_divide) = `bitbert.kernels.elastic_rule(α_p)`.
 
     qh (B, H, L, dw) and kt (B, H, dw, L): packed Q rows and K words (word-major, so the score loop
     over keys is contiguous); vt (B, H, Lw, d): V packed along the keys.
@@ -60,7 +61,10 @@ def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_al
             if mode == ELASTIC:
                 softmax_inplace(row, L)
                 for w in range(Lw):
-                    pbits[w] = mask64(row, 0, 64 * w, betas, p_alpha, np.float32(0.5), True) & kbits[w]
+                    if p_divide:
+                        pbits[w] = mask64(row, 0, 64 * w, betas, rule_alpha, p_thr, True) & kbits[w]
+                    else:
+                        pbits[w] = mask64(row, 0, 64 * w, betas, rule_alpha, p_thr, False) & kbits[w]
             elif mode == BOOL:
                 for w in range(Lw):
                     pbits[w] = mask64(row, 0, 64 * w, betas, np.float32(1.0), np.float32(0.0), False) & kbits[w]
@@ -199,7 +203,7 @@ class BinaryAttention:
         vt = heads_along_tokens(vrows, d, np.empty((batch, self.heads, (L + 63) // 64, d), np.uint64))
         return attention_kernel(q.heads(x, bq, batch, self.heads), k.heads(x, bk, batch, self.heads, keys_major=True),
                                 vt, aq * ak, self.scaling, _key_add(key_mask), pack_bits(key_mask), self.code,
-                                np.float32(pa), np.float32(pb), pa * av, _residual_operand(score_res),
+                                np.float32(pa), np.float32(pb), *elastic_rule(pa), pa * av, _residual_operand(score_res),
                                 _residual_operand(value_res), np.empty((M, hidden), np.float32))
 
 @dataclass(frozen=True)

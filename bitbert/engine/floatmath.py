@@ -28,34 +28,64 @@ def fma32(typingctx, a, b, c):
 
     return sig, codegen
 
+def _sleef_expf(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """SLEEF's expf_u10 on a float or a vector of floats (the same operations lane by lane)."""
+    lanes = x.type.count if isinstance(x.type, ir.VectorType) else 0
+    vec = (lambda t: ir.VectorType(t, lanes)) if lanes else (lambda t: t)  # noqa: E731
+    f, i32 = vec(ir.FloatType()), vec(ir.IntType(32))
+    suffix = f"v{lanes}f32" if lanes else "f32"
+    mod = builder.module
+    fma_fn = cgutils.get_or_insert_function(mod, ir.FunctionType(f, [f, f, f]), f"llvm.fma.{suffix}")
+    rint = cgutils.get_or_insert_function(mod, ir.FunctionType(f, [f]), f"llvm.rint.{suffix}")
+    fma = lambda a, b, c_: builder.call(fma_fn, [a, b, c_])  # noqa: E731
+
+    def const(t, v):
+        return ir.Constant(t, [v] * lanes) if lanes else ir.Constant(t, v)
+
+    c = lambda v: const(f, float(np.float32(v)))  # noqa: E731
+    ci = lambda v: const(i32, v)  # noqa: E731
+    log2e = c(1.442695040888963407359924681001892137426645954152985934135449406931)
+    q = builder.fptosi(builder.call(rint, [builder.fmul(x, log2e)]), i32)
+    qf = builder.sitofp(q, f)
+    s = fma(qf, c(-0.693145751953125), x)
+    s = fma(qf, c(-1.428606765330187045e-06), s)
+    u = c(0.000198527617612853646278381)
+    for coef in (0.00139304355252534151077271, 0.00833336077630519866943359, 0.0416664853692054748535156,
+                 0.166666671633720397949219, 0.5):
+        u = fma(u, s, c(coef))
+    u = builder.fadd(c(1.0), fma(builder.fmul(s, s), u, s))
+    pow2 = lambda e: builder.bitcast(builder.shl(builder.add(e, ci(127)), ci(23)), f)  # noqa: E731
+    h = builder.ashr(q, ci(1))
+    u = builder.fmul(builder.fmul(u, pow2(h)), pow2(builder.sub(q, h)))
+    u = builder.select(builder.fcmp_ordered("<", x, c(-104.0)), c(0.0), u)
+    return builder.select(builder.fcmp_ordered("<", c(100.0), x), const(f, float("inf")), u)
+
 @intrinsic
 def expf(typingctx, d):
     """SLEEF's expf_u10 (the exp of PyTorch's vectorised softmax and erf), bit for bit."""
     sig = types.float32(types.float32)
 
     def codegen(context, builder, sig, args):
-        (x,) = args
-        f, i32 = ir.FloatType(), ir.IntType(32)
-        mod = builder.module
-        fma = cgutils.get_or_insert_function(mod, ir.FunctionType(f, [f, f, f]), "llvm.fma.f32")
-        rint = cgutils.get_or_insert_function(mod, ir.FunctionType(f, [f]), "llvm.rint.f32")
-        c = lambda v: ir.Constant(f, float(np.float32(v)))  # noqa: E731
-        log2e = c(1.442695040888963407359924681001892137426645954152985934135449406931)
-        q = builder.fptosi(builder.call(rint, [builder.fmul(x, log2e)]), i32)
-        qf = builder.sitofp(q, f)
-        s = builder.call(fma, [qf, c(-0.693145751953125), x])
-        s = builder.call(fma, [qf, c(-1.428606765330187045e-06), s])
-        u = c(0.000198527617612853646278381)
-        for coef in (0.00139304355252534151077271, 0.00833336077630519866943359, 0.0416664853692054748535156,
-                     0.166666671633720397949219, 0.5):
-            u = builder.call(fma, [u, s, c(coef)])
-        u = builder.fadd(c(1.0), builder.call(fma, [builder.fmul(s, s), u, s]))
-        pow2 = lambda e: builder.bitcast(  # noqa: E731
-            builder.shl(builder.add(e, ir.Constant(i32, 127)), ir.Constant(i32, 23)), f)
-        h = builder.ashr(q, ir.Constant(i32, 1))
-        u = builder.fmul(builder.fmul(u, pow2(h)), pow2(builder.sub(q, h)))
-        u = builder.select(builder.fcmp_ordered("<", x, c(-104.0)), c(0.0), u)
-        return builder.select(builder.fcmp_ordered("<", c(100.0), x), ir.Constant(f, float("inf")), u)
+        return _sleef_expf(builder, args[0])
+
+    return sig, codegen
+
+@intrinsic
+def _exp_shifted16(typingctx, row, n, shift):
+    """row[0, j] = expf(row[0, j] − shift) for j < n rounded up to 16, 16 lanes per instruction (LLVM
+    vectorises the scalar loop only 8 wide); the row buffer must hold n rounded up to 16."""
+    sig = types.void(row, n, shift)
+
+    def codegen(context, builder, sig, args):
+        row_v, n_v, shift_v = args
+        ra = context.make_array(sig.args[0])(context, builder, row_v)
+        n_v = context.cast(builder, n_v, sig.args[1], types.intp)
+        v16 = ir.VectorType(ir.FloatType(), 16)
+        sv = _splat(builder, context.cast(builder, shift_v, sig.args[2], types.float32), 16)
+        blocks = builder.sdiv(builder.add(n_v, ir.Constant(n_v.type, 15)), ir.Constant(n_v.type, 16))
+        with cgutils.for_range(builder, blocks) as loop:
+            ptr = _vec_ptr(builder, ra.data, builder.mul(loop.index, ir.Constant(n_v.type, 16)), v16)
+            builder.store(_sleef_expf(builder, builder.fsub(builder.load(ptr, align=4), sv)), ptr, align=4)
 
     return sig, codegen
 
@@ -255,15 +285,15 @@ def _reduce16(typingctx, row, n, is_sum):
 @njit(cache=True)  # compiled once, shared by its callers
 def softmax_inplace(row, L):
     """PyTorch's CPU softmax of row[0, :L] (its AVX-512 kernel): max, SLEEF exp(x − max), the sum
-    of vec::reduce_all (sequential below 16 elements), x · (1/sum)."""
+    of vec::reduce_all (sequential below 16 elements), x · (1/sum). The row buffer holds L rounded
+    up to 16; the entries past L are overwritten (with exps nobody reads)."""
     if L < 16:
         mx = row[0, 0]
         for j in range(1, L):
             mx = max(mx, row[0, j])
     else:
         mx = _reduce16(row, L, False)
-    for j in range(L):
-        row[0, j] = expf(row[0, j] - mx)
+    _exp_shifted16(row, L, mx)
     if L < 16:
         total = row[0, 0]
         for j in range(1, L):

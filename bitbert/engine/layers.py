@@ -11,7 +11,7 @@ import numpy as np
 
 from ..config import levels
 from ..kernels import (PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, bitserial_gemm,
-                       quantize_pack_planes, xnor_gemm)
+                       elastic_rule, quantize_pack_planes, xnor_gemm)
 from ..packed_schema import ModelSpec, QuantizerRecord
 from .rows import NO_ACT, affine, affine_pack, affine_pack_heads, affine_residual_layernorm, embed
 
@@ -53,13 +53,12 @@ class InputQuant:
 
     def pack_affine(self, dot: np.ndarray, coef: np.ndarray, bias: np.ndarray, act: int) -> np.ndarray:
         """``pack(affine(dot, coef, bias, act))`` without the float rows in between (1-bit only; the
-        thresholds are those of binarize_pack_signed / binarize_pack_elastic)."""
+        rules are those of binarize_pack_signed / binarize_pack_elastic)."""
         if self.bits > 1:
             return self.pack(affine(dot, coef, bias, act, np.empty(dot.shape, np.float32)))
         out = np.empty((dot.shape[0], (dot.shape[1] + 63) // 64), np.uint64)
-        rule = (1.0, 0.0, False) if self.signed else (self.alpha, 0.5, True)
-        return affine_pack(dot, coef, bias, act, self.beta, np.float32(rule[0]), np.float32(rule[1]), rule[2], out,
-                           numba.get_num_threads())
+        alpha, thr, divide = (np.float32(1.0), np.float32(0.0), False) if self.signed else elastic_rule(self.alpha)
+        return affine_pack(dot, coef, bias, act, self.beta, alpha, thr, divide, out, numba.get_num_threads())
 
 
 class BinaryLinear:
