@@ -507,15 +507,21 @@ def _check_rows(x: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return x, beta
 
 
+def _threads(threads: int | None) -> int:
+    """The thread count a kernel runs with: the caller's (the engine passes its own: asking numba costs
+    a few microseconds a call, ~100 calls a forward), else numba's current setting."""
+    return numba.get_num_threads() if threads is None else threads
+
+
 def _binarize(x: np.ndarray, beta: np.ndarray, alpha: float, threshold: float, divide: bool,
-              out: np.ndarray | None) -> np.ndarray:
+              out: np.ndarray | None, threads: int | None = None) -> np.ndarray:
     x, beta = _check_rows(x, beta)
     shape = (x.shape[0], _words(x.shape[1]))
     if out is None:
         out = np.empty(shape, np.uint64)
     elif out.shape != shape or out.dtype != np.uint64 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint64 array of shape {shape}")
-    threads = numba.get_num_threads()
+    threads = _threads(threads)
     if threads > 1 and x.shape[0] * x.shape[1] >= _PARALLEL_MIN_ELEMENTS:
         return _binarize_pack_parallel(x, beta, np.float32(alpha), np.float32(threshold), out, divide,
                                        min(threads, x.shape[0]))
@@ -531,9 +537,10 @@ def binarize_pack_unsigned(x: np.ndarray, beta: np.ndarray, threshold: float,
     return _binarize(x, beta, 1.0, threshold, False, out)
 
 
-def binarize_pack_signed(x: np.ndarray, beta: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def binarize_pack_signed(x: np.ndarray, beta: np.ndarray, out: np.ndarray | None = None,
+                         threads: int | None = None) -> np.ndarray:
     """Fused sign binarize-and-pack: bit[m, k] = (x[m, k] - beta[k] >= 0), i.e. +1 where set."""
-    return _binarize(x, beta, 1.0, 0.0, False, out)
+    return _binarize(x, beta, 1.0, 0.0, False, out, threads)
 
 
 def elastic_rule(alpha: float) -> tuple[np.float32, np.float32, bool]:
@@ -553,14 +560,16 @@ def elastic_rule(alpha: float) -> tuple[np.float32, np.float32, bool]:
     return np.float32(1.0), t, False
 
 
-def binarize_pack_elastic(x: np.ndarray, beta: np.ndarray, alpha: float, out: np.ndarray | None = None) -> np.ndarray:
+def binarize_pack_elastic(x: np.ndarray, beta: np.ndarray, alpha: float, out: np.ndarray | None = None,
+                          threads: int | None = None) -> np.ndarray:
     """Fused binarize-and-pack of BiT's unsigned elastic binarizer (value alpha where set):
     bit[m, k] = round(clip((x[m, k] - beta[k]) / alpha, 0, 1)) = ((x - beta) / alpha > 0.5),
     in the float32 operations PyTorch uses (round half to even: exactly 0.5 gives 0; see elastic_rule)."""
-    return _binarize(x, beta, *elastic_rule(alpha), out)
+    return _binarize(x, beta, *elastic_rule(alpha), out, threads)
 
 
-def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None, use_and: bool) -> np.ndarray:
+def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None, use_and: bool,
+          threads: int | None = None) -> np.ndarray:
     a = np.ascontiguousarray(a, dtype=np.uint64)
     if isinstance(w, PackedWeights):
         panels, N, rows = w.panels, w.n, _NO_ROWS
@@ -580,27 +589,29 @@ def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray 
         raise ValueError(f"out must be a C-contiguous int32 array of shape {(M, N)}")
     if M == 0 or N == 0:
         return out
-    threads = numba.get_num_threads()
+    threads = _threads(threads)
     if threads > 1 and N > _NB:
         return _gemm_parallel(a, rows, panels, K, out, use_and, threads)
     return _gemm_serial(a, rows, panels, K, out, use_and)
 
 
-def xnor_gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None) -> np.ndarray:
+def xnor_gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None,
+              threads: int | None = None) -> np.ndarray:
     """±1 GEMM on packed rows: out[m, n] = sum_k a[m,k] w[n,k] = K - 2 popcount(a[m] XOR w[n]).
 
     a: (M, Kw) uint64, w: (N, Kw) uint64 or PackedWeights, Kw = ceil(K/64), zero padding -> (M, N) int32.
-    Uses numba's thread pool when numba.get_num_threads() > 1 (see set_num_threads).
+    Uses numba's thread pool when ``threads`` (default numba.get_num_threads()) > 1 (see set_num_threads).
     """
-    return _gemm(a, w, K, out, False)
+    return _gemm(a, w, K, out, False, threads)
 
 
-def and_gemm(a01: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None) -> np.ndarray:
+def and_gemm(a01: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None,
+             threads: int | None = None) -> np.ndarray:
     """{0,1} x ±1 GEMM: out[m, n] = sum_k a01[m,k] w[n,k] = 2 popcount(a01[m] AND w[n]) - popcount(a01[m]).
 
     Same shapes and threading as xnor_gemm; a01 bits are {0,1} values, w bits are ±1 signs.
     """
-    return _gemm(a01, w, K, out, True)
+    return _gemm(a01, w, K, out, True, threads)
 
 
 @njit(cache=True, parallel=True)
@@ -648,14 +659,15 @@ def row_sums(w: np.ndarray, K: int) -> np.ndarray:
     return (2 * unpack_bits(w, K).sum(axis=1, dtype=np.int64) - K).astype(np.int32)
 
 
-def bitserial_gemm(planes: np.ndarray, w: PackedWeights, offset: int, wsum: np.ndarray) -> np.ndarray:
+def bitserial_gemm(planes: np.ndarray, w: PackedWeights, offset: int, wsum: np.ndarray,
+                   threads: int | None = None) -> np.ndarray:
     """Multi-bit x ±1 GEMM: out[m, n] = Σ_k (o[m, k] + offset) w[n, k], with o given as its bit
     planes (b, M, ceil(K/64)) (`pack_planes`) and wsum = `row_sums` of w: Σ_p 2^p and_gemm(plane_p, w)
     + offset · wsum. Exact in int32 for b ≤ 8 and K < 2^22."""
-    out = and_gemm(planes[0], w, w.k)
+    out = and_gemm(planes[0], w, w.k, threads=threads)
     part = np.empty_like(out)
     for p in range(1, planes.shape[0]):
-        out += and_gemm(planes[p], w, w.k, part) << p
+        out += and_gemm(planes[p], w, w.k, part, threads) << p
     if offset:
         out += np.int32(offset) * wsum
     return out

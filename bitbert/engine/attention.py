@@ -190,7 +190,7 @@ class BinaryAttention:
     p: tuple[float, float] = (1.0, 0.0)  # (α_p, β_p) of BiT's map binarizer
 
     def __call__(self, q: BinaryLinear, k: BinaryLinear, v: BinaryLinear, x: np.ndarray, batch: int,
-                 key_mask: np.ndarray, score_res: np.ndarray | None = None,
+                 key_mask: np.ndarray, threads: int, score_res: np.ndarray | None = None,
                  value_res: np.ndarray | None = None) -> np.ndarray:
         """The context (B*L, heads*d) float32 of the layer input x (B*L, hidden) through the Q, K, V
         linears, whose outputs are binarized as they are produced; key_mask (B, L) bool; score_res
@@ -199,9 +199,10 @@ class BinaryAttention:
         pa, pb = self.p
         M, hidden = x.shape[0], q.weights.n
         d, L = hidden // self.heads, M // batch
-        vrows = v.heads(x, bv, batch, self.heads)
+        vrows = v.heads(x, bv, batch, self.heads, threads)
         vt = heads_along_tokens(vrows, d, np.empty((batch, self.heads, (L + 63) // 64, d), np.uint64))
-        return attention_kernel(q.heads(x, bq, batch, self.heads), k.heads(x, bk, batch, self.heads, keys_major=True),
+        return attention_kernel(q.heads(x, bq, batch, self.heads, threads),
+                                k.heads(x, bk, batch, self.heads, threads, keys_major=True),
                                 vt, aq * ak, self.scaling, _key_add(key_mask), pack_bits(key_mask), self.code,
                                 np.float32(pa), np.float32(pb), *elastic_rule(pa), pa * av, _residual_operand(score_res),
                                 _residual_operand(value_res), np.empty((M, hidden), np.float32))
@@ -225,10 +226,10 @@ class LevelsAttention:
     p: tuple[float, float, int] = (1.0, 0.0, 1)  # (α_p, β_p, top level) of the map
 
     def __call__(self, q_linear: BinaryLinear, k_linear: BinaryLinear, v_linear: BinaryLinear, x: np.ndarray,
-                 batch: int, key_mask: np.ndarray, score_res: np.ndarray | None = None,
+                 batch: int, key_mask: np.ndarray, threads: int, score_res: np.ndarray | None = None,
                  value_res: np.ndarray | None = None) -> np.ndarray:
         """As `BinaryAttention.__call__` (Q, K, V leave their linears as floats: multi-bit levels)."""
-        q, k, v = q_linear(x), k_linear(x), v_linear(x)
+        q, k, v = q_linear(x, threads), k_linear(x, threads), v_linear(x, threads)
         lo, hi = self.q.levels
         planes = (hi - lo).bit_length()
         pa, pb, p_top = self.p

@@ -227,11 +227,14 @@ def _moments(x, m, scratch, counts):
     return mean, m2 / np.float32(N)
 
 @njit(cache=True)  # compiled once, shared by its callers
-def layernorm_row(x, m, gamma, beta, eps, out, scratch, counts):
+def layernorm_row(x, m, gamma, beta, eps, scratch, counts):
+    """Row x[m] normalised in place. In place on purpose: with a second output array that is the
+    same array, LLVM's runtime overlap check fails and the loop runs scalar (4x slower)."""
     mean, var = _moments(x, m, scratch, counts)
     rstd = np.float32(1.0) / np.sqrt(max(var, np.float32(0.0)) + eps)
-    for k in range(x.shape[1]):
-        out[m, k] = fma32((x[m, k] - mean) * rstd, gamma[k], beta[k])
+    row = x[m]
+    for k in range(row.shape[0]):
+        row[k] = fma32((row[k] - mean) * rstd, gamma[k], beta[k])
 
 @njit(inline="always")
 def ln_scratch():

@@ -32,7 +32,7 @@ def embed(ids, pos_ids, type_ids, word_bits, word_scale, word_fp, pos, types_, g
                 else:
                     w = word_fp[r, k]
                 out[m, k] = (w + types_[type_ids[m], k]) + pos[pos_ids[m], k]
-            layernorm_row(out, m, gamma, beta, eps, out, scratch, counts)
+            layernorm_row(out, m, gamma, beta, eps, scratch, counts)
     return out
 
 @njit(cache=True, parallel=True)
@@ -68,7 +68,7 @@ def affine_residual_layernorm(dot, coef, bias, residual, gamma, beta, eps, out, 
         for m in range(lo, hi):
             for n in range(N):
                 out[m, n] = (np.float32(dot[m, n] * coef[n]) + bias[n]) + residual[m, n]
-            layernorm_row(out, m, gamma, beta, eps, out, scratch, counts)
+            layernorm_row(out, m, gamma, beta, eps, scratch, counts)
     return out
 
 
