@@ -200,3 +200,15 @@ def test_elastic_rule_without_division_gives_the_divisions_bits(alpha):
     with np.errstate(all="ignore"):
         ref = pack_bits((x - beta) / a > np.float32(0.5))
     np.testing.assert_array_equal(binarize_pack_elastic(x, beta, a), ref)
+
+
+def test_one_packed_input_for_q_k_v_only_when_their_bits_agree():
+    from bitbert.engine.layers import InputQuant
+
+    beta = np.zeros(8, np.float32)
+    sign = InputQuant(0.5, beta, True)
+    assert sign.same_bits(InputQuant(2.0, beta.copy(), True))  # α scales a sign's values, not its bits
+    assert not sign.same_bits(InputQuant(0.5, beta + np.float32(0.1), True))
+    assert not sign.same_bits(InputQuant(0.5, beta, False))
+    assert not InputQuant(0.5, beta, False).same_bits(InputQuant(0.6, beta, False))  # elastic: α sets the bits
+    assert not InputQuant(0.5, beta, True, 2).same_bits(InputQuant(0.6, beta, True, 2))

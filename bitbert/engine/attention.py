@@ -189,20 +189,21 @@ class BinaryAttention:
     v: tuple[float, float]
     p: tuple[float, float] = (1.0, 0.0)  # (α_p, β_p) of BiT's map binarizer
 
-    def __call__(self, q: BinaryLinear, k: BinaryLinear, v: BinaryLinear, x: np.ndarray, batch: int,
+    def __call__(self, q: BinaryLinear, k: BinaryLinear, v: BinaryLinear, inputs: tuple[np.ndarray, ...], batch: int,
                  key_mask: np.ndarray, threads: int, score_res: np.ndarray | None = None,
                  value_res: np.ndarray | None = None) -> np.ndarray:
-        """The context (B*L, heads*d) float32 of the layer input x (B*L, hidden) through the Q, K, V
-        linears, whose outputs are binarized as they are produced; key_mask (B, L) bool; score_res
-        (B, heads, L, L) and value_res (B, heads, L, d): BiPFT's residual terms, or None."""
+        """The context (B*L, heads*d) float32 of the Q, K, V linears on their packed inputs (each
+        linear's quantizer's bits of the layer input, B*L rows), their outputs binarized as they are
+        produced; key_mask (B, L) bool; score_res (B, heads, L, L) and value_res (B, heads, L, d):
+        BiPFT's residual terms, or None."""
         (aq, bq), (ak, bk), (av, bv) = self.q, self.k, self.v
         pa, pb = self.p
-        M, hidden = x.shape[0], q.weights.n
+        M, hidden = key_mask.size, q.weights.n
         d, L = hidden // self.heads, M // batch
-        vrows = v.heads(x, bv, batch, self.heads, threads)
+        vrows = v.heads(inputs[2], bv, batch, self.heads, threads)
         vt = heads_along_tokens(vrows, d, np.empty((batch, self.heads, (L + 63) // 64, d), np.uint64))
-        return attention_kernel(q.heads(x, bq, batch, self.heads, threads),
-                                k.heads(x, bk, batch, self.heads, threads, keys_major=True),
+        return attention_kernel(q.heads(inputs[0], bq, batch, self.heads, threads),
+                                k.heads(inputs[1], bk, batch, self.heads, threads, keys_major=True),
                                 vt, aq * ak, self.scaling, _key_add(key_mask), pack_bits(key_mask), self.code,
                                 np.float32(pa), np.float32(pb), *elastic_rule(pa), pa * av, _residual_operand(score_res),
                                 _residual_operand(value_res), np.empty((M, hidden), np.float32))
@@ -225,11 +226,11 @@ class LevelsAttention:
     v: InputQuant
     p: tuple[float, float, int] = (1.0, 0.0, 1)  # (α_p, β_p, top level) of the map
 
-    def __call__(self, q_linear: BinaryLinear, k_linear: BinaryLinear, v_linear: BinaryLinear, x: np.ndarray,
-                 batch: int, key_mask: np.ndarray, threads: int, score_res: np.ndarray | None = None,
-                 value_res: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, q_linear: BinaryLinear, k_linear: BinaryLinear, v_linear: BinaryLinear,
+                 inputs: tuple[np.ndarray, ...], batch: int, key_mask: np.ndarray, threads: int,
+                 score_res: np.ndarray | None = None, value_res: np.ndarray | None = None) -> np.ndarray:
         """As `BinaryAttention.__call__` (Q, K, V leave their linears as floats: multi-bit levels)."""
-        q, k, v = q_linear(x, threads), k_linear(x, threads), v_linear(x, threads)
+        q, k, v = (lin.of_bits(bits, threads) for lin, bits in zip((q_linear, k_linear, v_linear), inputs))
         lo, hi = self.q.levels
         planes = (hi - lo).bit_length()
         pa, pb, p_top = self.p

@@ -38,6 +38,13 @@ class InputQuant:
     def levels(self) -> tuple[int, int]:
         return levels(self.bits, self.signed)
 
+    def same_bits(self, other: InputQuant) -> bool:
+        """Whether ``pack`` gives the same bits as other's for every input (a 1-bit sign's α scales
+        values, not bits)."""
+        alpha_matters = self.bits > 1 or not self.signed
+        return (self.bits, self.signed) == (other.bits, other.signed) and np.array_equal(self.beta, other.beta) \
+            and (not alpha_matters or self.alpha == other.alpha)
+
     @property
     def scalar_beta(self) -> float:
         return float(self.beta.reshape(-1)[0])
@@ -82,7 +89,11 @@ class BinaryLinear:
         return gemm(bits, self.weights, self.weights.k, threads=threads)
 
     def __call__(self, x: np.ndarray, threads: int, act: int = NO_ACT) -> np.ndarray:
-        dot = self.dot(x, threads)
+        return self.of_bits(self.quant.pack(x, threads), threads, act)
+
+    def of_bits(self, bits: np.ndarray, threads: int, act: int = NO_ACT) -> np.ndarray:
+        """The float output for input bits already packed by ``quant``."""
+        dot = self.gemm(bits, threads)
         return affine(dot, self.coef, self.bias, act, np.empty(dot.shape, np.float32))
 
     def into(self, x: np.ndarray, act: int, following: BinaryLinear, threads: int) -> np.ndarray:
@@ -91,12 +102,13 @@ class BinaryLinear:
         bits = following.quant.pack_affine(self.dot(x, threads), self.coef, self.bias, act, threads)
         return following.gemm(bits, threads)
 
-    def heads(self, x: np.ndarray, beta: float, batch: int, heads: int, threads: int,
+    def heads(self, bits: np.ndarray, beta: float, batch: int, heads: int, threads: int,
               keys_major: bool = False) -> np.ndarray:
-        """The output's bits (output − beta ≥ 0) packed per head: (B, heads, L, ceil(d/64)) uint64, or
-        keys-major (B, heads, ceil(d/64), L); attention's 1-bit Q, K, V without their float rows."""
-        dot = self.dot(x, threads)
-        L, d = x.shape[0] // batch, self.weights.n // heads
+        """The output's bits (output − beta ≥ 0) for input bits packed by ``quant``, packed per head:
+        (B, heads, L, ceil(d/64)) uint64, or keys-major (B, heads, ceil(d/64), L); attention's 1-bit
+        Q, K, V without their float rows."""
+        dot = self.gemm(bits, threads)
+        L, d = dot.shape[0] // batch, self.weights.n // heads
         shape = (batch, heads, (d + 63) // 64, L) if keys_major else (batch, heads, L, (d + 63) // 64)
         return affine_pack_heads(dot, self.coef, self.bias, np.float32(beta), heads, keys_major,
                                  np.empty(shape, np.uint64), threads)
@@ -136,7 +148,8 @@ class Residual:
         return scores.astype(np.float32), split(values, values.shape[1] // self.heads).astype(np.float32)
 
 
-# attention(q_linear, k_linear, v_linear, x, batch, key_mask, threads, score_res, value_res) -> context: a kernel
+# attention(q_linear, k_linear, v_linear, their packed inputs, batch, key_mask, threads, score_res, value_res)
+# -> context: a kernel
 # chosen at build time, which also chooses how Q, K and V leave their linears (bits or floats)
 AttentionFn = Callable[..., np.ndarray]
 
@@ -157,12 +170,16 @@ class Layer:
     residual: Residual | None
     activation: int
     eps: np.float32
+    qkv_one_input: bool = False  # Q, K and V quantize their input alike: it is packed once
 
     def __call__(self, x: np.ndarray, batch: int, key_mask: np.ndarray, threads: int) -> np.ndarray:
         sres = vres = None
         if self.residual is not None:
             sres, vres = self.residual.terms(x, batch)
-        ctx = self.attention(self.q, self.k, self.v, x, batch, key_mask, threads, sres, vres)
+        q_in = self.q.quant.pack(x, threads)
+        k_in, v_in = (q_in, q_in) if self.qkv_one_input else (self.k.quant.pack(x, threads),
+                                                              self.v.quant.pack(x, threads))
+        ctx = self.attention(self.q, self.k, self.v, (q_in, k_in, v_in), batch, key_mask, threads, sres, vres)
         x = self._add_norm(self.out, self.out.dot(ctx, threads), x, self.ln_attn, threads)
         hidden = self.ffn_in.into(x, self.activation, self.ffn_out, threads)
         return self._add_norm(self.ffn_out, hidden, x, self.ln_ffn, threads)
