@@ -109,6 +109,7 @@ class BinaryLinear:
         Q, K, V without their float rows."""
         dot = self.gemm(bits, threads)
         L, d = dot.shape[0] // batch, self.weights.n // heads
+        assert heads * d == self.weights.n and batch * L == dot.shape[0]  # the validated spec's head_dim, whole rows
         shape = (batch, heads, (d + 63) // 64, L) if keys_major else (batch, heads, L, (d + 63) // 64)
         return affine_pack_heads(dot, self.coef, self.bias, np.float32(beta), heads, keys_major,
                                  np.empty(shape, np.uint64), threads)
