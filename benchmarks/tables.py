@@ -421,7 +421,33 @@ def runtimes_table() -> str:
                      f"{rec['load_average_before'][0]:.2f} before / {rec['load_average_after'][0]:.2f} after, "
                      f"{rec['wall_s']:.0f} s, {rec['model']['quant']}, seq {rec['model']['seq_len']}; median of "
                      f"{rec['repeats']} calls, ms per batch.")
-    return "\n".join(rows + [""] + notes)
+    phases = []
+    for name, rec in recs:
+        if "phases" in rec:
+            from bitbert.engine.profile import phase_table
+
+            shape = name.removeprefix("bench_cpu_ort_").removesuffix(".json")
+            phases += ["", f"Where the engine's time goes, {shape} (1 thread, batch 1, profiled calls):", "",
+                       phase_table(rec["phases"])]
+    return "\n".join(rows + [""] + notes + phases)
+
+
+def interleaved_table() -> str:
+    """The engine, ONNX Runtime int8 and PyTorch FP32 timed in turns, round by round (1 thread)."""
+    rec = _load("bench_cpu_interleaved.json")
+    if not rec:
+        return "_no interleaved runtime comparison yet_"
+    rows = ["| shape | batch | rounds | bitbert packed ms | ORT int8 dyn ms | PyTorch FP32 ms | vs ORT int8 | vs PyTorch FP32 |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in rec["results"]:
+        ms = [f"{r['median_s'][k] * 1e3:.1f}" if k in r["median_s"] else "–" for k in ("engine", "ort_int8", "fp32")]
+        vs = [f"{r['engine_vs'][k]:.2f}x" if k in r["engine_vs"] else "–" for k in ("ort_int8", "fp32")]
+        rows.append(f"| {r['shape']} | {r['batch']} | {r['rounds']} | " + " | ".join(ms + vs) + " |")
+    hw = rec["hardware"]
+    rows += ["", f"`{rec['command']}` on {hw['cpu']} ({hw['cores']} cores, shared with other work: load average "
+             f"{rec['load_average_before'][0]:.2f} before / {rec['load_average_after'][0]:.2f} after), 1 thread, "
+             f"{rec['wall_s']:.0f} s; medians over rounds, each round calling every runtime once in turn."]
+    return "\n".join(rows)
 
 
 def bipft_table() -> str:
@@ -496,39 +522,46 @@ def bench_row(rec: dict, threads: int = 1, batch: int = 1) -> dict:
 
 def headline_table() -> str:
     """The README's table: best-on-dev / final-step of the main GLUE runs (MiniLM-L6 students), and
-    the packed BERT-base file's size and CPU time against FP32 and int8 PyTorch."""
+    the BERT-base shape's size and CPU time on one sentence, 1 thread: the packed engine beside
+    PyTorch and ONNX Runtime, FP32 and dynamic int8, all from one `bitbert bench` process."""
     runs = summary_records()
-    benches = {bits: _load(name) for bits, name in BENCH_OF_BITS.items()}
-    if not runs or not all(benches.values()):
+    bench = _load(RUNTIME_FILES[0])
+    if not runs or not bench:
         return "_no results yet_"
     sizes = bert_base_sizes_mb()
-    base = bench_row(benches["1-1-1"])
-    ms = lambda t: f"{t['median_s'] * 1e3:.1f}"  # noqa: E731
+    row = bench_row(bench)
+    ms = lambda key: f"{row[key]['median_s'] * 1e3:.1f}"  # noqa: E731
+    vs = lambda key, ref: f"{row[ref]['median_s'] / row[key]['median_s']:.2f}x"  # noqa: E731
+    speed = lambda key, size: [size, ms(key), vs(key, "fp32"), vs(key, "ort_int8")]  # noqa: E731
     tasks = [t for t in TASK_NAMES if any(k[0] == t for k in runs)]
     metric = {k[0]: r["metric"] for k, r in runs.items()}
     rows = ["| precision (E-W-A) | " + " | ".join(f"{TASK_NAMES[t]} {metric[t]}" for t in tasks)
-            + " | BERT-base size MB | CPU ms / sentence | vs FP32 |", "|---|" + "---|" * (len(tasks) + 3)]
+            + " | BERT-base size MB | CPU ms / sentence | vs PyTorch FP32 | vs ORT int8 |",
+            "|---|" + "---|" * (len(tasks) + 4)]
 
     def cells(method: str, sched: str) -> list[str]:
         return [f"{r['best']:.1f} / {r['final']:.1f}" if (r := runs.get((t, method, sched))) else "–" for t in tasks]
 
+    packed = f"{bench['model']['packed_bytes'] / 2**20:.1f}"
+    measured = bench["model"]["quant"].split()[0]  # the precision the packed engine ran at
     for name, method, sched in HEADLINE_RUNS:
         if method == "fp":
-            speed = [f"{sizes['fp32']:.0f}", ms(base["fp32"]), "1x"]
-        elif Schedule.parse(sched).stages[-1] in benches:  # a schedule runs as its last stage
-            b = benches[Schedule.parse(sched).stages[-1]]
-            row = bench_row(b)
-            speed = [f"{b['model']['packed_bytes'] / 2**20:.1f}", ms(row["engine"]), f"{row['speedup_vs_fp32']:.1f}x"]
-        else:
-            speed = ["–", "–", "–"]
-        rows.append(f"| {name} | " + " | ".join(cells(method, sched) + speed) + " |")
-        if method == "fp":  # PyTorch's own 8-bit answer, for the speed columns
-            rows.append("| int8 dynamic (PyTorch) | " + " | ".join(["–"] * len(tasks)) + f" | {sizes['int8']:.0f} | "
-                        f"{ms(base['int8'])} | {base['fp32']['median_s'] / base['int8']['median_s']:.1f}x |")
-    hw = benches["1-1-1"]["hardware"]
+            rows.append(f"| {name} | " + " | ".join(cells(method, sched) + speed("fp32", f"{sizes['fp32']:.0f}")) + " |")
+            # the 8-bit and ONNX Runtime answers, for the speed columns
+            for label, key, size in (("int8 dynamic (PyTorch)", "int8", f"{sizes['int8']:.0f}"),
+                                     ("FP32 (ONNX Runtime)", "ort_fp32", f"{sizes['fp32']:.0f}"),
+                                     ("int8 dynamic (ONNX Runtime)", "ort_int8", "–")):
+                rows.append(f"| {label} | " + " | ".join(["–"] * len(tasks) + speed(key, size)) + " |")
+            continue
+        runs_at = Schedule.parse(sched).stages[-1]  # a schedule runs as its last stage
+        tail = speed("engine", packed) if runs_at == measured else ["–"] * 4
+        rows.append(f"| {name} | " + " | ".join(cells(method, sched) + tail) + " |")
+    hw = bench["hardware"]
     rows += ["", f"GLUE: dev set, best-on-dev / final step, `bit` students of a MiniLM-L6 teacher (one H100/H200). "
-             f"Speed: BERT-base shape, sequence 128, one sentence on 1 thread of an {hw['cpu']}, median of "
-             f"{benches['1-1-1']['repeats']} calls; the packed engine against PyTorch FP32 and dynamic int8."]
+             f"Speed: BERT-base shape, sequence 128, one sentence on 1 thread of an {hw['cpu']} ({hw['cores']} "
+             f"cores, shared), median of {bench['repeats']} calls, all runtimes in one `bitbert bench` process; "
+             f"the packed engine at {measured} (other precisions, batch 32, MiniLM-L6: "
+             "[docs/results/engine.md](docs/results/engine.md))."]
     return "\n".join(rows)
 
 
@@ -598,7 +631,7 @@ def default_job_time() -> str:
             f"([all timings](docs/results/default_job.md)).")
 
 
-SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "runtimes": runtimes_table, "bipft": bipft_table,
+SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "runtimes": runtimes_table, "interleaved": interleaved_table, "bipft": bipft_table,
             "engine-accuracy": engine_accuracy_table, "headline": headline_table,
             "pair-control": pair_control_table, "glue-augmented": augmented_table, "default-job": default_job_table,
             "default-job-sweep": default_job_sweep_table, "default-job-time": default_job_time, "shipped": shipped_text}
@@ -608,7 +641,7 @@ PAGES = {"README.md": ("default-job-time", "headline", "shipped"),
          "docs/results/default_job.md": ("default-job", "default-job-sweep"),
          "docs/results/glue.md": ("glue-summary", "glue-augmented", "glue-seeds", "glue-settings", "glue", "gap-sources", "glue-cut",
                                   "bibert-ablation"),
-         "docs/results/speed.md": ("speed",), "docs/results/engine.md": ("runtimes", "bench", "engine-accuracy"),
+         "docs/results/speed.md": ("speed",), "docs/results/engine.md": ("runtimes", "interleaved", "bench", "engine-accuracy"),
          "docs/results/bipft.md": ("bipft",), "docs/results/pairs.md": ("pair-control",)}
 
 

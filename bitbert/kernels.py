@@ -47,6 +47,7 @@ __all__ = [
     "binarize_pack_signed",
     "binarize_pack_unsigned",
     "binarize_pack_elastic",
+    "elastic_rule",
     "PackedWeights",
     "prepack",
     "xnor_gemm",
@@ -62,6 +63,8 @@ __all__ = [
     "popcount64",
     "plane_mask64",
     "quantize_pack_heads",
+    "transpose64",
+    "heads_along_tokens",
     "set_num_threads",
 ]
 
@@ -428,6 +431,45 @@ def _pack_heads_transposed(x, beta, heads, out):
     return out
 
 
+@njit(inline="always")
+def transpose64(a):
+    """Transpose the 64 x 64 bit matrix a (64,) uint64 in place: bit t of word j <-> bit j of word t
+    (LSB first). Six stages of swapping the off-diagonal blocks (Hacker's Delight, 7-3), 6 x 32 swaps."""
+    j = 32
+    m = np.uint64(0x00000000FFFFFFFF)
+    while j != 0:
+        k = 0
+        while k < 64:
+            t = ((a[k] >> np.uint64(j)) ^ a[k + j]) & m
+            a[k + j] ^= t
+            a[k] ^= t << np.uint64(j)
+            k = (k + j + 1) & ~j
+        j >>= 1
+        m ^= m << np.uint64(j)
+
+
+@njit(cache=True, parallel=True)
+def heads_along_tokens(rows, d, out):
+    """out[b, h, w, t] bit jj = bit t % 64 of rows[b, h, 64w + jj, t // 64]: each head's packed rows
+    (B, H, L, dw), one per token, re-packed along the tokens (B, H, Lw, d) by 64 x 64 bit transposes.
+    Bits past L stay 0 (the rows' own padding bits past d are never read)."""
+    B, H, L, dw = rows.shape
+    Lw = out.shape[2]
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        block = np.empty(64, np.uint64)
+        for w in range(Lw):
+            n = min(64, L - 64 * w)
+            for cw in range(dw):
+                for jj in range(n):
+                    block[jj] = rows[b, h, 64 * w + jj, cw]
+                block[n:] = 0
+                transpose64(block)
+                for t in range(min(64, d - 64 * cw)):
+                    out[b, h, w, 64 * cw + t] = block[t]
+    return out
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -465,15 +507,21 @@ def _check_rows(x: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return x, beta
 
 
+def _threads(threads: int | None) -> int:
+    """The thread count a kernel runs with: the caller's (the engine passes its own: asking numba costs
+    a few microseconds a call, ~100 calls a forward), else numba's current setting."""
+    return numba.get_num_threads() if threads is None else threads
+
+
 def _binarize(x: np.ndarray, beta: np.ndarray, alpha: float, threshold: float, divide: bool,
-              out: np.ndarray | None) -> np.ndarray:
+              out: np.ndarray | None, threads: int | None = None) -> np.ndarray:
     x, beta = _check_rows(x, beta)
     shape = (x.shape[0], _words(x.shape[1]))
     if out is None:
         out = np.empty(shape, np.uint64)
     elif out.shape != shape or out.dtype != np.uint64 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint64 array of shape {shape}")
-    threads = numba.get_num_threads()
+    threads = _threads(threads)
     if threads > 1 and x.shape[0] * x.shape[1] >= _PARALLEL_MIN_ELEMENTS:
         return _binarize_pack_parallel(x, beta, np.float32(alpha), np.float32(threshold), out, divide,
                                        min(threads, x.shape[0]))
@@ -489,19 +537,39 @@ def binarize_pack_unsigned(x: np.ndarray, beta: np.ndarray, threshold: float,
     return _binarize(x, beta, 1.0, threshold, False, out)
 
 
-def binarize_pack_signed(x: np.ndarray, beta: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def binarize_pack_signed(x: np.ndarray, beta: np.ndarray, out: np.ndarray | None = None,
+                         threads: int | None = None) -> np.ndarray:
     """Fused sign binarize-and-pack: bit[m, k] = (x[m, k] - beta[k] >= 0), i.e. +1 where set."""
-    return _binarize(x, beta, 1.0, 0.0, False, out)
+    return _binarize(x, beta, 1.0, 0.0, False, out, threads)
 
 
-def binarize_pack_elastic(x: np.ndarray, beta: np.ndarray, alpha: float, out: np.ndarray | None = None) -> np.ndarray:
+def elastic_rule(alpha: float) -> tuple[np.float32, np.float32, bool]:
+    """(alpha, threshold, divide) for mask64 and the packers, of BiT's elastic rule fl((x − β) / α) > 0.5.
+
+    float32 division rounds to nearest, ties to even, and 0.5's successor is odd, so for a finite
+    α > 0: fl(u / α) > 0.5 ⟺ u / α > 0.5 + 2^-25 ⟺ u > α (0.5 + 2^-25) (exact in float64) ⟺
+    u ≥ t, t the smallest float32 above it: the same bits as the division, with a compare (a
+    vector division costs as much as the rest of the attention map). Other α keep the division."""
+    a = np.float64(np.float32(alpha))
+    if not (np.isfinite(a) and a > 0):
+        return np.float32(alpha), np.float32(0.5), True
+    bound = a * (0.5 + 2.0 ** -25)
+    t = np.float32(bound)
+    if np.float64(t) <= bound:
+        t = np.nextafter(t, np.float32(np.inf))
+    return np.float32(1.0), t, False
+
+
+def binarize_pack_elastic(x: np.ndarray, beta: np.ndarray, alpha: float, out: np.ndarray | None = None,
+                          threads: int | None = None) -> np.ndarray:
     """Fused binarize-and-pack of BiT's unsigned elastic binarizer (value alpha where set):
     bit[m, k] = round(clip((x[m, k] - beta[k]) / alpha, 0, 1)) = ((x - beta) / alpha > 0.5),
-    in the float32 operations PyTorch uses (round half to even: exactly 0.5 gives 0)."""
-    return _binarize(x, beta, alpha, 0.5, True, out)
+    in the float32 operations PyTorch uses (round half to even: exactly 0.5 gives 0; see elastic_rule)."""
+    return _binarize(x, beta, *elastic_rule(alpha), out, threads)
 
 
-def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None, use_and: bool) -> np.ndarray:
+def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None, use_and: bool,
+          threads: int | None = None) -> np.ndarray:
     a = np.ascontiguousarray(a, dtype=np.uint64)
     if isinstance(w, PackedWeights):
         panels, N, rows = w.panels, w.n, _NO_ROWS
@@ -521,27 +589,29 @@ def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray 
         raise ValueError(f"out must be a C-contiguous int32 array of shape {(M, N)}")
     if M == 0 or N == 0:
         return out
-    threads = numba.get_num_threads()
+    threads = _threads(threads)
     if threads > 1 and N > _NB:
         return _gemm_parallel(a, rows, panels, K, out, use_and, threads)
     return _gemm_serial(a, rows, panels, K, out, use_and)
 
 
-def xnor_gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None) -> np.ndarray:
+def xnor_gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None,
+              threads: int | None = None) -> np.ndarray:
     """±1 GEMM on packed rows: out[m, n] = sum_k a[m,k] w[n,k] = K - 2 popcount(a[m] XOR w[n]).
 
     a: (M, Kw) uint64, w: (N, Kw) uint64 or PackedWeights, Kw = ceil(K/64), zero padding -> (M, N) int32.
-    Uses numba's thread pool when numba.get_num_threads() > 1 (see set_num_threads).
+    Uses numba's thread pool when ``threads`` (default numba.get_num_threads()) > 1 (see set_num_threads).
     """
-    return _gemm(a, w, K, out, False)
+    return _gemm(a, w, K, out, False, threads)
 
 
-def and_gemm(a01: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None) -> np.ndarray:
+def and_gemm(a01: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None,
+             threads: int | None = None) -> np.ndarray:
     """{0,1} x ±1 GEMM: out[m, n] = sum_k a01[m,k] w[n,k] = 2 popcount(a01[m] AND w[n]) - popcount(a01[m]).
 
     Same shapes and threading as xnor_gemm; a01 bits are {0,1} values, w bits are ±1 signs.
     """
-    return _gemm(a01, w, K, out, True)
+    return _gemm(a01, w, K, out, True, threads)
 
 
 @njit(cache=True, parallel=True)
@@ -589,14 +659,15 @@ def row_sums(w: np.ndarray, K: int) -> np.ndarray:
     return (2 * unpack_bits(w, K).sum(axis=1, dtype=np.int64) - K).astype(np.int32)
 
 
-def bitserial_gemm(planes: np.ndarray, w: PackedWeights, offset: int, wsum: np.ndarray) -> np.ndarray:
+def bitserial_gemm(planes: np.ndarray, w: PackedWeights, offset: int, wsum: np.ndarray,
+                   threads: int | None = None) -> np.ndarray:
     """Multi-bit x ±1 GEMM: out[m, n] = Σ_k (o[m, k] + offset) w[n, k], with o given as its bit
     planes (b, M, ceil(K/64)) (`pack_planes`) and wsum = `row_sums` of w: Σ_p 2^p and_gemm(plane_p, w)
     + offset · wsum. Exact in int32 for b ≤ 8 and K < 2^22."""
-    out = and_gemm(planes[0], w, w.k)
+    out = and_gemm(planes[0], w, w.k, threads=threads)
     part = np.empty_like(out)
     for p in range(1, planes.shape[0]):
-        out += and_gemm(planes[p], w, w.k, part) << p
+        out += and_gemm(planes[p], w, w.k, part, threads) << p
     if offset:
         out += np.int32(offset) * wsum
     return out

@@ -69,9 +69,12 @@ def test_headline_table_takes_its_numbers_from_the_records():
     sst2 = runs[("sst2", "bit", "1-1-1")]
     row = next(l for l in table.splitlines() if l.startswith("| 1-1-1 |"))
     assert f"{sst2['best']:.1f} / {sst2['final']:.1f}" in row
-    bench = json.loads((ROOT / "benchmarks" / "results" / "bench_cpu.json").read_text())
+    bench = json.loads((ROOT / "benchmarks" / "results" / "bench_cpu_ort_bert-base.json").read_text())
     one = next(r for r in bench["results"] if r["threads"] == 1 and r["batch"] == 1)
-    assert row.endswith(f"| {one['engine']['median_s'] * 1e3:.1f} | {one['speedup_vs_fp32']:.1f}x |")
+    assert row.endswith(f"| {one['engine']['median_s'] * 1e3:.1f} | {one['speedup_vs_fp32']:.2f}x | "
+                        f"{one['speedup_vs_ort_int8']:.2f}x |")
+    ort = next(line for line in table.splitlines() if line.startswith("| int8 dynamic (ONNX Runtime) |"))
+    assert f"| {one['ort_int8']['median_s'] * 1e3:.1f} |" in ort and bench["hardware"]["cpu"] in table
 
 
 def test_plots_are_drawn_from_the_current_results():

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from ..kernels import mask64, pack_bits, pack_heads, pack_heads_transposed, plane_mask64, popcount64, quantize_pack_heads
+from ..kernels import elastic_rule, heads_along_tokens, mask64, pack_bits, plane_mask64, popcount64, quantize_pack_heads
 from ..packed_schema import AttentionRecord, ModelSpec
 from .errors import EngineError
 from .floatmath import softmax_inplace
-from .layers import InputQuant
+from .layers import BinaryLinear, InputQuant
 
 ELASTIC, BOOL, SIGN = 0, 1, 2
 # The attention maps (QuantConfig.attention_probs) the engine runs, as kernel codes.
@@ -26,9 +26,10 @@ MAP_CODES = {"softmax_elastic": ELASTIC, "bool": BOOL, "softmax_sign": SIGN}
 _F32_MIN = np.finfo(np.float32).min
 
 @njit(cache=True, parallel=True)
-def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_alpha, p_beta, pv_coef,
-               score_res, value_res, ctx):
-    """Binary attention for every (sequence, head); see BinaryAttention.
+def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_alpha, p_beta, rule_alpha, p_thr,
+                     p_divide, pv_coef, score_res, value_res, ctx):
+    """Binary attention for every (sequence, head); see BinaryAttention. The elastic map (α_p, β_p)
+    sets its bits by mask64's rule (rule_alpha, p_thr, p_divide) = `bitbert.kernels.elastic_rule(α_p)`.
 
     qh (B, H, L, dw) and kt (B, H, dw, L): packed Q rows and K words (word-major, so the score loop
     over keys is contiguous); vt (B, H, Lw, d): V packed along the keys.
@@ -38,53 +39,65 @@ def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_al
     has_sres, has_vres = score_res.shape[0] > 0, value_res.shape[0] > 0
     for bh in prange(B * H):
         b, h = bh // H, bh % H
+        q2, k2, v2, kadd, kbits = qh[b, h], kt[b, h], vt[b, h], key_add[b], key_bits[b]
         # One score row padded to whole words; the padding never survives the AND with key_bits.
         row = np.zeros((1, Lw * 64), np.float32)
         betas = np.full(Lw * 64, p_beta, np.float32)
         pbits = np.empty(Lw, np.uint64)
-        cnt = np.empty(L, np.int64)
-        acc = np.empty(d, np.int64)
+        cnt = np.empty(L, np.int32)  # int32 accumulators on 1-D rows: the loops vectorise
+        acc = np.empty(d, np.int32)
         for i in range(L):
-            cnt[:] = 0
-            for w in range(dw):
-                qw = qh[b, h, i, w]
-                for j in range(L):
-                    cnt[j] += np.int64(popcount64(qw ^ kt[b, h, w, j]))
-            for j in range(L):  # the exact dot, rounded once
-                row[0, j] = np.float32((d - 2 * cnt[j]) * qk_coef)
+            _popcount_row(q2[i, 0], k2[0], cnt, False, True)
+            for w in range(1, dw):
+                _popcount_row(q2[i, w], k2[w], cnt, False, False)
             if has_sres:
+                for j in range(L):  # the exact dot, rounded once
+                    row[0, j] = np.float32((d - 2 * cnt[j]) * qk_coef) + score_res[b, h, i, j]
                 for j in range(L):
-                    row[0, j] = row[0, j] + score_res[b, h, i, j]
-            for j in range(L):
-                row[0, j] = row[0, j] * scaling + key_add[b, j]
+                    row[0, j] = row[0, j] * scaling + kadd[j]
+            else:
+                for j in range(L):
+                    row[0, j] = np.float32((d - 2 * cnt[j]) * qk_coef) * scaling + kadd[j]
             if mode == ELASTIC:
                 softmax_inplace(row, L)
                 for w in range(Lw):
-                    pbits[w] = mask64(row, 0, 64 * w, betas, p_alpha, np.float32(0.5), True) & key_bits[b, w]
+                    if p_divide:
+                        pbits[w] = mask64(row, 0, 64 * w, betas, rule_alpha, p_thr, True) & kbits[w]
+                    else:
+                        pbits[w] = mask64(row, 0, 64 * w, betas, rule_alpha, p_thr, False) & kbits[w]
             elif mode == BOOL:
                 for w in range(Lw):
-                    pbits[w] = mask64(row, 0, 64 * w, betas, np.float32(1.0), np.float32(0.0), False) & key_bits[b, w]
+                    pbits[w] = mask64(row, 0, 64 * w, betas, np.float32(1.0), np.float32(0.0), False) & kbits[w]
             else:  # softmax then sign: every kept key is +1
                 for w in range(Lw):
-                    pbits[w] = key_bits[b, w]
-            ones = np.int64(0)
+                    pbits[w] = kbits[w]
+            ones = np.int32(0)
             for w in range(Lw):
-                ones += np.int64(popcount64(pbits[w]))
-            acc[:] = 0
-            for w in range(Lw):
-                pw = pbits[w]
-                for t in range(d):
-                    acc[t] += np.int64(popcount64(pw & vt[b, h, w, t]))
+                ones += np.int32(popcount64(pbits[w]))
+            _popcount_row(pbits[0], v2[0], acc, True, True)
+            for w in range(1, Lw):
+                _popcount_row(pbits[w], v2[w], acc, True, False)
+            out = ctx[b * L + i, h * d:(h + 1) * d]
             for t in range(d):
-                ctx[b * L + i, h * d + t] = np.float32((2 * acc[t] - ones) * pv_coef)
+                out[t] = np.float32((2 * acc[t] - ones) * pv_coef)
             if has_vres:  # a separate loop: the branch inside the one above stops its vectorisation
                 for t in range(d):
                     extra = np.float32(0.0)
                     for j in range(L):
                         if (pbits[j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
                             extra += value_res[b, h, j, t]
-                    ctx[b * L + i, h * d + t] = ctx[b * L + i, h * d + t] + extra * p_alpha
+                    out[t] = out[t] + extra * p_alpha
     return ctx
+
+@njit(inline="always")
+def _popcount_row(word, row, acc, use_and, first):
+    """acc[j] (=, or += when not first) popcount(word XOR / AND row[j]) over a contiguous row."""
+    if first:
+        for j in range(row.shape[0]):
+            acc[j] = np.int32(popcount64((word & row[j]) if use_and else (word ^ row[j])))
+    else:
+        for j in range(row.shape[0]):
+            acc[j] += np.int32(popcount64((word & row[j]) if use_and else (word ^ row[j])))
 
 @njit(cache=True, parallel=True)
 def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, key_add, key_keep, mode, p_alpha, p_beta,
@@ -176,19 +189,24 @@ class BinaryAttention:
     v: tuple[float, float]
     p: tuple[float, float] = (1.0, 0.0)  # (α_p, β_p) of BiT's map binarizer
 
-    def __call__(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: int, key_mask: np.ndarray,
-                 score_res: np.ndarray | None = None, value_res: np.ndarray | None = None) -> np.ndarray:
-        """The context (B*L, heads*d) float32 of q, k, v (B*L, heads*d) float32; key_mask (B, L) bool;
-        score_res (B, heads, L, L) and value_res (B, heads, L, d): BiPFT's residual terms, or None."""
+    def __call__(self, q: BinaryLinear, k: BinaryLinear, v: BinaryLinear, inputs: tuple[np.ndarray, ...], batch: int,
+                 key_mask: np.ndarray, threads: int, score_res: np.ndarray | None = None,
+                 value_res: np.ndarray | None = None) -> np.ndarray:
+        """The context (B*L, heads*d) float32 of the Q, K, V linears on their packed inputs (each
+        linear's quantizer's bits of the layer input, B*L rows), their outputs binarized as they are
+        produced; key_mask (B, L) bool; score_res (B, heads, L, L) and value_res (B, heads, L, d):
+        BiPFT's residual terms, or None."""
         (aq, bq), (ak, bk), (av, bv) = self.q, self.k, self.v
         pa, pb = self.p
-        M, hidden = q.shape
-        keys = np.ascontiguousarray(pack_heads(k, bk, batch, self.heads).transpose(0, 1, 3, 2))
-        return attention_kernel(pack_heads(q, bq, batch, self.heads), keys,
-                                pack_heads_transposed(v, bv, batch, self.heads), aq * ak, self.scaling,
-                                _key_add(key_mask), pack_bits(key_mask), self.code, np.float32(pa), np.float32(pb),
-                                pa * av, _residual_operand(score_res), _residual_operand(value_res),
-                                np.empty((M, hidden), np.float32))
+        M, hidden = key_mask.size, q.weights.n
+        d, L = hidden // self.heads, M // batch
+        vrows = v.heads(inputs[2], bv, batch, self.heads, threads)
+        vt = heads_along_tokens(vrows, d, np.empty((batch, self.heads, (L + 63) // 64, d), np.uint64))
+        return attention_kernel(q.heads(inputs[0], bq, batch, self.heads, threads),
+                                k.heads(inputs[1], bk, batch, self.heads, threads, keys_major=True),
+                                vt, aq * ak, self.scaling, _key_add(key_mask), pack_bits(key_mask), self.code,
+                                np.float32(pa), np.float32(pb), *elastic_rule(pa), pa * av, _residual_operand(score_res),
+                                _residual_operand(value_res), np.empty((M, hidden), np.float32))
 
 @dataclass(frozen=True)
 class LevelsAttention:
@@ -208,9 +226,11 @@ class LevelsAttention:
     v: InputQuant
     p: tuple[float, float, int] = (1.0, 0.0, 1)  # (α_p, β_p, top level) of the map
 
-    def __call__(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: int, key_mask: np.ndarray,
+    def __call__(self, q_linear: BinaryLinear, k_linear: BinaryLinear, v_linear: BinaryLinear,
+                 inputs: tuple[np.ndarray, ...], batch: int, key_mask: np.ndarray, threads: int,
                  score_res: np.ndarray | None = None, value_res: np.ndarray | None = None) -> np.ndarray:
-        """As `BinaryAttention.__call__`."""
+        """As `BinaryAttention.__call__` (Q, K, V leave their linears as floats: multi-bit levels)."""
+        q, k, v = (lin.of_bits(bits, threads) for lin, bits in zip((q_linear, k_linear, v_linear), inputs))
         lo, hi = self.q.levels
         planes = (hi - lo).bit_length()
         pa, pb, p_top = self.p

@@ -63,9 +63,10 @@ def layer(record: LayerRecord, spec: ModelSpec, where: str) -> Layer:
     linears = {name: binary_linear(getattr(record, name), f"{where}.{name}")
                for name in ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")}
     ln = lambda r: (_f32(r.weight), _f32(r.bias))  # noqa: E731
-    return Layer(linears["query"], linears["key"], linears["value"], linears["attn_out"], linears["ffn_in"],
-                 linears["ffn_out"], attention_for(att, spec), ln(record.ln_attn), ln(record.ln_ffn), residual,
-                 ACTIVATIONS[spec.activation], np.float32(spec.eps))
+    q, k, v = linears["query"], linears["key"], linears["value"]
+    return Layer(q, k, v, linears["attn_out"], linears["ffn_in"], linears["ffn_out"], attention_for(att, spec),
+                 ln(record.ln_attn), ln(record.ln_ffn), residual, ACTIVATIONS[spec.activation], np.float32(spec.eps),
+                 qkv_one_input=q.quant.same_bits(k.quant) and q.quant.same_bits(v.quant))
 
 
 def _check_supported(packed: PackedModel) -> None:

@@ -28,34 +28,89 @@ def fma32(typingctx, a, b, c):
 
     return sig, codegen
 
+def _sleef_expf(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """SLEEF's expf_u10 on a float or a vector of floats (the same operations lane by lane)."""
+    lanes = x.type.count if isinstance(x.type, ir.VectorType) else 0
+    vec = (lambda t: ir.VectorType(t, lanes)) if lanes else (lambda t: t)  # noqa: E731
+    f, i32 = vec(ir.FloatType()), vec(ir.IntType(32))
+    suffix = f"v{lanes}f32" if lanes else "f32"
+    mod = builder.module
+    fma_fn = cgutils.get_or_insert_function(mod, ir.FunctionType(f, [f, f, f]), f"llvm.fma.{suffix}")
+    rint = cgutils.get_or_insert_function(mod, ir.FunctionType(f, [f]), f"llvm.rint.{suffix}")
+    fma = lambda a, b, c_: builder.call(fma_fn, [a, b, c_])  # noqa: E731
+
+    def const(t, v):
+        return ir.Constant(t, [v] * lanes) if lanes else ir.Constant(t, v)
+
+    c = lambda v: const(f, float(np.float32(v)))  # noqa: E731
+    ci = lambda v: const(i32, v)  # noqa: E731
+    log2e = c(1.442695040888963407359924681001892137426645954152985934135449406931)
+    q = builder.fptosi(builder.call(rint, [builder.fmul(x, log2e)]), i32)
+    qf = builder.sitofp(q, f)
+    s = fma(qf, c(-0.693145751953125), x)
+    s = fma(qf, c(-1.428606765330187045e-06), s)
+    u = c(0.000198527617612853646278381)
+    for coef in (0.00139304355252534151077271, 0.00833336077630519866943359, 0.0416664853692054748535156,
+                 0.166666671633720397949219, 0.5):
+        u = fma(u, s, c(coef))
+    u = builder.fadd(c(1.0), fma(builder.fmul(s, s), u, s))
+    pow2 = lambda e: builder.bitcast(builder.shl(builder.add(e, ci(127)), ci(23)), f)  # noqa: E731
+    h = builder.ashr(q, ci(1))
+    u = builder.fmul(builder.fmul(u, pow2(h)), pow2(builder.sub(q, h)))
+    u = builder.select(builder.fcmp_ordered("<", x, c(-104.0)), c(0.0), u)
+    return builder.select(builder.fcmp_ordered("<", c(100.0), x), const(f, float("inf")), u)
+
 @intrinsic
 def expf(typingctx, d):
     """SLEEF's expf_u10 (the exp of PyTorch's vectorised softmax and erf), bit for bit."""
     sig = types.float32(types.float32)
 
     def codegen(context, builder, sig, args):
-        (x,) = args
-        f, i32 = ir.FloatType(), ir.IntType(32)
-        mod = builder.module
-        fma = cgutils.get_or_insert_function(mod, ir.FunctionType(f, [f, f, f]), "llvm.fma.f32")
-        rint = cgutils.get_or_insert_function(mod, ir.FunctionType(f, [f]), "llvm.rint.f32")
-        c = lambda v: ir.Constant(f, float(np.float32(v)))  # noqa: E731
-        log2e = c(1.442695040888963407359924681001892137426645954152985934135449406931)
-        q = builder.fptosi(builder.call(rint, [builder.fmul(x, log2e)]), i32)
-        qf = builder.sitofp(q, f)
-        s = builder.call(fma, [qf, c(-0.693145751953125), x])
-        s = builder.call(fma, [qf, c(-1.428606765330187045e-06), s])
-        u = c(0.000198527617612853646278381)
-        for coef in (0.00139304355252534151077271, 0.00833336077630519866943359, 0.0416664853692054748535156,
-                     0.166666671633720397949219, 0.5):
-            u = builder.call(fma, [u, s, c(coef)])
-        u = builder.fadd(c(1.0), builder.call(fma, [builder.fmul(s, s), u, s]))
-        pow2 = lambda e: builder.bitcast(  # noqa: E731
-            builder.shl(builder.add(e, ir.Constant(i32, 127)), ir.Constant(i32, 23)), f)
-        h = builder.ashr(q, ir.Constant(i32, 1))
-        u = builder.fmul(builder.fmul(u, pow2(h)), pow2(builder.sub(q, h)))
-        u = builder.select(builder.fcmp_ordered("<", x, c(-104.0)), c(0.0), u)
-        return builder.select(builder.fcmp_ordered("<", c(100.0), x), ir.Constant(f, float("inf")), u)
+        return _sleef_expf(builder, args[0])
+
+    return sig, codegen
+
+@intrinsic
+def _exp_shifted16(typingctx, row, n, shift):
+    """row[0, j] = expf(row[0, j] − shift) for j < n rounded up to 16, 16 lanes per instruction (LLVM
+    vectorises the scalar loop only 8 wide); the row buffer must hold n rounded up to 16."""
+    sig = types.void(row, n, shift)
+
+    def codegen(context, builder, sig, args):
+        row_v, n_v, shift_v = args
+        ra = context.make_array(sig.args[0])(context, builder, row_v)
+        n_v = context.cast(builder, n_v, sig.args[1], types.intp)
+        v16 = ir.VectorType(ir.FloatType(), 16)
+        sv = _splat(builder, context.cast(builder, shift_v, sig.args[2], types.float32), 16)
+        blocks = builder.sdiv(builder.add(n_v, ir.Constant(n_v.type, 15)), ir.Constant(n_v.type, 16))
+        with cgutils.for_range(builder, blocks) as loop:
+            ptr = _vec_ptr(builder, ra.data, builder.mul(loop.index, ir.Constant(n_v.type, 16)), v16)
+            builder.store(_sleef_expf(builder, builder.fsub(builder.load(ptr, align=4), sv)), ptr, align=4)
+
+    return sig, codegen
+
+@intrinsic
+def recip32(typingctx, x):
+    """1 / x in float32 (one IEEE division) without numba's zero-division check, whose branch
+    stops the caller's loop from vectorising."""
+    sig = types.float32(types.float32)
+
+    def codegen(context, builder, sig, args):
+        return builder.fdiv(ir.Constant(ir.FloatType(), 1.0), args[0])
+
+    return sig, codegen
+
+@intrinsic
+def sign_xor(typingctx, e, z):
+    """e with its sign bit flipped where z's is set (PyTorch's erf: xor(sign_mask, ...)); branch-free,
+    so the GELU loop vectorises (a branch on the sign mispredicts on every other element)."""
+    sig = types.float32(types.float32, types.float32)
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        e_i, z_i = (builder.bitcast(a, i32) for a in args)
+        sign = builder.and_(z_i, ir.Constant(i32, -0x80000000))
+        return builder.bitcast(builder.xor(e_i, sign), ir.FloatType())
 
     return sig, codegen
 
@@ -64,14 +119,13 @@ def gelu(x):
     """PyTorch's vectorised erf-GELU: x * 0.5 * (1 + erf(x / sqrt 2)), erf by Abramowitz-Stegun 7.1.26."""
     z = x * np.float32(0.7071067811865476)
     a = abs(z)
-    t = np.float32(1.0) / fma32(np.float32(0.3275911), a, np.float32(1.0))
+    t = recip32(fma32(np.float32(0.3275911), a, np.float32(1.0)))
     r = fma32(np.float32(1.061405429), t, np.float32(-1.453152027))
     r = fma32(r, t, np.float32(1.421413741))
     r = fma32(r, t, np.float32(-0.284496736))
     r = fma32(r, t, np.float32(0.254829592))
     e = fma32(-expf(-(z * z)) * t, r, np.float32(1.0))
-    erf = -e if z < 0 or (z == 0 and math.copysign(1.0, z) < 0) else e
-    return x * np.float32(0.5) * (np.float32(1.0) + erf)
+    return x * np.float32(0.5) * (np.float32(1.0) + sign_xor(e, z))
 
 _LANES = 8  # PyTorch's LayerNorm moments run in its AVX2 kernel: 8-lane Welford, chunks of 16 vectors
 
@@ -173,11 +227,14 @@ def _moments(x, m, scratch, counts):
     return mean, m2 / np.float32(N)
 
 @njit(cache=True)  # compiled once, shared by its callers
-def layernorm_row(x, m, gamma, beta, eps, out, scratch, counts):
+def layernorm_row(x, m, gamma, beta, eps, scratch, counts):
+    """Row x[m] normalised in place. In place on purpose: with a second output array that is the
+    same array, LLVM's runtime overlap check fails and the loop runs scalar (4x slower)."""
     mean, var = _moments(x, m, scratch, counts)
     rstd = np.float32(1.0) / np.sqrt(max(var, np.float32(0.0)) + eps)
-    for k in range(x.shape[1]):
-        out[m, k] = fma32((x[m, k] - mean) * rstd, gamma[k], beta[k])
+    row = x[m]
+    for k in range(row.shape[0]):
+        row[k] = fma32((row[k] - mean) * rstd, gamma[k], beta[k])
 
 @njit(inline="always")
 def ln_scratch():
@@ -231,15 +288,15 @@ def _reduce16(typingctx, row, n, is_sum):
 @njit(cache=True)  # compiled once, shared by its callers
 def softmax_inplace(row, L):
     """PyTorch's CPU softmax of row[0, :L] (its AVX-512 kernel): max, SLEEF exp(x − max), the sum
-    of vec::reduce_all (sequential below 16 elements), x · (1/sum)."""
+    of vec::reduce_all (sequential below 16 elements), x · (1/sum). The row buffer holds L rounded
+    up to 16; the entries past L are overwritten (with exps nobody reads)."""
     if L < 16:
         mx = row[0, 0]
         for j in range(1, L):
             mx = max(mx, row[0, j])
     else:
         mx = _reduce16(row, L, False)
-    for j in range(L):
-        row[0, j] = expf(row[0, j] - mx)
+    _exp_shifted16(row, L, mx)
     if L < 16:
         total = row[0, 0]
         for j in range(1, L):

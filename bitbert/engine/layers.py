@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from ..config import levels
 from ..kernels import (PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, bitserial_gemm,
-                       quantize_pack_planes, xnor_gemm)
+                       elastic_rule, quantize_pack_planes, xnor_gemm)
 from ..packed_schema import ModelSpec, QuantizerRecord
-from .rows import NO_ACT, affine, affine_residual_layernorm, embed
+from .rows import NO_ACT, affine, affine_pack, affine_pack_heads, affine_residual_layernorm, embed
 
 
 @dataclass(frozen=True)
@@ -39,17 +38,33 @@ class InputQuant:
     def levels(self) -> tuple[int, int]:
         return levels(self.bits, self.signed)
 
+    def same_bits(self, other: InputQuant) -> bool:
+        """Whether ``pack`` gives the same bits as other's for every input (a 1-bit sign's α scales
+        values, not bits)."""
+        alpha_matters = self.bits > 1 or not self.signed
+        return (self.bits, self.signed) == (other.bits, other.signed) and np.array_equal(self.beta, other.beta) \
+            and (not alpha_matters or self.alpha == other.alpha)
+
     @property
     def scalar_beta(self) -> float:
         return float(self.beta.reshape(-1)[0])
 
-    def pack(self, x: np.ndarray) -> np.ndarray:
+    def pack(self, x: np.ndarray, threads: int) -> np.ndarray:
         """Packed 1-bit rows (M, Kw), or for multi-bit the bit planes (bits, M, Kw) of the offset levels."""
         if self.bits > 1:
             return quantize_pack_planes(x, self.beta, self.alpha, *self.levels, self.bits)
         if self.signed:
-            return binarize_pack_signed(x, self.beta)
-        return binarize_pack_elastic(x, self.beta, self.alpha)
+            return binarize_pack_signed(x, self.beta, threads=threads)
+        return binarize_pack_elastic(x, self.beta, self.alpha, threads=threads)
+
+    def pack_affine(self, dot: np.ndarray, coef: np.ndarray, bias: np.ndarray, act: int, threads: int) -> np.ndarray:
+        """``pack(affine(dot, coef, bias, act))`` without the float rows in between (1-bit only; the
+        rules are those of binarize_pack_signed / binarize_pack_elastic)."""
+        if self.bits > 1:
+            return self.pack(affine(dot, coef, bias, act, np.empty(dot.shape, np.float32)), threads)
+        out = np.empty((dot.shape[0], (dot.shape[1] + 63) // 64), np.uint64)
+        alpha, thr, divide = (np.float32(1.0), np.float32(0.0), False) if self.signed else elastic_rule(self.alpha)
+        return affine_pack(dot, coef, bias, act, self.beta, alpha, thr, divide, out, threads)
 
 
 class BinaryLinear:
@@ -63,16 +78,41 @@ class BinaryLinear:
         self.coef = np.ascontiguousarray(np.float64(quant.alpha) * scale.astype(np.float64) * np.ones(weights.n))
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
 
-    def dot(self, x: np.ndarray) -> np.ndarray:
-        bits = self.quant.pack(x)
-        if self.quant.bits > 1:
-            return bitserial_gemm(bits, self.weights, self.quant.levels[0], self.row_sum)
-        gemm = xnor_gemm if self.quant.signed else and_gemm
-        return gemm(bits, self.weights, self.weights.k)
+    def dot(self, x: np.ndarray, threads: int) -> np.ndarray:
+        return self.gemm(self.quant.pack(x, threads), threads)
 
-    def __call__(self, x: np.ndarray, act: int = NO_ACT) -> np.ndarray:
-        dot = self.dot(x)
+    def gemm(self, bits: np.ndarray, threads: int) -> np.ndarray:
+        """The integer dot of packed input bits (`InputQuant.pack`'s layout) with the weights."""
+        if self.quant.bits > 1:
+            return bitserial_gemm(bits, self.weights, self.quant.levels[0], self.row_sum, threads)
+        gemm = xnor_gemm if self.quant.signed else and_gemm
+        return gemm(bits, self.weights, self.weights.k, threads=threads)
+
+    def __call__(self, x: np.ndarray, threads: int, act: int = NO_ACT) -> np.ndarray:
+        return self.of_bits(self.quant.pack(x, threads), threads, act)
+
+    def of_bits(self, bits: np.ndarray, threads: int, act: int = NO_ACT) -> np.ndarray:
+        """The float output for input bits already packed by ``quant``."""
+        dot = self.gemm(bits, threads)
         return affine(dot, self.coef, self.bias, act, np.empty(dot.shape, np.float32))
+
+    def into(self, x: np.ndarray, act: int, following: BinaryLinear, threads: int) -> np.ndarray:
+        """``following.dot(self(x, act))``, the output quantized and packed for ``following`` as it
+        is produced."""
+        bits = following.quant.pack_affine(self.dot(x, threads), self.coef, self.bias, act, threads)
+        return following.gemm(bits, threads)
+
+    def heads(self, bits: np.ndarray, beta: float, batch: int, heads: int, threads: int,
+              keys_major: bool = False) -> np.ndarray:
+        """The output's bits (output − beta ≥ 0) for input bits packed by ``quant``, packed per head:
+        (B, heads, L, ceil(d/64)) uint64, or keys-major (B, heads, ceil(d/64), L); attention's 1-bit
+        Q, K, V without their float rows."""
+        dot = self.gemm(bits, threads)
+        L, d = dot.shape[0] // batch, self.weights.n // heads
+        assert heads * d == self.weights.n and batch * L == dot.shape[0]  # the validated spec's head_dim, whole rows
+        shape = (batch, heads, (d + 63) // 64, L) if keys_major else (batch, heads, L, (d + 63) // 64)
+        return affine_pack_heads(dot, self.coef, self.bias, np.float32(beta), heads, keys_major,
+                                 np.empty(shape, np.uint64), threads)
 
 
 class FloatLinear:
@@ -82,7 +122,7 @@ class FloatLinear:
         self.weight_t = np.ascontiguousarray(weight.astype(np.float32).T)
         self.bias = None if bias is None else bias.astype(np.float32)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
         y = x @ self.weight_t
         return y if self.bias is None else y + self.bias
 
@@ -109,7 +149,9 @@ class Residual:
         return scores.astype(np.float32), split(values, values.shape[1] // self.heads).astype(np.float32)
 
 
-# attention(q, k, v, batch, key_mask, score_res, value_res) -> context: a kernel chosen at build time
+# attention(q_linear, k_linear, v_linear, their packed inputs, batch, key_mask, threads, score_res, value_res)
+# -> context: a kernel
+# chosen at build time, which also chooses how Q, K and V leave their linears (bits or floats)
 AttentionFn = Callable[..., np.ndarray]
 
 
@@ -129,20 +171,23 @@ class Layer:
     residual: Residual | None
     activation: int
     eps: np.float32
+    qkv_one_input: bool = False  # Q, K and V quantize their input alike: it is packed once
 
-    def __call__(self, x: np.ndarray, batch: int, key_mask: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, batch: int, key_mask: np.ndarray, threads: int) -> np.ndarray:
         sres = vres = None
         if self.residual is not None:
             sres, vres = self.residual.terms(x, batch)
-        ctx = self.attention(self.q(x), self.k(x), self.v(x), batch, key_mask, sres, vres)
-        x = self._dense_add_norm(self.out, ctx, x, self.ln_attn)
-        hidden = self.ffn_in(x, self.activation)
-        return self._dense_add_norm(self.ffn_out, hidden, x, self.ln_ffn)
+        q_in = self.q.quant.pack(x, threads)
+        k_in, v_in = (q_in, q_in) if self.qkv_one_input else (self.k.quant.pack(x, threads),
+                                                              self.v.quant.pack(x, threads))
+        ctx = self.attention(self.q, self.k, self.v, (q_in, k_in, v_in), batch, key_mask, threads, sres, vres)
+        x = self._add_norm(self.out, self.out.dot(ctx, threads), x, self.ln_attn, threads)
+        hidden = self.ffn_in.into(x, self.activation, self.ffn_out, threads)
+        return self._add_norm(self.ffn_out, hidden, x, self.ln_ffn, threads)
 
-    def _dense_add_norm(self, linear: BinaryLinear, inp: np.ndarray, residual: np.ndarray, ln) -> np.ndarray:
-        dot = linear.dot(inp)
+    def _add_norm(self, linear: BinaryLinear, dot: np.ndarray, residual: np.ndarray, ln, threads: int) -> np.ndarray:
         return affine_residual_layernorm(dot, linear.coef, linear.bias, residual, ln[0], ln[1], self.eps,
-                                         np.empty(dot.shape, np.float32), numba.get_num_threads())
+                                         np.empty(dot.shape, np.float32), threads)
 
 
 @dataclass(frozen=True)
@@ -193,6 +238,6 @@ class Encoder:
         B, L = ids.shape
         x = self.embeddings(ids, self.positions(ids), types_, self.spec.hidden, threads)
         for layer in self.layers:
-            x = layer(x, B, mask)
+            x = layer(x, B, mask, threads)
         cls = np.ascontiguousarray(x.reshape(B, L, -1)[:, 0])
-        return self.head_out(np.tanh(self.head_dense(cls))).astype(np.float32)
+        return self.head_out(np.tanh(self.head_dense(cls, threads)), threads).astype(np.float32)

@@ -1,6 +1,8 @@
 """Where the packed engine's forward spends its time, per phase: embeddings, activation
-quantize-and-pack, the popcount GEMMs, their scale/bias/activation epilogue, attention (with its own
-packing of Q/K/V), LayerNorm + residual, and the rest (Python dispatch, the head, glue) as overhead.
+quantize-and-pack, the popcount GEMMs, their scale/bias/activation epilogue (alone, or fused with
+the next quantize-pack), attention (its score, map and context kernel and V's re-packing; the Q,
+K, V linears it runs count in their own phases), LayerNorm + residual, and the rest (Python
+dispatch, the head, glue) as overhead.
 
 The timers are installed only for the profiled calls, by swapping the kernel names the layer code
 looks up (and each layer's attention function) for timing wrappers, and removed after: the engine's
@@ -25,19 +27,28 @@ PHASES: dict[str, str] = {
     "quantize_pack_planes": "quantize-pack",
     "xnor_gemm": "GEMMs", "and_gemm": "GEMMs", "bitserial_gemm": "GEMMs",
     "affine": "GEMM epilogue (scale, bias, activation)",
+    "affine_pack": "GEMM epilogue fused with the next quantize-pack",
+    "affine_pack_heads": "GEMM epilogue fused with the next quantize-pack",
     "affine_residual_layernorm": "LayerNorm + residual (with the epilogue)",
 }
 ATTENTION = "attention"
 OVERHEAD = "overhead (dispatch, head, glue)"
 
 
-def _timing(fn: Callable, phase: str, totals: dict[str, float]) -> Callable:
+def _timing(fn: Callable, phase: str, totals: dict[str, float], nested: list[float]) -> Callable:
+    """fn, adding its own time to totals[phase]: the time of timed calls nested inside it (attention
+    runs the Q, K, V GEMMs) goes to their phases, not to both. nested: a stack of child times."""
     def timed(*args: Any, **kw: Any) -> Any:
+        nested.append(0.0)
         t0 = time.perf_counter()
         try:
             return fn(*args, **kw)
         finally:
-            totals[phase] += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            children = nested.pop()
+            totals[phase] += took - children
+            if nested:
+                nested[-1] += took
     return timed
 
 
@@ -45,11 +56,12 @@ def _timing(fn: Callable, phase: str, totals: dict[str, float]) -> Callable:
 def _instrumented(encoder, totals: dict[str, float]) -> Iterator[None]:
     originals = {name: getattr(layers, name) for name in PHASES}
     attention = [layer.attention for layer in encoder.layers]
+    nested: list[float] = []
     try:
         for name, phase in PHASES.items():
-            setattr(layers, name, _timing(originals[name], phase, totals))
+            setattr(layers, name, _timing(originals[name], phase, totals, nested))
         for layer, fn in zip(encoder.layers, attention):
-            object.__setattr__(layer, "attention", _timing(fn, ATTENTION, totals))  # frozen dataclass
+            object.__setattr__(layer, "attention", _timing(fn, ATTENTION, totals, nested))  # frozen dataclass
         yield
     finally:
         for name, fn in originals.items():

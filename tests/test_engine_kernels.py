@@ -1,0 +1,214 @@
+"""The packed engine's fused row and attention kernels against their reference paths on random
+inputs, odd sizes included (hidden not a multiple of 64, one token, padding masks)."""
+import numpy as np
+import pytest
+import torch
+from numba import njit
+
+import math
+
+from bitbert.engine.floatmath import expf, fma32, gelu
+from bitbert.engine.rows import GELU, NO_ACT, RELU, affine
+
+
+@njit(cache=True)
+def _gelu_all(x, out):
+    for i in range(x.shape[0]):
+        out[i] = gelu(x[i])
+    return out
+
+
+@njit(cache=True)
+def _gelu_scalar(x, out):
+    """The reference: the same float32 steps one element at a time, the sign taken by a branch."""
+    for i in range(x.shape[0]):
+        z = x[i] * np.float32(0.7071067811865476)
+        t = np.float32(1.0) / fma32(np.float32(0.3275911), abs(z), np.float32(1.0))
+        r = fma32(np.float32(1.061405429), t, np.float32(-1.453152027))
+        r = fma32(r, t, np.float32(1.421413741))
+        r = fma32(r, t, np.float32(-0.284496736))
+        r = fma32(r, t, np.float32(0.254829592))
+        e = fma32(-expf(-(z * z)) * t, r, np.float32(1.0))
+        erf = -e if z < 0 or (z == 0 and math.copysign(1.0, z) < 0) else e
+        out[i] = x[i] * np.float32(0.5) * (np.float32(1.0) + erf)
+    return out
+
+
+def _gelu_inputs():
+    rng = np.random.default_rng(0)
+    return np.concatenate([rng.standard_normal(10_001).astype(np.float32) * 4,
+                           np.array([0.0, -0.0, 1e-30, -1e-30, 20.0, -20.0, 1e4, -1e4], np.float32)])
+
+
+def test_vectorised_gelu_is_the_scalar_one_bit_for_bit():
+    x = _gelu_inputs()
+    got, ref = _gelu_all(x, np.empty_like(x)), _gelu_scalar(x, np.empty_like(x))
+    np.testing.assert_array_equal(got.view(np.int32), ref.view(np.int32))
+
+
+def test_gelu_is_pytorchs_within_ulps():
+    x = _gelu_inputs()
+    ref = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(_gelu_all(x, np.empty_like(x)), ref, rtol=1e-5, atol=1e-6)
+
+
+def _gelu_ref(y):
+    return _gelu_scalar(y.ravel(), np.empty(y.size, np.float32)).reshape(y.shape)
+
+
+@pytest.mark.parametrize("act", [NO_ACT, RELU, GELU])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 100), (7, 257)])
+def test_affine_matches_reference(act, shape):
+    rng = np.random.default_rng(1)
+    dot = rng.integers(-500, 500, shape).astype(np.int32)
+    coef = rng.uniform(0.001, 0.01, shape[1])
+    bias = rng.standard_normal(shape[1]).astype(np.float32)
+    ref = (dot * coef).astype(np.float32) + bias
+    if act == RELU:
+        ref = np.maximum(ref, np.float32(0))
+    elif act == GELU:
+        ref = _gelu_ref(ref)
+    got = affine(dot, coef, bias, act, np.empty(shape, np.float32))
+    np.testing.assert_array_equal(got, ref)
+
+
+# ----------------------------------------------------------------------------- fused epilogue + pack
+
+from bitbert.engine.rows import affine_pack, affine_pack_heads  # noqa: E402
+from bitbert.kernels import (binarize_pack_elastic, binarize_pack_signed, heads_along_tokens, pack_heads,  # noqa: E402
+                             pack_heads_transposed, transpose64)
+
+
+def _dot(rng, m, n):
+    return (rng.integers(-300, 300, (m, n)).astype(np.int32), rng.uniform(0.001, 0.02, n),
+            rng.standard_normal(n).astype(np.float32) * 0.3)
+
+
+@pytest.mark.parametrize("act", [NO_ACT, RELU, GELU])
+@pytest.mark.parametrize("elastic", [False, True])
+@pytest.mark.parametrize("m, n", [(1, 1), (5, 63), (4, 64), (3, 200)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_affine_pack_is_affine_then_pack(act, elastic, m, n, threads):
+    rng = np.random.default_rng(m * n)
+    dot, coef, bias = _dot(rng, m, n)
+    y = affine(dot, coef, bias, act, np.empty((m, n), np.float32))
+    beta = rng.standard_normal(n).astype(np.float32) * 0.1
+    alpha = np.float32(0.7)
+    ref = binarize_pack_elastic(y, beta, alpha) if elastic else binarize_pack_signed(y, beta)
+    out = np.full(ref.shape, 0xFFFF, np.uint64)  # padding bits must be written as 0
+    got = affine_pack(dot, coef, bias, act, beta, alpha if elastic else np.float32(1.0),
+                      np.float32(0.5 if elastic else 0.0), elastic, out, threads)
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("batch, length, heads, d", [(1, 1, 1, 1), (1, 128, 12, 64), (2, 7, 3, 32), (3, 70, 2, 100),
+                                                     (1, 65, 4, 130)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_affine_pack_heads_is_affine_then_pack_heads(batch, length, heads, d, threads):
+    rng = np.random.default_rng(length * d)
+    dot, coef, bias = _dot(rng, batch * length, heads * d)
+    y = affine(dot, coef, bias, NO_ACT, np.empty(dot.shape, np.float32))
+    beta = np.float32(0.05)
+    rows = pack_heads(y, beta, batch, heads)
+    got = affine_pack_heads(dot, coef, bias, beta, heads, False, np.full(rows.shape, 7, np.uint64), threads)
+    np.testing.assert_array_equal(got, rows)
+    keys = np.full(rows.transpose(0, 1, 3, 2).shape, 7, np.uint64)
+    np.testing.assert_array_equal(affine_pack_heads(dot, coef, bias, beta, heads, True, keys, threads),
+                                  rows.transpose(0, 1, 3, 2))
+    # V: the same bits re-packed along the tokens
+    along = heads_along_tokens(rows, d, np.full((batch, heads, (length + 63) // 64, d), 7, np.uint64))
+    np.testing.assert_array_equal(along, pack_heads_transposed(y, beta, batch, heads))
+
+
+@njit(cache=True)
+def _transpose(a):
+    transpose64(a)
+    return a
+
+
+def test_transpose64_is_the_bit_transpose():
+    rng = np.random.default_rng(3)
+    words = rng.integers(0, 2**63, 64, dtype=np.uint64) ^ rng.integers(0, 2, 64, dtype=np.uint64) << np.uint64(63)
+    bits = ((words[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)  # [word, bit]
+    got = _transpose(words.copy())
+    got_bits = ((got[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
+    np.testing.assert_array_equal(got_bits, bits.T)
+
+
+# ----------------------------------------------------------------------------- attention
+
+from bitbert.engine.attention import BOOL, ELASTIC, SIGN, _key_add, attention_kernel  # noqa: E402
+from bitbert.kernels import elastic_rule, pack_bits  # noqa: E402
+
+
+def _attention_reference(q, k, v, key_mask, mode, qk_coef, scaling, pa, pb, pv_coef):
+    """Float reference of BinaryAttention on ±1 q, k, v (B, H, L, d): integer dots, PyTorch's softmax."""
+    dots = np.einsum("bhid,bhjd->bhij", q, k).astype(np.int64)
+    scores = (dots * qk_coef).astype(np.float32) * scaling + _key_add(key_mask)[:, None, None, :]
+    keep = key_mask[:, None, None, :]
+    if mode == ELASTIC:
+        p = torch.softmax(torch.from_numpy(scores), dim=-1).numpy()
+        bits = ((p - np.float32(pb)) / np.float32(pa) > np.float32(0.5)) & keep
+    elif mode == BOOL:
+        bits = (scores >= 0) & keep
+    else:
+        bits = np.broadcast_to(keep, scores.shape)
+    ones = bits.sum(-1, keepdims=True)
+    pos = np.einsum("bhij,bhjd->bhid", bits.astype(np.int64), (v > 0).astype(np.int64))
+    ctx = ((2 * pos - ones) * pv_coef).astype(np.float32)
+    B, H, L, d = q.shape
+    return ctx.transpose(0, 2, 1, 3).reshape(B * L, H * d)
+
+
+@pytest.mark.parametrize("mode", [ELASTIC, BOOL, SIGN])
+@pytest.mark.parametrize("batch, length, heads, d", [(1, 1, 1, 8), (2, 7, 3, 32), (1, 128, 2, 64), (2, 70, 2, 100)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_attention_kernel_matches_reference(mode, batch, length, heads, d, threads):
+    import numba
+
+    rng = np.random.default_rng(length * d + mode)
+    q, k, v = (rng.choice(np.array([-1, 1], np.int8), (batch, heads, length, d)) for _ in range(3))
+    key_mask = rng.random((batch, length)) < 0.7
+    key_mask[:, 0] = True  # padding masks with at least one kept key
+    pack = lambda t: pack_bits((t > 0).reshape(-1, d)).reshape(batch, heads, length, -1)  # noqa: E731
+    vt = pack_bits((v > 0).transpose(0, 1, 3, 2).reshape(-1, length)).reshape(batch, heads, d, -1).transpose(0, 1, 3, 2)
+    qk_coef, scaling, pa, pb, pv_coef = 0.31 * 0.27, np.float32(d ** -0.5), 0.0078125, 0.0, 0.0078125 * 0.29
+    no_res = np.zeros((0, 0, 0, 0), np.float32)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        got = attention_kernel(pack(q), np.ascontiguousarray(pack(k).transpose(0, 1, 3, 2)), np.ascontiguousarray(vt),
+                               qk_coef, scaling, _key_add(key_mask), pack_bits(key_mask), mode, np.float32(pa),
+                               np.float32(pb), *elastic_rule(pa), pv_coef, no_res, no_res, np.empty((batch * length, heads * d), np.float32))
+    finally:
+        numba.set_num_threads(previous)
+    ref = _attention_reference(q, k, v, key_mask, mode, qk_coef, scaling, pa, pb, pv_coef)
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("alpha", [0.0078125, 0.3, 1.0, 7.77, 1e-30, 3e38, 0.0, -0.5, float("inf")])
+def test_elastic_rule_without_division_gives_the_divisions_bits(alpha):
+    """fl((x − β) / α) > 0.5 against the compare elastic_rule gives, near the threshold and away from it."""
+    a = np.float32(alpha)
+    rng = np.random.default_rng(0)
+    c = np.float32(abs(a) * np.float32(0.5)) if np.isfinite(a) else np.float32(1.0)
+    x = np.concatenate([np.array([0.0, -0.0, np.inf, -np.inf, np.nan], np.float32),
+                        c + np.arange(-64, 64, dtype=np.float32) * np.spacing(c),
+                        rng.standard_normal(1000).astype(np.float32) * max(min(abs(a), 1e30), 1e-30)]).astype(np.float32)
+    x = x[: len(x) // 64 * 64].reshape(-1, 64)
+    beta = np.zeros(64, np.float32)
+    with np.errstate(all="ignore"):
+        ref = pack_bits((x - beta) / a > np.float32(0.5))
+    np.testing.assert_array_equal(binarize_pack_elastic(x, beta, a), ref)
+
+
+def test_one_packed_input_for_q_k_v_only_when_their_bits_agree():
+    from bitbert.engine.layers import InputQuant
+
+    beta = np.zeros(8, np.float32)
+    sign = InputQuant(0.5, beta, True)
+    assert sign.same_bits(InputQuant(2.0, beta.copy(), True))  # α scales a sign's values, not its bits
+    assert not sign.same_bits(InputQuant(0.5, beta + np.float32(0.1), True))
+    assert not sign.same_bits(InputQuant(0.5, beta, False))
+    assert not InputQuant(0.5, beta, False).same_bits(InputQuant(0.6, beta, False))  # elastic: α sets the bits
+    assert not InputQuant(0.5, beta, True, 2).same_bits(InputQuant(0.6, beta, True, 2))
