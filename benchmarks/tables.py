@@ -281,11 +281,11 @@ def shipped_text() -> str:
     acc = ev["metrics"]["accuracy"] if "accuracy" in ev["metrics"] else next(iter(ev["metrics"].values()))
     stages = tr.get("stages") or []
     sched = tr.get("schedule") if isinstance(tr.get("schedule"), str) else ",".join(str(s) for s in tr.get("schedule") or [])
+    trained = "a GPU" if "GPU" in tr.get("hardware", "") or "NVIDIA" in tr.get("hardware", "") else "the CPU"
     return (f"The shipped model (`bitbert predict \"text\"` with no model; `{r['file']}`, {r['bytes'] / 2**20:.1f} MB) "
-            f"scores **{acc:.1f}%** on the SST-2 dev set on the packed engine (`bitbert evaluate`, "
-            f"{sum(ev['examples'].values())} sentences, {ev['hardware']}). It is a `bit` {sched} student "
-            f"of MiniLM-L6 trained on {tr.get('hardware', '?')}: `{tr['command']}`."
-            + (f" {r['note']}" if r.get("note") else ""))
+            f"scores **{acc:.1f}%** on the SST-2 dev set on the packed engine (`bitbert evaluate`). It is a `bit` "
+            f"{sched} student of MiniLM-L6 trained on {trained}; its recipe and record: "
+            "[shipped_model.json](benchmarks/results/shipped_model.json).")
 
 
 def glue_settings() -> str:
