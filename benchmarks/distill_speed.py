@@ -15,9 +15,9 @@ import time
 import torch
 
 import bitbert
-from bitbert.distill import DistillLoss, method_losses
+from bitbert.training.distill import DistillLoss, method_losses
 from bitbert.pipeline import load_classifier, load_task_data
-from bitbert.train import TrainConfig, TrainStep, make_accelerator, make_optimizer
+from bitbert.training.train import TrainConfig, TrainStep, make_accelerator, make_optimizer
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 22 item 1: a masked-LM head for the MiniLM-L6 teacher (augmentation candidates in its vocabulary),
 # trained on the corpus two ways side by side on one GPU: the head alone (encoder frozen) and the head with
-# the encoder; each model's top-15 masked-word recall on held-out corpus text (bitbert.mlm_head).
+# the encoder; each model's top-15 masked-word recall on held-out corpus text (bitbert.training.mlm_head).
 # Usage (device, from the repository root; carry .devdata with minilm-l6-h384-fp16/ and corpus/english.txt.xz):
 #   bash benchmarks/gpu_mlm_head.sh OUTDIR
 # Resumable: runs live in $R (default runs/mlm-head, kept on a warm machine); the same command continues them.

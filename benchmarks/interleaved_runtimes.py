@@ -23,10 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bitbert.bench import SHAPES, export_random_bit, random_classifier  # noqa: E402
-from bitbert.engine import load_packed  # noqa: E402
-from bitbert.ort_baseline import export_onnx, session  # noqa: E402
-from bitbert.peak import cpu_name  # noqa: E402
+from bitbert.deploy.bench import SHAPES, export_random_bit, random_classifier  # noqa: E402
+from bitbert.deploy.engine import load_packed  # noqa: E402
+from bitbert.deploy.ort_baseline import export_onnx, session  # noqa: E402
+from bitbert.deploy.peak import cpu_name  # noqa: E402
 
 
 def measure(shape: str, batch: int, rounds: int, seq_len: int, with_fp32: bool) -> dict:

@@ -3,8 +3,8 @@
     python benchmarks/record_shipped.py SHIP.bitbert --records RECORDS.json --note "..."   # a gpu_glue.sh run
     python benchmarks/record_shipped.py RUN/student.bitbert --run RUN --command "bitbert distill ..." --note "..."
 
-Copies the file to ``bitbert/data/`` (`bitbert.shipped.SHIPPED_MODEL`), pins its SHA-256 in
-``bitbert/shipped.py``, evaluates it on the bundled SST-2 dev set on the packed engine (``bitbert
+Copies the file to ``bitbert/data/`` (`bitbert.deploy.shipped.SHIPPED_MODEL`), pins its SHA-256 in
+``bitbert/deploy/shipped.py``, evaluates it on the bundled SST-2 dev set on the packed engine (``bitbert
 evaluate``, the accuracy a user gets) and writes ``benchmarks/results/shipped_model.json``: that
 evaluation, the file's size and digest, and the training record of the run it came from (the
 ``bit`` ``1-1-2,1-1-1`` SST-2 record of RECORDS.json, as gpu_glue.sh returns it; or a ``bitbert distill``
@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bitbert.packing import file_sha256  # noqa: E402
-from bitbert.shipped import SHIPPED_MODEL  # noqa: E402
+from bitbert.deploy.packing import file_sha256  # noqa: E402
+from bitbert.deploy.shipped import SHIPPED_MODEL  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "shipped_model.json"
 
@@ -47,13 +47,13 @@ def main() -> None:
     else:
         if not args.command:
             raise SystemExit("--run needs --command (what made the run)")
-        from bitbert.peak import cpu_name
+        from bitbert.deploy.peak import cpu_name
 
         training = [{**json.loads((args.run / "schedule.json").read_text()), "command": args.command,
                      "hardware": cpu_name()}]
     digest = file_sha256(args.packed)
     shutil.copyfile(args.packed, SHIPPED_MODEL)
-    src = ROOT / "bitbert" / "shipped.py"
+    src = ROOT / "bitbert" / "deploy" / "shipped.py"
     src.write_text(re.sub(r'SHIPPED_SHA256 = "[0-9a-f]*"', f'SHIPPED_SHA256 = "{digest}"', src.read_text()))
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "bitbert.cli", "evaluate", "--threads", "1", "--out", f"{tmp}/eval.json"],

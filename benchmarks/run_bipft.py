@@ -45,14 +45,14 @@ def hardware() -> str:
 
 
 def write_json(path: Path, data) -> None:
-    from bitbert.atomic import atomic_write
+    from bitbert.core.atomic import atomic_write
 
     atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2)))
 
 
 # --------------------------------------------------------------------------- pretrain
 def cmd_pretrain(args) -> None:
-    from bitbert.pretraining import PretrainConfig, pretrain
+    from bitbert.training.pretraining import PretrainConfig, pretrain
 
     rank = VARIANTS.get(args.variant, 1) if args.residual_rank is None else args.residual_rank
     changes = {k: v for k, v in dict(residual_rank=rank, batch_size=args.batch_size, seq_len=args.seq_len,
@@ -76,10 +76,10 @@ def cmd_pretrain(args) -> None:
 # --------------------------------------------------------------------------- finetune
 def cmd_finetune(args) -> None:
     import bitbert
-    from bitbert.finetune import finetune
+    from bitbert.training.finetune import finetune
     from bitbert.pipeline import load_classifier, load_task_data
-    from bitbert.pretraining import PretrainConfig
-    from bitbert.train import TrainConfig
+    from bitbert.training.pretraining import PretrainConfig
+    from bitbert.training.train import TrainConfig
     from transformers import AutoTokenizer
 
     runs = Path(args.runs)

@@ -16,10 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # plots.py
-from bitbert.config import parse_bits  # noqa: E402
-from bitbert.default_job import DEFAULT_JOB  # noqa: E402
-from bitbert.recipes import paper_defaults  # noqa: E402
-from bitbert.schedule import Schedule  # noqa: E402
+from bitbert.core.config import parse_bits  # noqa: E402
+from bitbert.training.default_job import DEFAULT_JOB  # noqa: E402
+from bitbert.training.recipes import paper_defaults  # noqa: E402
+from bitbert.quant.schedule import Schedule  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 METHOD_ORDER = {"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}
@@ -424,7 +424,7 @@ def runtimes_table() -> str:
     phases = []
     for name, rec in recs:
         if "phases" in rec:
-            from bitbert.engine.profile import phase_table
+            from bitbert.deploy.engine.profile import phase_table
 
             shape = name.removeprefix("bench_cpu_ort_").removesuffix(".json")
             phases += ["", f"Where the engine's time goes, {shape} (1 thread, batch 1, profiled calls):", "",
@@ -507,7 +507,7 @@ def bert_base_sizes_mb() -> dict[str, float]:
     from torch import nn
     from transformers import BertConfig, BertForSequenceClassification
 
-    from bitbert.bench import SHAPES
+    from bitbert.deploy.bench import SHAPES
 
     model = BertForSequenceClassification(BertConfig(num_labels=2, **SHAPES["bert-base"]))
     total = sum(p.numel() for p in model.parameters())

@@ -10,9 +10,12 @@ The public API, in the order a model goes through it:
     export(model, path, tokenizer)          the packed 1-bit file for the CPU engine
     load_packed(path).predict(texts)        the bitwise CPU engine (numpy + numba, no torch)
 
-Training (`bitbert.distill.run_schedule`, `bitbert.finetune.finetune`, `bitbert.pretraining.pretrain`)
-and task data (`bitbert.task_data.load_task_data`) live in their modules; docs/architecture.md maps
-them; `bitbert --help` is the command line.
+The modules sit in folders by layer, each importing only the ones before it: `bitbert.core`
+(config, file format, setting rules) -> `bitbert.quant` (quantized modules) -> `bitbert.tasks` ->
+`bitbert.training` (e.g. `bitbert.training.distill.run_schedule`, `bitbert.training.finetune.finetune`,
+`bitbert.training.pretraining.pretrain`, `bitbert.training.task_data.load_task_data`) ->
+`bitbert.deploy` (packing, kernels, engine) -> `bitbert.cli`; docs/architecture.md maps them, and
+`bitbert --help` is the command line. Old paths (`bitbert.distill`, `bitbert.engine`, ...) still import.
 
 Importing the package is cheap: each name is imported from its module on first use (the packed
 engine runs without torch), and `dir(bitbert)` / `help(bitbert)` list and document them all.
@@ -22,22 +25,26 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from .config import ConfigError, QuantConfig
+from . import _moved
+from .core.config import ConfigError, QuantConfig
+from .core.version import __version__  # noqa: F401 (public)
+
+_moved.install()  # old module paths (bitbert.quantizers, bitbert.engine, ...) still import
 
 if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names resolve on first use
-    from .accounting import summary
-    from .calibration import calibrate
-    from .convert import UnsupportedModelError, binarize
-    from .engine import load_packed
-    from .model_files import load, save
-    from .packing import export
+    from .deploy.engine import load_packed
+    from .deploy.packing import export
+    from .quant.accounting import summary
+    from .quant.calibration import calibrate
+    from .quant.convert import UnsupportedModelError, binarize
+    from .quant.model_files import load, save
 
-_MODULE_OF = {"binarize": "convert", "UnsupportedModelError": "convert", "calibrate": "calibration",
-              "summary": "accounting", "save": "io", "load": "io", "export": "packing", "load_packed": "engine"}
+_MODULE_OF = {"binarize": "quant.convert", "UnsupportedModelError": "quant.convert", "calibrate": "quant.calibration",
+              "summary": "quant.accounting", "save": "quant.model_files", "load": "quant.model_files",
+              "export": "deploy.packing", "load_packed": "deploy.engine"}
 
 __all__ = ["QuantConfig", "ConfigError", "binarize", "calibrate", "summary", "save", "load", "export", "load_packed",
            "UnsupportedModelError"]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

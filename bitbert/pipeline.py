@@ -2,7 +2,7 @@
 ``from bitbert.pipeline import ...`` keeps working. New code imports from the modules named below."""
 from __future__ import annotations
 
-from .classifier import HEAD_PREFIX, head_columns, load_classifier  # noqa: F401
-from .evaluation import engine_logits, make_evaluator, packed_tokenizer  # noqa: F401
-from .recipes import BIPFT_FINETUNE_EPOCHS, PAPER_DEFAULTS, paper_defaults  # noqa: F401
-from .task_data import TaskData, load_task_data, run_identity, subsample  # noqa: F401
+from .training.classifier import HEAD_PREFIX, head_columns, load_classifier  # noqa: F401
+from .training.evaluation import engine_logits, make_evaluator, packed_tokenizer  # noqa: F401
+from .training.recipes import BIPFT_FINETUNE_EPOCHS, PAPER_DEFAULTS, paper_defaults  # noqa: F401
+from .training.task_data import TaskData, load_task_data, run_identity, subsample  # noqa: F401

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bitbert.packing import _header_digest, _split
+from bitbert.deploy.packing import _header_digest, _split
 
 
 def reseal(header: dict[str, Any], payload: bytes) -> bytes:

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bitbert.augment import UNKNOWN_CLASS, augment_split, neighbour_table
-from bitbert.batching import TokenizedSplit
-from bitbert.config import AugmentConfig, ConfigError
-from bitbert.losses import ground_truth_loss
+from bitbert.training.augment import UNKNOWN_CLASS, augment_split, neighbour_table
+from bitbert.tasks.batching import TokenizedSplit
+from bitbert.core.config import AugmentConfig, ConfigError
+from bitbert.training.losses import ground_truth_loss
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "great", "bad", "##s", "!", "movie", "film", "42", "[unused0]"]
 ID = {t: i for i, t in enumerate(VOCAB)}

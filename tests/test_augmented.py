@@ -10,13 +10,13 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertForMaskedLM, BertModel, PreTrainedTokenizerFast, RobertaConfig, RobertaForMaskedLM
 
-import bitbert.augmented as augmented
-from bitbert.augment import COPY_COLUMN, UNKNOWN_CLASS
-from bitbert.candidates import CandidateGenerator, find_words
+import bitbert.training.augmented as augmented
+from bitbert.training.augment import COPY_COLUMN, UNKNOWN_CLASS
+from bitbert.training.candidates import CandidateGenerator, find_words
 from bitbert.cli import main
-from bitbert.config import AugmentConfig, ConfigError
-from bitbert.mlm_head import MLMHeadConfig, train_mlm_head
-from bitbert.task_data import load_task_data
+from bitbert.core.config import AugmentConfig, ConfigError
+from bitbert.training.mlm_head import MLMHeadConfig, train_mlm_head
+from bitbert.training.task_data import load_task_data
 from bitbert.tasks import DataError, get_task, load_custom
 from conftest import save_tiny_base, wordpiece_tokenizer
 

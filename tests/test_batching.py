@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertTokenizer
 
-from bitbert.batching import BucketBatcher, TokenizedSplit, tokenize
+from bitbert.tasks.batching import BucketBatcher, TokenizedSplit, tokenize
 from bitbert.tasks import Examples, load_glue
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

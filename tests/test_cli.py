@@ -200,7 +200,7 @@ def test_distill_with_augmentation(tmp_path, tiny_teacher, capsys, monkeypatch):
 
 def test_distill_quant_overrides(tmp_path, tiny_teacher, capsys, monkeypatch):
     import bitbert
-    from bitbert.layers import QuantLinear
+    from bitbert.quant.layers import QuantLinear
 
     teacher, data = _distill_args(tmp_path, tiny_teacher, monkeypatch)
     assert main(["distill", *teacher, *data, "--out", str(tmp_path / "a"), "--quant", "binarize_pooler=false"]) == 0
@@ -278,7 +278,7 @@ def test_distill_talks_exports_and_cleans_up(distilled, tmp_path, tiny_teacher, 
 def test_default_job_honours_max_steps(tmp_path, monkeypatch, capsys):
     """`bitbert distill --out X --max-steps 1` (the embedded job) stops its teacher, checkpointed,
     and says how to continue, instead of looking for a teacher model that was never saved."""
-    import bitbert.cli as cli
+    import bitbert.cli.app as cli
 
     base = save_tiny_base(tmp_path / "base")
     sst2 = tmp_path / "sst2"
@@ -302,8 +302,8 @@ def test_default_job_honours_max_steps(tmp_path, monkeypatch, capsys):
 def test_default_job_trains_with_its_recipe(tmp_path, monkeypatch):
     """The embedded job's teacher and student run with `DEFAULT_JOB`'s settings (what the docs and
     the timings quote), on a tiny model: one teacher step, one student step."""
-    import bitbert.cli as cli
-    from bitbert.default_job import DEFAULT_JOB
+    import bitbert.cli.app as cli
+    from bitbert.training.default_job import DEFAULT_JOB
 
     base = save_tiny_base(tmp_path / "base")
     sst2 = tmp_path / "sst2"
@@ -345,7 +345,7 @@ def test_predict_takes_a_folder_or_says_what_it_expected(distilled, tmp_path, ca
 
 def test_glue_class_names_reach_the_packed_file(tmp_path, tiny_teacher, capsys, monkeypatch):
     """SST-2's files say 0/1; a model trained on it names its classes negative/positive."""
-    from bitbert.classifier import load_classifier
+    from bitbert.training.classifier import load_classifier
     from bitbert.tasks import get_task
 
     model = load_classifier(str(tiny_teacher), get_task("sst2"))
@@ -393,7 +393,7 @@ def test_new_head_is_not_reported_as_missing_but_a_lost_weight_is(tmp_path, caps
     from safetensors.torch import load_file, save_file
     from transformers import BertModel
 
-    from bitbert.classifier import load_classifier
+    from bitbert.training.classifier import load_classifier
     from bitbert.tasks import get_task
     from conftest import tiny_bert_config
 
@@ -417,7 +417,7 @@ def test_new_head_is_not_reported_as_missing_but_a_lost_weight_is(tmp_path, caps
 def test_predict_without_a_model_uses_the_shipped_one(distilled, monkeypatch, capsys):
     """`bitbert predict "text"` classifies with the shipped model; a first word that names a file
     (or ends in .bitbert) is a model, so a mistyped model path is an error, not a text."""
-    import bitbert.shipped as shipped
+    import bitbert.deploy.shipped as shipped
 
     monkeypatch.setattr(shipped, "SHIPPED_MODEL", distilled.dir / "student.bitbert")
     monkeypatch.setattr(shipped, "SHIPPED_SHA256", "")
@@ -437,14 +437,14 @@ def test_predict_without_a_model_uses_the_shipped_one(distilled, monkeypatch, ca
 
 
 def test_command_modules_do_not_import_the_cli():
-    """cli.py adds the other command modules' subcommands; none of them imports cli.py back."""
+    """cli/app.py adds the other command modules' subcommands; none of them imports it (or the package) back."""
     import ast
     from pathlib import Path
 
     import bitbert
 
-    root = Path(bitbert.__file__).parent
-    for name in ("cli_common", "cli_deploy", "cli_pretrain", "cli_augment"):
+    root = Path(bitbert.__file__).parent / "cli"
+    for name in ("common", "deploy", "pretrain", "augment"):
         tree = ast.parse((root / f"{name}.py").read_text())
-        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-        assert "cli" not in imported and "bitbert.cli" not in imported, name
+        imported = {(node.level, node.module) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not imported & {(1, "app"), (1, None), (0, "bitbert.cli"), (0, "bitbert.cli.app"), (2, "cli")}, name

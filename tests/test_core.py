@@ -9,8 +9,8 @@ from transformers import (BertForMaskedLM, BertForQuestionAnswering, BertForSequ
                           DistilBertConfig, DistilBertModel, RobertaForSequenceClassification)
 
 import bitbert
-from bitbert.layers import QuantEmbedding, QuantLinear
-from bitbert.quantizers import ActQuantizer
+from bitbert.quant.layers import QuantEmbedding, QuantLinear
+from bitbert.quant.quantizers import ActQuantizer
 
 
 def test_identity_conversion_gives_identical_outputs(tiny_config, batch):
@@ -91,8 +91,8 @@ def test_config_validation_messages():
 
 
 def test_quant_overrides_are_typed_and_checked():
-    from bitbert.config import parse_quant_overrides
-    from bitbert.distill import stage_configs
+    from bitbert.core.config import parse_quant_overrides
+    from bitbert.training.distill import stage_configs
 
     assert parse_quant_overrides(None) == parse_quant_overrides(" ") == {}
     assert parse_quant_overrides("binarize_pooler=false, residual_rank=2,attention_probs=softmax,"
@@ -246,7 +246,7 @@ def test_old_config_with_training_fields_loads(tmp_path, tiny_config):
 
 
 def test_schedule_is_parsed_once_into_a_typed_value():
-    from bitbert.schedule import Schedule
+    from bitbert.quant.schedule import Schedule
 
     s = Schedule.parse(" 32-32-32, 1-1-2 ,1-1-1")
     assert s.stages == ("32-32-32", "1-1-2", "1-1-1") and str(s) == "32-32-32,1-1-2,1-1-1" and len(s) == 3
@@ -259,11 +259,11 @@ def test_schedule_is_parsed_once_into_a_typed_value():
 
 
 def test_old_import_paths_keep_working():
-    import bitbert.distill as distill
+    import bitbert.training.distill as distill
     import bitbert.pipeline as pipeline
-    from bitbert.classifier import load_classifier
-    from bitbert.finetune import finetune
-    from bitbert.task_data import load_task_data
+    from bitbert.training.classifier import load_classifier
+    from bitbert.training.finetune import finetune
+    from bitbert.training.task_data import load_task_data
 
     assert distill.finetune is finetune and pipeline.load_classifier is load_classifier
     assert pipeline.load_task_data is load_task_data

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from bitbert.corpus import (CorpusError, CorpusStats, MLMCollator, PackedMLMStream, check_min_sequences,
+from bitbert.tasks.corpus import (CorpusError, CorpusStats, MLMCollator, PackedMLMStream, check_min_sequences,
                             iter_lines, mask_tokens)
 
 TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "minilm-l6-h384-fp16"

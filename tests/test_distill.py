@@ -7,14 +7,14 @@ import torch
 from transformers import BertForSequenceClassification
 
 import bitbert
-from bitbert.batching import TokenizedSplit
-from bitbert.distill import DistillLoss, LossWeights, method_losses, run_schedule
-from bitbert.finetune import finetune
-from bitbert.schedule import QuantInit, Schedule
-from bitbert.task_data import TaskData
+from bitbert.tasks.batching import TokenizedSplit
+from bitbert.training.distill import DistillLoss, LossWeights, method_losses, run_schedule
+from bitbert.training.finetune import finetune
+from bitbert.quant.schedule import QuantInit, Schedule
+from bitbert.training.task_data import TaskData
 from bitbert.tasks import get_task
 from conftest import tiny_bert_config
-from bitbert.train import TrainConfig
+from bitbert.training.train import TrainConfig
 
 
 def tiny_task(n=48, seed=0, regression=False) -> TaskData:
@@ -51,7 +51,7 @@ def test_schedule_hands_over_and_reports(tmp_path, tiny_config):
 
 
 def test_inherited_quantizers_are_not_recalibrated(tmp_path, tiny_config, monkeypatch):
-    import bitbert.distill as distill
+    import bitbert.training.distill as distill
 
     counts = []
     real = distill.calibrate
@@ -79,7 +79,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, tiny_config):
     class Killed(Exception):
         pass
 
-    import bitbert.train as T
+    import bitbert.training.train as T
 
     orig = T.train
 
@@ -89,7 +89,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, tiny_config):
                 raise Killed
         return orig(*a, **k, on_step=on_step)
 
-    T_distill = __import__("bitbert.distill", fromlist=["train"])
+    T_distill = __import__("bitbert.training.distill", fromlist=["train"])
     T_distill.train = killing_train
     try:
         with pytest.raises(Killed):
@@ -171,7 +171,7 @@ def test_method_losses_and_schedule_validation():
 
 
 def test_evaluate_batches_is_graph_free_deterministic_and_restores_mode():
-    from bitbert.train import evaluate_batches
+    from bitbert.training.train import evaluate_batches
 
     torch.manual_seed(0)
     model = bitbert.binarize(BertForSequenceClassification(tiny_bert_config(hidden_dropout_prob=0.5)),

@@ -1,4 +1,4 @@
-"""The packed CPU engine against the PyTorch fake-quantized forward (bitbert.engine), its CLI and bench."""
+"""The packed CPU engine against the PyTorch fake-quantized forward (bitbert.deploy.engine), its CLI and bench."""
 import csv
 import json
 import os
@@ -16,7 +16,7 @@ from transformers import RobertaConfig, RobertaForSequenceClassification
 
 import bitbert
 from bitbert.cli import main
-from bitbert.engine import EngineError
+from bitbert.deploy.engine import EngineError
 from test_packing import TINY, binary_model, one_torch_thread, random_batch  # noqa: F401 (autouse fixture)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -165,8 +165,8 @@ NO_TORCH = textwrap.dedent("""
     pkg.__path__ = [sys.argv[1]]
     sys.modules["bitbert"] = pkg
     import numpy as np
-    from bitbert.engine import load_packed
-    from bitbert.packing import packed_summary
+    from bitbert.deploy.engine import load_packed
+    from bitbert.deploy.packing import packed_summary
     engine = load_packed(sys.argv[2])
     print(engine.logits(np.array([[2, 9, 10, 3]])).tolist())
     print(engine.predict(["a good film"])[0]["label"])
@@ -213,7 +213,7 @@ def test_cli_export_predict_summary(tmp_path, capsys):
 
 
 def test_bench_runs_on_a_tiny_shape(tmp_path):
-    from bitbert.bench import run_bench
+    from bitbert.deploy.bench import run_bench
 
     out = tmp_path / "bench.json"
     rec = run_bench(shape="tiny", batch_sizes=[1, 2], seq_len=16, threads=[1], repeats=1, gemm_seconds=0.01,
@@ -230,26 +230,26 @@ def test_bench_runs_on_a_tiny_shape(tmp_path):
     parts = sum(v["ms"] for k, v in phases.items() if k != "forward")
     assert parts == pytest.approx(phases["forward"]["ms"], rel=1e-6) and phases["GEMMs"]["ms"] > 0
     assert phases["attention"]["ms"] > 0 and "Where the engine's time goes" in rec["table"]
-    from bitbert.ort_baseline import missing
+    from bitbert.deploy.ort_baseline import missing
 
     if missing() is None:  # the bitbert[bench] extra is installed: both ONNX Runtime columns measured
         assert row["ort_fp32"]["median_s"] > 0 and row["ort_int8"]["median_s"] > 0 and "skipped" not in saved
 
 
 def test_bench_without_onnxruntime_says_what_it_skipped(monkeypatch):
-    import bitbert.ort_baseline
-    from bitbert.bench import run_bench
+    import bitbert.deploy.ort_baseline
+    from bitbert.deploy.bench import run_bench
 
-    monkeypatch.setattr(bitbert.ort_baseline, "missing", lambda: "ONNX Runtime columns skipped (x): pip install y")
+    monkeypatch.setattr(bitbert.deploy.ort_baseline, "missing", lambda: "ONNX Runtime columns skipped (x): pip install y")
     rec = run_bench(shape="tiny", batch_sizes=[1], seq_len=16, threads=[1], repeats=1, gemm_seconds=0)
     assert rec["skipped"] == ["ONNX Runtime columns skipped (x): pip install y"] and "pip install y" in rec["table"]
     assert "ort_int8" not in rec["results"][0] and rec["results"][0]["int8"]["median_s"] > 0
 
 
 def test_profiling_leaves_the_engine_as_it_was(tmp_path):
-    from bitbert.bench import export_random_bit, random_classifier
-    from bitbert.engine import layers, load_packed
-    from bitbert.engine.profile import profile_phases
+    from bitbert.deploy.bench import export_random_bit, random_classifier
+    from bitbert.deploy.engine import layers, load_packed
+    from bitbert.deploy.engine.profile import profile_phases
 
     engine = load_packed(export_random_bit(random_classifier("tiny"), tmp_path / "m.bitbert", 16), threads=1)
     ids = np.random.default_rng(0).integers(1, 1000, (2, 16))
@@ -288,7 +288,7 @@ def test_minilm_bit_on_sst2_dev_predicts_as_pytorch(tmp_path, bits):
     """
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from bitbert.quantizers import ActQuantizer
+    from bitbert.quant.quantizers import ActQuantizer
 
     if bits != "1-1-1" and (os.cpu_count() or 1) < 2:
         pytest.skip("the yardstick is PyTorch at 1 thread against its default: needs 2 or more cores")

@@ -7,8 +7,8 @@ from numba import njit
 
 import math
 
-from bitbert.engine.floatmath import expf, fma32, gelu
-from bitbert.engine.rows import GELU, NO_ACT, RELU, affine
+from bitbert.deploy.engine.floatmath import expf, fma32, gelu
+from bitbert.deploy.engine.rows import GELU, NO_ACT, RELU, affine
 
 
 @njit(cache=True)
@@ -74,8 +74,8 @@ def test_affine_matches_reference(act, shape):
 
 # ----------------------------------------------------------------------------- fused epilogue + pack
 
-from bitbert.engine.rows import affine_pack, affine_pack_heads  # noqa: E402
-from bitbert.kernels import (binarize_pack_elastic, binarize_pack_signed, heads_along_tokens, pack_heads,  # noqa: E402
+from bitbert.deploy.engine.rows import affine_pack, affine_pack_heads  # noqa: E402
+from bitbert.deploy.kernels import (binarize_pack_elastic, binarize_pack_signed, heads_along_tokens, pack_heads,  # noqa: E402
                              pack_heads_transposed, transpose64)
 
 
@@ -137,8 +137,8 @@ def test_transpose64_is_the_bit_transpose():
 
 # ----------------------------------------------------------------------------- attention
 
-from bitbert.engine.attention import BOOL, ELASTIC, SIGN, _key_add, attention_kernel  # noqa: E402
-from bitbert.kernels import elastic_rule, pack_bits  # noqa: E402
+from bitbert.deploy.engine.attention import BOOL, ELASTIC, SIGN, _key_add, attention_kernel  # noqa: E402
+from bitbert.deploy.kernels import elastic_rule, pack_bits  # noqa: E402
 
 
 def _attention_reference(q, k, v, key_mask, mode, qk_coef, scaling, pa, pb, pv_coef):
@@ -203,7 +203,7 @@ def test_elastic_rule_without_division_gives_the_divisions_bits(alpha):
 
 
 def test_one_packed_input_for_q_k_v_only_when_their_bits_agree():
-    from bitbert.engine.layers import InputQuant
+    from bitbert.deploy.engine.layers import InputQuant
 
     beta = np.zeros(8, np.float32)
     sign = InputQuant(0.5, beta, True)

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from bitbert.bench import export_random_bit, random_classifier
-from bitbert.engine import load_packed
-from bitbert.engine.threads import idle_threads, running_elsewhere
+from bitbert.deploy.bench import export_random_bit, random_classifier
+from bitbert.deploy.engine import load_packed
+from bitbert.deploy.engine.threads import idle_threads, running_elsewhere
 
 SHAPE = dict(model_type="bert", hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
              vocab_size=500, num_labels=2)

@@ -8,7 +8,7 @@ from torch.func import functional_call
 from transformers import BertForSequenceClassification
 
 import bitbert
-from bitbert.estimators import LowRankResidual
+from bitbert.quant.estimators import LowRankResidual
 
 from conftest import tiny_bert_config
 

@@ -127,8 +127,8 @@ def packed_mutations(draw, data: bytes):
 
 def run_mutated(data: bytes, where: Path) -> str:
     """Load and run one file; the outcome's name. Anything but the allowed outcomes raises."""
-    from bitbert.engine import EngineError, load_packed
-    from bitbert.packing import PackedFormatError
+    from bitbert.deploy.engine import EngineError, load_packed
+    from bitbert.deploy.packing import PackedFormatError
 
     where.write_bytes(data)
     try:

@@ -11,8 +11,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import bitbert
-from bitbert.distill import DistillLoss, method_losses
-from bitbert.graphs import GraphedStep, capture_safe_masks, graphs_wanted
+from bitbert.training.distill import DistillLoss, method_losses
+from bitbert.training.graphs import GraphedStep, capture_safe_masks, graphs_wanted
 from bitbert.tasks import get_task
 
 
@@ -159,6 +159,6 @@ def test_cli_cuda_graphs_flag_reaches_the_train_config():
 
 
 def test_pretraining_loss_is_not_graphed():
-    from bitbert.pretraining import PretrainLoss
+    from bitbert.training.pretraining import PretrainLoss
 
     assert PretrainLoss.graphable is False  # boolean-indexed MLM targets: a data-dependent shape

@@ -3,14 +3,16 @@ import platform
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numba
 import numpy as np
 import pytest
 from llvmlite import binding as llvm
 
-from bitbert import kernels
-from bitbert.kernels import (
+import bitbert
+from bitbert.deploy import kernels
+from bitbert.deploy.kernels import (
     and_gemm,
     binarize_pack_elastic,
     binarize_pack_signed,
@@ -23,7 +25,7 @@ from bitbert.kernels import (
     unpack_bits,
     xnor_gemm,
 )
-from bitbert.peak import gemm_efficiency, measure_popcount_peak
+from bitbert.deploy.peak import gemm_efficiency, measure_popcount_peak
 
 # Odd sizes hit every border case of the 4 x 16 register tile: partial rows, partial column
 # panels, K below / at / just past a word boundary.
@@ -177,7 +179,7 @@ def test_gemm_efficiency_runs():
 AVX2_CHECK = textwrap.dedent(
     """
     import numpy as np
-    from bitbert.kernels import _gemm_serial, and_gemm, pack_bits, set_num_threads, xnor_gemm
+    from bitbert.deploy.kernels import _gemm_serial, and_gemm, pack_bits, set_num_threads, xnor_gemm
     set_num_threads(1)
     rng = np.random.default_rng(0)
     A, W = rng.integers(0, 2, (13, 200), dtype=np.uint8), rng.integers(0, 2, (37, 200), dtype=np.uint8)
@@ -201,7 +203,7 @@ def test_avx2_fallback_is_correct(tmp_path):
         NUMBA_CPU_NAME="haswell",
         NUMBA_CPU_FEATURES="+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+lzcnt,+movbe,+popcnt,+sse4.2",
         NUMBA_CACHE_DIR=str(tmp_path),  # fresh cache: compiled here, so inspect_asm works
-        PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(kernels.__file__)), os.environ.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([str(Path(bitbert.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
     )
     proc = subprocess.run([sys.executable, "-c", AVX2_CHECK], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -212,8 +214,8 @@ def test_quantize_levels_match_elastic_quant(bits, signed):
     """The engine's levels are ElasticQuant's forward (the PyTorch quantizer itself), ties included."""
     import torch
 
-    from bitbert.config import levels
-    from bitbert.quantizers import ElasticQuant
+    from bitbert.core.config import levels
+    from bitbert.quant.quantizers import ElasticQuant
 
     qn, qp = levels(bits, signed)
     rng = np.random.default_rng(bits)
@@ -239,7 +241,7 @@ def test_quantize_levels_match_elastic_quant(bits, signed):
 def test_quantize_pack_heads_matches_levels_per_head(batch, L, heads, d, bits, signed, channel_beta, threads):
     """The engine's multi-bit Q/K/V operands: each head's levels (ties half to even, β per channel or
     scalar) packed plane by plane along d, or along the tokens for V, with their sums over d."""
-    from bitbert.config import levels
+    from bitbert.core.config import levels
 
     qn, qp = levels(bits, signed)
     rng = np.random.default_rng(L + d + bits)

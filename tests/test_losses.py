@@ -3,7 +3,7 @@ import math
 import torch
 from transformers import BertForSequenceClassification
 
-from bitbert.losses import (attention_kl, attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss,
+from bitbert.training.losses import (attention_kl, attention_mse, capture_qkv, dmd_loss, hidden_direction, hidden_mse, logit_loss,
                             soft_cross_entropy)
 
 

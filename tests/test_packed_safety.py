@@ -9,7 +9,7 @@ import pytest
 
 import bitbert
 from bitbert.cli import main
-from bitbert.packing import MAX_TOKENIZER, PackedFormatError, file_sha256, read_packed
+from bitbert.deploy.packing import MAX_TOKENIZER, PackedFormatError, file_sha256, read_packed
 from packed_mutations import rewrite, with_metadata, with_tensors
 from test_packing import binary_model, one_torch_thread  # noqa: F401 (autouse fixture)
 

@@ -63,7 +63,7 @@ def _token_pairs(n: int, seed: int, words: int = 12, length: int = 4):
     """[CLS] a [SEP] b [SEP] over a 12-token vocabulary: b is a itself (label 1) or a random sequence (0)."""
     import numpy as np
 
-    from bitbert.batching import TokenizedSplit
+    from bitbert.tasks.batching import TokenizedSplit
 
     rng = np.random.default_rng(seed)
     ids, types, labels = [], [], []
@@ -82,11 +82,11 @@ def test_tiny_pair_control_binary_students_compare_two_segments(tmp_path, tiny_c
     from transformers import BertForSequenceClassification
 
     import bitbert
-    from bitbert.distill import run_schedule
-    from bitbert.finetune import finetune
-    from bitbert.task_data import TaskData
+    from bitbert.training.distill import run_schedule
+    from bitbert.training.finetune import finetune
+    from bitbert.training.task_data import TaskData
     from bitbert.tasks import get_task
-    from bitbert.train import TrainConfig
+    from bitbert.training.train import TrainConfig
 
     data = TaskData(get_task("sst2"), _token_pairs(600, 0), {"dev": _token_pairs(200, 1)}, 0)
     cfg = TrainConfig(epochs=30, lr=2e-3, batch_size=16, eval_every=0, log_every=10**9, seed=0)

@@ -11,11 +11,11 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForPreTraining, BertModel, PreTrainedTokenizerFast
 
 import bitbert
-from bitbert.calibration import uncalibrated
+from bitbert.quant.calibration import uncalibrated
 from bitbert.cli import main
-from bitbert.corpus import CorpusError
-from bitbert.pretraining import PretrainConfig, PretrainLoss, PretrainingObjective, build_student, pretrain
-from bitbert.quantizers import ActQuantizer
+from bitbert.tasks.corpus import CorpusError
+from bitbert.training.pretraining import PretrainConfig, PretrainLoss, PretrainingObjective, build_student, pretrain
+from bitbert.quant.quantizers import ActQuantizer
 from conftest import wordpiece_tokenizer
 
 WORDS = ("the a cat dog bird fish sat ran flew swam on under over near mat log tree pond quickly slowly and "
@@ -160,7 +160,7 @@ def test_cli_pretrain_then_finetune_without_teacher(files, tmp_path, monkeypatch
     alphas = {n: m.alpha.clone() for n, m in pretrained.named_modules() if isinstance(m, ActQuantizer) and m.kind == "elastic"}
 
     # The pretrained encoder becomes a classifier: every tensor kept, α too (no re-calibration).
-    from bitbert.classifier import load_classifier
+    from bitbert.training.classifier import load_classifier
     from bitbert.tasks import get_task
 
     clf = load_classifier(out / "model", get_task("sst2"))

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bitbert.quantizers import ActQuantizer, BinaryWeight, BoolSTE, ElasticQuant, ElasticSign, SignSTE, levels
+from bitbert.quant.quantizers import ActQuantizer, BinaryWeight, BoolSTE, ElasticQuant, ElasticSign, SignSTE, levels
 
 
 def grads(fn, *tensors, g=None):
@@ -99,8 +99,8 @@ def test_wide_alpha_init_is_bit_codes():
 
 def test_alpha_init_reaches_every_quantizer_through_calibrate(tiny_config):
     import bitbert
-    from bitbert.config import ConfigError
-    from bitbert.schedule import QuantInit
+    from bitbert.core.config import ConfigError
+    from bitbert.quant.schedule import QuantInit
     from transformers import BertForSequenceClassification
 
     model = bitbert.binarize(BertForSequenceClassification(tiny_config), bitbert.QuantConfig.from_preset("bit", "1-1-1"))

@@ -156,7 +156,7 @@ def test_merge_results_tags_and_skips_what_is_there(tmp_path, capsys):
 def test_merge_results_cut_runs_from_progress(tmp_path, tiny_config, capsys):
     from transformers import BertForSequenceClassification
 
-    from bitbert.distill import run_schedule
+    from bitbert.training.distill import run_schedule
     from test_distill import CFG, tiny_task
 
     data, teacher = tiny_task(), BertForSequenceClassification(tiny_config).eval()
@@ -223,7 +223,7 @@ def test_default_jobs_reference_is_generated_from_the_records():
 def test_docs_and_timings_are_of_the_default_jobs_recipe():
     """README and docs/training.md state `DEFAULT_JOB`'s recipe; the timing the README and the job
     quote was measured with that recipe; the GPU run the job compares itself with has its schedule."""
-    from bitbert.default_job import DEFAULT_JOB
+    from bitbert.training.default_job import DEFAULT_JOB
 
     tables = _tables()
     sentences = f"{DEFAULT_JOB.train_examples:,} sentences"

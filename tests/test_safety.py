@@ -11,14 +11,14 @@ import torch
 from transformers import BertForSequenceClassification
 
 import bitbert
-from bitbert import rundir
+from bitbert.training import rundir
 from bitbert.cli import main
-from bitbert.distill import run_schedule
-from bitbert.atomic import atomic_write
-from bitbert.task_data import load_task_data
+from bitbert.training.distill import run_schedule
+from bitbert.core.atomic import atomic_write
+from bitbert.training.task_data import load_task_data
 from bitbert.tasks import DataError, load_custom
-from bitbert.train import TrainConfig, TrainingDiverged, train
-from bitbert.validate import SettingError
+from bitbert.training.train import TrainConfig, TrainingDiverged, train
+from bitbert.core.validate import SettingError
 from conftest import save_tiny_base, tiny_bert_config
 from test_cli import tiny_teacher  # noqa: F401 (a fixture)
 from test_distill import CFG, tiny_task
@@ -109,7 +109,7 @@ def test_resume_has_no_duplicate_metrics_rows_nor_restarted_loss_average(tmp_pat
     cfg = CFG.replace(log_every=1)
     run_schedule(teacher, data, "bit", "1-1-1", cfg, tmp_path / "a")
 
-    import bitbert.distill as D
+    import bitbert.training.distill as D
 
     def kill_at_6(step):  # the last checkpoint is at step 4: steps 5 and 6 are logged, then lost
         if step == 6:
@@ -202,7 +202,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_cli_nan_loss_exits_nonzero(tmp_path, tiny_teacher, capsys, monkeypatch):
-    import bitbert.finetune as F
+    import bitbert.training.finetune as F
 
     monkeypatch.setattr(F, "supervised_loss", lambda spec: _DivergingLoss(at=1))
     assert main(["finetune", "--model", str(tiny_teacher), "--out", str(tmp_path / "t"), *data_args(tmp_path),
@@ -225,13 +225,13 @@ def test_saved_files_follow_the_umask(tmp_path):
 
 @pytest.mark.parametrize("problem", ["file", "under_a_file", "full"])
 def test_output_dir_problems_are_found_before_any_work(tmp_path, tiny_teacher, capsys, monkeypatch, problem):
-    import bitbert.task_data
+    import bitbert.training.task_data
 
     (tmp_path / "afile").write_text("x")
     out = {"file": tmp_path / "afile", "under_a_file": tmp_path / "afile" / "run", "full": tmp_path / "o"}[problem]
     if problem == "full":
         monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: type("U", (), {"free": 10 * 2**20})())
-    monkeypatch.setattr(bitbert.task_data, "load_task_data", lambda *a, **k: pytest.fail("work began"))
+    monkeypatch.setattr(bitbert.training.task_data, "load_task_data", lambda *a, **k: pytest.fail("work began"))
     for cmd in (["finetune", "--model"], ["distill", "--teacher"]):
         assert main([*cmd, str(tiny_teacher), "--out", str(out), *data_args(tmp_path)]) == 2
         line = error_line(capsys)

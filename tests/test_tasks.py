@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitbert.metrics import compute_metrics, main_metric
+from bitbert.tasks.metrics import compute_metrics, main_metric
 from bitbert.tasks import (GLUE_TASKS, DataError, Examples, TaskSpec, get_task, load_custom, load_glue,
                            load_glue_hub, load_split)
 

@@ -1,0 +1,270 @@
+"""Attention of the packed engine: the bitwise kernels and the one place a file's attention mode
+becomes a kernel choice (:func:`attention_for`, at build time).
+
+1-bit (`BinaryAttention`): scores α_q α_k (d − 2 popcount(q ⊕ k)) / √d + mask, then BiT's softmax →
+{0, α_p}, BiBERT's bool(score ≥ 0) or the baseline's softmax → ±1; masked keys dropped; the context
+is an AND-popcount of the map bits with ±1 V. Multi-bit (`LevelsAttention`, BiT's 1-1-2 / 1-1-4):
+every plane pair of Q and K, then of the map's levels and V, AND-popcounted. BiPFT's residual terms
+are added in float.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from ..kernels import elastic_rule, heads_along_tokens, mask64, pack_bits, plane_mask64, popcount64, quantize_pack_heads
+from ...core.packed_schema import AttentionRecord, ModelSpec
+from .errors import EngineError
+from .floatmath import softmax_inplace
+from .layers import BinaryLinear, InputQuant
+
+ELASTIC, BOOL, SIGN = 0, 1, 2
+# The attention maps (QuantConfig.attention_probs) the engine runs, as kernel codes.
+MAP_CODES = {"softmax_elastic": ELASTIC, "bool": BOOL, "softmax_sign": SIGN}
+_F32_MIN = np.finfo(np.float32).min
+
+@njit(cache=True, parallel=True)
+def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_alpha, p_beta, rule_alpha, p_thr,
+                     p_divide, pv_coef, score_res, value_res, ctx):
+    """Binary attention for every (sequence, head); see BinaryAttention. The elastic map (α_p, β_p)
+    sets its bits by mask64's rule (rule_alpha, p_thr, p_divide) = `bitbert.deploy.kernels.elastic_rule(α_p)`.
+
+    qh (B, H, L, dw) and kt (B, H, dw, L): packed Q rows and K words (word-major, so the score loop
+    over keys is contiguous); vt (B, H, Lw, d): V packed along the keys.
+    """
+    B, H, L, dw = qh.shape
+    Lw, d = vt.shape[2], vt.shape[3]
+    has_sres, has_vres = score_res.shape[0] > 0, value_res.shape[0] > 0
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        q2, k2, v2, kadd, kbits = qh[b, h], kt[b, h], vt[b, h], key_add[b], key_bits[b]
+        # One score row padded to whole words; the padding never survives the AND with key_bits.
+        row = np.zeros((1, Lw * 64), np.float32)
+        betas = np.full(Lw * 64, p_beta, np.float32)
+        pbits = np.empty(Lw, np.uint64)
+        cnt = np.empty(L, np.int32)  # int32 accumulators on 1-D rows: the loops vectorise
+        acc = np.empty(d, np.int32)
+        for i in range(L):
+            _popcount_row(q2[i, 0], k2[0], cnt, False, True)
+            for w in range(1, dw):
+                _popcount_row(q2[i, w], k2[w], cnt, False, False)
+            if has_sres:
+                for j in range(L):  # the exact dot, rounded once
+                    row[0, j] = np.float32((d - 2 * cnt[j]) * qk_coef) + score_res[b, h, i, j]
+                for j in range(L):
+                    row[0, j] = row[0, j] * scaling + kadd[j]
+            else:
+                for j in range(L):
+                    row[0, j] = np.float32((d - 2 * cnt[j]) * qk_coef) * scaling + kadd[j]
+            if mode == ELASTIC:
+                softmax_inplace(row, L)
+                for w in range(Lw):
+                    if p_divide:
+                        pbits[w] = mask64(row, 0, 64 * w, betas, rule_alpha, p_thr, True) & kbits[w]
+                    else:
+                        pbits[w] = mask64(row, 0, 64 * w, betas, rule_alpha, p_thr, False) & kbits[w]
+            elif mode == BOOL:
+                for w in range(Lw):
+                    pbits[w] = mask64(row, 0, 64 * w, betas, np.float32(1.0), np.float32(0.0), False) & kbits[w]
+            else:  # softmax then sign: every kept key is +1
+                for w in range(Lw):
+                    pbits[w] = kbits[w]
+            ones = np.int32(0)
+            for w in range(Lw):
+                ones += np.int32(popcount64(pbits[w]))
+            _popcount_row(pbits[0], v2[0], acc, True, True)
+            for w in range(1, Lw):
+                _popcount_row(pbits[w], v2[w], acc, True, False)
+            out = ctx[b * L + i, h * d:(h + 1) * d]
+            for t in range(d):
+                out[t] = np.float32((2 * acc[t] - ones) * pv_coef)
+            if has_vres:  # a separate loop: the branch inside the one above stops its vectorisation
+                for t in range(d):
+                    extra = np.float32(0.0)
+                    for j in range(L):
+                        if (pbits[j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
+                            extra += value_res[b, h, j, t]
+                    out[t] = out[t] + extra * p_alpha
+    return ctx
+
+@njit(inline="always")
+def _popcount_row(word, row, acc, use_and, first):
+    """acc[j] (=, or += when not first) popcount(word XOR / AND row[j]) over a contiguous row."""
+    if first:
+        for j in range(row.shape[0]):
+            acc[j] = np.int32(popcount64((word & row[j]) if use_and else (word ^ row[j])))
+    else:
+        for j in range(row.shape[0]):
+            acc[j] += np.int32(popcount64((word & row[j]) if use_and else (word ^ row[j])))
+
+@njit(cache=True, parallel=True)
+def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, key_add, key_keep, mode, p_alpha, p_beta,
+                      p_top, p_planes, pv_coef, score_res, value_res, ctx):
+    """Bit-serial attention on multi-bit Q, K, V (levels o + offset, o given as bit planes); see
+    LevelsAttention. qp (B, H, b, L, dw), kp (B, H, b, dw, L), vp (B, H, b, Lw, d) uint64;
+    qsum, ksum (B, H, L): Σ_d o. The map's levels (p_planes bit planes, top level p_top) are packed
+    along the keys per row and multiplied with V's planes the same way."""
+    B, H, nb, L, dw = qp.shape
+    Lw, d = vp.shape[3], vp.shape[4]
+    has_sres, has_vres = score_res.shape[0] > 0, value_res.shape[0] > 0
+    const = np.int64(d) * offset * offset
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        row = np.zeros((1, Lw * 64), np.float32)
+        plv = np.zeros(Lw * 64, np.uint8)  # the map row's levels; entries past L stay 0 (padding)
+        pbits = np.zeros((p_planes, Lw), np.uint64)
+        cnt = np.empty(L, np.int64)
+        acc = np.empty(d, np.int64)
+        for i in range(L):
+            cnt[:] = 0
+            for a in range(nb):
+                for c in range(nb):
+                    shift = np.int64(1) << np.int64(a + c)
+                    for w in range(dw):
+                        qw = qp[b, h, a, i, w]
+                        for j in range(L):
+                            cnt[j] += shift * np.int64(popcount64(qw & kp[b, h, c, w, j]))
+            for j in range(L):  # the exact integer dot q·k, rounded once
+                dot = cnt[j] + offset * (qsum[b, h, i] + ksum[b, h, j]) + const
+                row[0, j] = np.float32(dot * qk_coef)
+            if has_sres:
+                for j in range(L):
+                    row[0, j] = row[0, j] + score_res[b, h, i, j]
+            for j in range(L):
+                row[0, j] = row[0, j] * scaling + key_add[b, j]
+            if mode == ELASTIC:  # softmax, then the map's levels; masked keys are 0
+                softmax_inplace(row, L)
+                for j in range(L):
+                    u = (row[0, j] - p_beta) / p_alpha
+                    plv[j] = np.int32(min(max(np.rint(u), np.float32(0.0)), np.float32(p_top))) * key_keep[b, j]
+            elif mode == BOOL:
+                for j in range(L):
+                    plv[j] = np.int32(row[0, j] >= 0) * key_keep[b, j]
+            else:  # softmax then sign: every kept key is +1
+                for j in range(L):
+                    plv[j] = np.int32(key_keep[b, j])
+            psum = np.int64(0)
+            for j in range(L):
+                psum += np.int64(plv[j])
+            for a in range(p_planes):  # plane a packed along the keys
+                for w in range(Lw):
+                    pbits[a, w] = plane_mask64(plv, 64 * w, a)
+            acc[:] = 0
+            for a in range(p_planes):
+                for c in range(nb):
+                    shift = np.int64(1) << np.int64(a + c)
+                    for w in range(Lw):
+                        pw = pbits[a, w]
+                        for t in range(d):
+                            acc[t] += shift * np.int64(popcount64(pw & vp[b, h, c, w, t]))
+            for t in range(d):
+                ctx[b * L + i, h * d + t] = np.float32((acc[t] + offset * psum) * pv_coef)
+            if has_vres:
+                for t in range(d):
+                    extra = np.float32(0.0)
+                    for j in range(L):
+                        extra += np.float32(plv[j]) * value_res[b, h, j, t]
+                    ctx[b * L + i, h * d + t] = ctx[b * L + i, h * d + t] + extra * p_alpha
+    return ctx
+
+def _key_add(key_mask: np.ndarray) -> np.ndarray:
+    """The additive mask: 0 for kept keys, float32's minimum for masked ones."""
+    return np.where(key_mask, np.float32(0.0), _F32_MIN).astype(np.float32)
+
+def _residual_operand(res: np.ndarray | None) -> np.ndarray:
+    """BiPFT's score / value residual for the attention kernels, or an empty array (none)."""
+    return np.zeros((0, 0, 0, 0), np.float32) if res is None else np.ascontiguousarray(res, np.float32)
+
+@dataclass(frozen=True)
+class BinaryAttention:
+    """Self-attention on 1-bit Q, K, V (value α · ±1, bit = x − β ≥ 0), map by ``code``."""
+
+    heads: int
+    scaling: np.float32
+    code: int
+    q: tuple[float, float]  # (α, β) of Q, K, V
+    k: tuple[float, float]
+    v: tuple[float, float]
+    p: tuple[float, float] = (1.0, 0.0)  # (α_p, β_p) of BiT's map binarizer
+
+    def __call__(self, q: BinaryLinear, k: BinaryLinear, v: BinaryLinear, inputs: tuple[np.ndarray, ...], batch: int,
+                 key_mask: np.ndarray, threads: int, score_res: np.ndarray | None = None,
+                 value_res: np.ndarray | None = None) -> np.ndarray:
+        """The context (B*L, heads*d) float32 of the Q, K, V linears on their packed inputs (each
+        linear's quantizer's bits of the layer input, B*L rows), their outputs binarized as they are
+        produced; key_mask (B, L) bool; score_res (B, heads, L, L) and value_res (B, heads, L, d):
+        BiPFT's residual terms, or None."""
+        (aq, bq), (ak, bk), (av, bv) = self.q, self.k, self.v
+        pa, pb = self.p
+        M, hidden = key_mask.size, q.weights.n
+        d, L = hidden // self.heads, M // batch
+        vrows = v.heads(inputs[2], bv, batch, self.heads, threads)
+        vt = heads_along_tokens(vrows, d, np.empty((batch, self.heads, (L + 63) // 64, d), np.uint64))
+        return attention_kernel(q.heads(inputs[0], bq, batch, self.heads, threads),
+                                k.heads(inputs[1], bk, batch, self.heads, threads, keys_major=True),
+                                vt, aq * ak, self.scaling, _key_add(key_mask), pack_bits(key_mask), self.code,
+                                np.float32(pa), np.float32(pb), *elastic_rule(pa), pa * av, _residual_operand(score_res),
+                                _residual_operand(value_res), np.empty((M, hidden), np.float32))
+
+@dataclass(frozen=True)
+class LevelsAttention:
+    """Self-attention on multi-bit Q, K, V (BiT's 1-1-2, 1-1-4).
+
+    Each of Q, K, V becomes levels o + Qn (`quantize_levels`, the same Qn for all three: one bit
+    width) and the scores α_q α_k Σ (o_q + Qn)(o_k + Qn) come from AND-popcounts of their bit planes
+    plus the plane sums; the map (softmax then the map quantizer's levels, BiT; bool or softmax-sign
+    as the 1-bit path) is multiplied with V's planes the same way. Masked keys get level 0.
+    """
+
+    heads: int
+    scaling: np.float32
+    code: int
+    q: InputQuant
+    k: InputQuant
+    v: InputQuant
+    p: tuple[float, float, int] = (1.0, 0.0, 1)  # (α_p, β_p, top level) of the map
+
+    def __call__(self, q_linear: BinaryLinear, k_linear: BinaryLinear, v_linear: BinaryLinear,
+                 inputs: tuple[np.ndarray, ...], batch: int, key_mask: np.ndarray, threads: int,
+                 score_res: np.ndarray | None = None, value_res: np.ndarray | None = None) -> np.ndarray:
+        """As `BinaryAttention.__call__` (Q, K, V leave their linears as floats: multi-bit levels)."""
+        q, k, v = (lin.of_bits(bits, threads) for lin, bits in zip((q_linear, k_linear, v_linear), inputs))
+        lo, hi = self.q.levels
+        planes = (hi - lo).bit_length()
+        pa, pb, p_top = self.p
+        M, hidden = q.shape
+        (qp, qsum), (kp, ksum), (vp, _) = (
+            quantize_pack_heads(t, quant.beta, quant.alpha, lo, hi, planes, batch, self.heads, along_tokens=is_v)
+            for t, quant, is_v in ((q, self.q, False), (k, self.k, False), (v, self.v, True)))
+        kp = np.ascontiguousarray(kp.transpose(0, 1, 2, 4, 3))  # word-major: the score loop's keys contiguous
+        return attention_levels_kernel(qp, qsum, kp, ksum, vp, np.int64(lo), self.q.alpha * self.k.alpha,
+                                       self.scaling, _key_add(key_mask), key_mask, self.code, np.float32(pa),
+                                       np.float32(pb), p_top, max(1, p_top.bit_length()), pa * self.v.alpha,
+                                       _residual_operand(score_res), _residual_operand(value_res),
+                                       np.empty((M, hidden), np.float32))
+
+def attention_for(record: AttentionRecord | None, spec: ModelSpec) -> BinaryAttention | LevelsAttention:
+    """The kernel that runs a layer's attention record: the only place its mode is looked at.
+    Raises EngineError for attention the engine does not run (float Q/K/V or map, mixed bits)."""
+    mode = None if record is None else record.mode
+    if record is None or mode not in MAP_CODES or None in (record.q, record.k, record.v):
+        raise EngineError("the packed engine runs quantized attention (binarized Q, K, V and a map in "
+                          f"{list(MAP_CODES)}); use PyTorch for attention_probs={mode!r} or float Q, K, V")
+    code = MAP_CODES[mode]
+    q, k, v = (InputQuant.from_record(r, 1) for r in (record.q, record.k, record.v))
+    if not (q.signed and k.signed and v.signed) or len({q.bits, k.bits, v.bits}) != 1:
+        raise EngineError("the packed engine runs attention on signed Q, K, V of one bit width; got "
+                          f"{[(t.bits, t.signed) for t in (q, k, v)]}")
+    p = None
+    if code == ELASTIC:
+        if record.p is None or record.p.kind != "elastic" or record.p.signed or record.p.bits != q.bits:
+            raise EngineError(f"softmax_elastic attention needs an unsigned elastic {q.bits}-bit map quantizer")
+        p = InputQuant.from_record(record.p, 1)
+    scaling = np.float32(spec.head_dim ** -0.5)
+    if q.bits > 1:
+        top = (float(p.alpha), p.scalar_beta, p.levels[1]) if p is not None else (1.0, 0.0, 1)
+        return LevelsAttention(spec.heads, scaling, code, q, k, v, top)
+    return BinaryAttention(spec.heads, scaling, code, *((float(t.alpha), t.scalar_beta) for t in (q, k, v)),
+                           p=(1.0, 0.0) if p is None else (float(p.alpha), p.scalar_beta))

@@ -1,0 +1,121 @@
+"""Fused row kernels of the packed engine: embeddings + LayerNorm, and a linear's scaled integer
+dot + bias + activation (or + residual + LayerNorm), one pass over each row; where the next step
+only needs the output's bits (the next linear's input, attention's Q, K, V), the row is packed
+while it is in L1 and never written out as floats."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..kernels import _pack_rows, mask64
+from .floatmath import gelu, layernorm_row, ln_scratch, row_range
+
+NO_ACT, RELU, GELU = -1, 0, 1
+ACTIVATIONS = {"relu": RELU, "gelu": GELU}  # the FFN activations the engine runs, by config name
+
+@njit(cache=True, parallel=True)
+def embed(ids, pos_ids, type_ids, word_bits, word_scale, word_fp, pos, types_, gamma, beta, eps, out, threads):
+    """out[m] = LayerNorm((word[ids[m]] + type[type_ids[m]]) + pos[pos_ids[m]]); a binary word row
+    is scale · ±1 unpacked on the fly (word_bits empty: word_fp is a float table)."""
+    M, H = out.shape
+    binary = word_bits.shape[0] > 0
+    tasks = min(M, threads)  # one scratch allocation per task, not per row
+    for task in prange(tasks):
+        scratch, counts = ln_scratch()
+        lo, hi = row_range(task, tasks, M)
+        for m in range(lo, hi):
+            r = ids[m]
+            for k in range(H):
+                if binary:
+                    bit = (word_bits[r, k >> 6] >> np.uint64(k & 63)) & np.uint64(1)
+                    w = word_scale[r] if bit else -word_scale[r]
+                else:
+                    w = word_fp[r, k]
+                out[m, k] = (w + types_[type_ids[m], k]) + pos[pos_ids[m], k]
+            layernorm_row(out, m, gamma, beta, eps, scratch, counts)
+    return out
+
+@njit(cache=True, parallel=True)
+def affine(dot, coef, bias, act, out):
+    """out = act(float32(dot * coef) + bias): the exact integer dot scaled once (act -1: none)."""
+    M = dot.shape[0]
+    for m in prange(M):
+        affine_row(dot[m], coef, bias, act, out[m])
+    return out
+
+@njit(inline="always")
+def affine_row(dot, coef, bias, act, out):
+    """One row of `affine`; a loop per activation, so each vectorises (no branch inside)."""
+    N = dot.shape[0]
+    for n in range(N):
+        out[n] = np.float32(dot[n] * coef[n]) + bias[n]
+    # a second pass: fused with the float64 scaling above, LLVM leaves the GELU loop scalar (4x slower)
+    if act == RELU:
+        for n in range(N):
+            out[n] = max(out[n], np.float32(0.0))
+    elif act == GELU:
+        for n in range(N):
+            out[n] = gelu(out[n])
+
+@njit(cache=True, parallel=True)
+def affine_residual_layernorm(dot, coef, bias, residual, gamma, beta, eps, out, threads):
+    """out = LayerNorm((float32(dot * coef) + bias) + residual)."""
+    M, N = dot.shape
+    tasks = min(M, threads)  # one scratch allocation per task, not per row
+    for task in prange(tasks):
+        scratch, counts = ln_scratch()
+        lo, hi = row_range(task, tasks, M)
+        for m in range(lo, hi):
+            for n in range(N):
+                out[m, n] = (np.float32(dot[m, n] * coef[n]) + bias[n]) + residual[m, n]
+            layernorm_row(out, m, gamma, beta, eps, scratch, counts)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def affine_pack(dot, coef, bias, act, beta, alpha, thr, divide, out, threads):
+    """out = pack(rule(act(float32(dot * coef) + bias) − beta)) with `bitbert.deploy.kernels`' binarize
+    rules (divide False: signed, ≥ thr; True: elastic, / alpha > thr): `affine` then the next
+    linear's 1-bit input quantizer, one row at a time. out (M, ceil(N / 64)) uint64."""
+    M, N = dot.shape
+    tasks = min(M, threads)
+    for task in prange(tasks):
+        row = np.empty((1, N), np.float32)
+        lo, hi = row_range(task, tasks, M)
+        for m in range(lo, hi):
+            affine_row(dot[m], coef, bias, act, row[0])
+            if divide:
+                _pack_rows(row, beta, alpha, thr, out[m:m + 1], 0, 1, True)
+            else:
+                _pack_rows(row, beta, alpha, thr, out[m:m + 1], 0, 1, False)
+    return out
+
+@njit(cache=True, parallel=True)
+def affine_pack_heads(dot, coef, bias, beta, heads, keys_major, out, threads):
+    """Attention's Q / K / V operand bits: bit = float32(dot * coef) + bias − beta ≥ 0 (beta a scalar),
+    packed per head along its d channels: out (B, H, L, dw), or with keys_major (B, H, dw, L)
+    (K: the score loop's keys contiguous). Rows m = b · L + i of dot (B·L, H·d)."""
+    M, N = dot.shape
+    B, H = out.shape[0], out.shape[1]
+    L = M // B
+    d = N // heads
+    dw = (d + 63) // 64
+    tasks = min(M, threads)
+    for task in prange(tasks):
+        row = np.zeros((1, N + 64), np.float32)  # mask64 reads 64 floats from a head's start
+        betas = np.full(N + 64, beta, np.float32)
+        lo, hi = row_range(task, tasks, M)
+        for m in range(lo, hi):
+            affine_row(dot[m], coef, bias, NO_ACT, row[0, :N])
+            b, i = m // L, m % L
+            for h in range(H):
+                for w in range(dw):
+                    n = min(64, d - 64 * w)
+                    word = mask64(row, 0, h * d + 64 * w, betas, np.float32(1.0), np.float32(0.0), False)
+                    if n < 64:
+                        word &= (np.uint64(1) << np.uint64(n)) - np.uint64(1)
+                    if keys_major:
+                        out[b, h, w, i] = word
+                    else:
+                        out[b, h, i, w] = word
+    return out
