@@ -25,8 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bitbert.training.default_job import DEFAULT_JOB  # noqa: E402
 from bitbert.deploy.peak import cpu_name  # noqa: E402
+from bitbert.training.default_job import DEFAULT_JOB  # noqa: E402
 
 RECORDS = ROOT / "benchmarks" / "results" / "default_job_cpu.json"
 TIME_LINE = re.compile(r"^time: (\d+) min (\d+) s \((.*)\)$", re.M)

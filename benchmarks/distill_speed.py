@@ -15,8 +15,8 @@ import time
 import torch
 
 import bitbert
-from bitbert.training.distill import DistillLoss, method_losses
 from bitbert.pipeline import load_classifier, load_task_data
+from bitbert.training.distill import DistillLoss, method_losses
 from bitbert.training.train import TrainConfig, TrainStep, make_accelerator, make_optimizer
 
 

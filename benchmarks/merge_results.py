@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bitbert.training.distill import stage_dir_name  # noqa: E402
-from bitbert.quant.schedule import Schedule  # noqa: E402
 from bitbert.core.atomic import atomic_write  # noqa: E402
+from bitbert.quant.schedule import Schedule  # noqa: E402
+from bitbert.training.distill import stage_dir_name  # noqa: E402
 from bitbert.training.train import RunReport  # noqa: E402
 
 # A record is its run (the command: one call may run several settings) and its measurement (wall_s),

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
+from bitbert.core.atomic import atomic_write
 from bitbert.core.config import parse_quant_overrides
+from bitbert.pipeline import load_classifier, load_task_data
 from bitbert.training.distill import method_losses, run_schedule
 from bitbert.training.finetune import finetune
-from bitbert.core.atomic import atomic_write
-from bitbert.pipeline import load_classifier, load_task_data
 from bitbert.training.train import TrainConfig
 
 VARIANTS = ("identity", "edit")

@@ -76,8 +76,8 @@ def cmd_pretrain(args) -> None:
 # --------------------------------------------------------------------------- finetune
 def cmd_finetune(args) -> None:
     import bitbert
-    from bitbert.training.finetune import finetune
     from bitbert.pipeline import load_classifier, load_task_data
+    from bitbert.training.finetune import finetune
     from bitbert.training.pretraining import PretrainConfig
     from bitbert.training.train import TrainConfig
     from transformers import AutoTokenizer

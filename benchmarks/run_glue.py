@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 
 import bitbert
+from bitbert.core.atomic import atomic_write
 from bitbert.core.config import ALPHA_INITS, AugmentConfig, ConfigError, parse_quant_overrides
+from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
+from bitbert.quant.schedule import QuantInit
 from bitbert.training.augmented import file_record
 from bitbert.training.distill import method_losses, run_schedule, stage_configs
 from bitbert.training.finetune import finetune
-from bitbert.quant.schedule import QuantInit
 from bitbert.training.task_data import run_identity
-from bitbert.core.atomic import atomic_write
-from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
 from bitbert.training.train import TrainConfig, check_same_run, finished_report, run_settings
 
 RUNS = [("bit", "1-1-2,1-1-1"), ("baseline", "1-1-1"), ("bibert", "1-1-1"), ("bit", "1-1-1"), ("bit", "1-1-4")]

@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # plots.py
 from bitbert.core.config import parse_bits  # noqa: E402
+from bitbert.quant.schedule import Schedule  # noqa: E402
 from bitbert.training.default_job import DEFAULT_JOB  # noqa: E402
 from bitbert.training.recipes import paper_defaults  # noqa: E402
-from bitbert.quant.schedule import Schedule  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 METHOD_ORDER = {"fp": 0, "baseline": 1, "bibert": 2, "bit": 3}

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bitbert.training.augment import UNKNOWN_CLASS, augment_split, neighbour_table
-from bitbert.tasks.batching import TokenizedSplit
 from bitbert.core.config import AugmentConfig, ConfigError
+from bitbert.tasks.batching import TokenizedSplit
+from bitbert.training.augment import UNKNOWN_CLASS, augment_split, neighbour_table
 from bitbert.training.losses import ground_truth_loss
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "great", "bad", "##s", "!", "movie", "film", "42", "[unused0]"]

@@ -11,13 +11,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import BertConfig, BertForMaskedLM, BertModel, PreTrainedTokenizerFast, RobertaConfig, RobertaForMaskedLM
 
 import bitbert.training.augmented as augmented
-from bitbert.training.augment import COPY_COLUMN, UNKNOWN_CLASS
-from bitbert.training.candidates import CandidateGenerator, find_words
 from bitbert.cli import main
 from bitbert.core.config import AugmentConfig, ConfigError
+from bitbert.tasks import DataError, get_task, load_custom
+from bitbert.training.augment import COPY_COLUMN, UNKNOWN_CLASS
+from bitbert.training.candidates import CandidateGenerator, find_words
 from bitbert.training.mlm_head import MLMHeadConfig, train_mlm_head
 from bitbert.training.task_data import load_task_data
-from bitbert.tasks import DataError, get_task, load_custom
 from conftest import save_tiny_base, wordpiece_tokenizer
 
 WORDS = ("good bad fine awful great terrible movie film plot actor story acting music scene cast boring funny "

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertTokenizer
 
-from bitbert.tasks.batching import BucketBatcher, TokenizedSplit, tokenize
 from bitbert.tasks import Examples, load_glue
+from bitbert.tasks.batching import BucketBatcher, TokenizedSplit, tokenize
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 GLUE_DIR = SHARED / "data" / "glue"

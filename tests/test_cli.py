@@ -345,8 +345,8 @@ def test_predict_takes_a_folder_or_says_what_it_expected(distilled, tmp_path, ca
 
 def test_glue_class_names_reach_the_packed_file(tmp_path, tiny_teacher, capsys, monkeypatch):
     """SST-2's files say 0/1; a model trained on it names its classes negative/positive."""
-    from bitbert.training.classifier import load_classifier
     from bitbert.tasks import get_task
+    from bitbert.training.classifier import load_classifier
 
     model = load_classifier(str(tiny_teacher), get_task("sst2"))
     assert model.config.id2label == {0: "negative", 1: "positive"}
@@ -393,8 +393,8 @@ def test_new_head_is_not_reported_as_missing_but_a_lost_weight_is(tmp_path, caps
     from safetensors.torch import load_file, save_file
     from transformers import BertModel
 
-    from bitbert.training.classifier import load_classifier
     from bitbert.tasks import get_task
+    from bitbert.training.classifier import load_classifier
     from conftest import tiny_bert_config
 
     encoder = tmp_path / "encoder"

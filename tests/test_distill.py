@@ -7,12 +7,12 @@ import torch
 from transformers import BertForSequenceClassification
 
 import bitbert
+from bitbert.quant.schedule import QuantInit, Schedule
+from bitbert.tasks import get_task
 from bitbert.tasks.batching import TokenizedSplit
 from bitbert.training.distill import DistillLoss, LossWeights, method_losses, run_schedule
 from bitbert.training.finetune import finetune
-from bitbert.quant.schedule import QuantInit, Schedule
 from bitbert.training.task_data import TaskData
-from bitbert.tasks import get_task
 from conftest import tiny_bert_config
 from bitbert.training.train import TrainConfig
 

@@ -11,9 +11,9 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import bitbert
+from bitbert.tasks import get_task
 from bitbert.training.distill import DistillLoss, method_losses
 from bitbert.training.graphs import GraphedStep, capture_safe_masks, graphs_wanted
-from bitbert.tasks import get_task
 
 
 class HostSync(AssertionError):

@@ -6,8 +6,8 @@ import pytest
 
 import bitbert
 from bitbert.cli import main
-from bitbert.tasks.label_map import match_labels
 from bitbert.tasks import DataError
+from bitbert.tasks.label_map import match_labels
 from test_engine import WORDS, tiny_tokenizer
 from test_packing import binary_model, one_torch_thread  # noqa: F401 (autouse fixture)
 
@@ -99,8 +99,8 @@ def test_evaluate_model_dir_does_not_swap_classes_whose_sorted_order_flips(label
 def test_training_from_a_model_whose_classes_are_in_another_order_is_refused(labelled):
     """Distilling or fine-tuning maps output i to the task's class i: a teacher that names them in
     another order would teach swapped classes, so it is refused with both lists."""
-    from bitbert.training.classifier import load_classifier
     from bitbert.tasks import load_custom
+    from bitbert.training.classifier import load_classifier
 
     spec, _ = load_custom(labelled / "train.tsv", ["sentence"], "label")
     with pytest.raises(DataError, match=r"in another order.*\['a_subjective', 'b_objective'\]"):

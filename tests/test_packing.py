@@ -9,8 +9,8 @@ from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassificat
 
 import bitbert
 from bitbert.deploy.kernels import unpack_bits
-from bitbert.quant.layers import QuantEmbedding, QuantLinear
 from bitbert.deploy.packing import FORMAT_VERSION, PackedFormatError, packed_summary, read_header, read_packed
+from bitbert.quant.layers import QuantEmbedding, QuantLinear
 
 TINY = dict(vocab_size=200, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
             max_position_embeddings=64, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

@@ -82,10 +82,10 @@ def test_tiny_pair_control_binary_students_compare_two_segments(tmp_path, tiny_c
     from transformers import BertForSequenceClassification
 
     import bitbert
+    from bitbert.tasks import get_task
     from bitbert.training.distill import run_schedule
     from bitbert.training.finetune import finetune
     from bitbert.training.task_data import TaskData
-    from bitbert.tasks import get_task
     from bitbert.training.train import TrainConfig
 
     data = TaskData(get_task("sst2"), _token_pairs(600, 0), {"dev": _token_pairs(200, 1)}, 0)

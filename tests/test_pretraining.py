@@ -11,11 +11,11 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForPreTraining, BertModel, PreTrainedTokenizerFast
 
 import bitbert
-from bitbert.quant.calibration import uncalibrated
 from bitbert.cli import main
+from bitbert.quant.calibration import uncalibrated
+from bitbert.quant.quantizers import ActQuantizer
 from bitbert.tasks.corpus import CorpusError
 from bitbert.training.pretraining import PretrainConfig, PretrainLoss, PretrainingObjective, build_student, pretrain
-from bitbert.quant.quantizers import ActQuantizer
 from conftest import wordpiece_tokenizer
 
 WORDS = ("the a cat dog bird fish sat ran flew swam on under over near mat log tree pond quickly slowly and "
@@ -160,8 +160,8 @@ def test_cli_pretrain_then_finetune_without_teacher(files, tmp_path, monkeypatch
     alphas = {n: m.alpha.clone() for n, m in pretrained.named_modules() if isinstance(m, ActQuantizer) and m.kind == "elastic"}
 
     # The pretrained encoder becomes a classifier: every tensor kept, α too (no re-calibration).
-    from bitbert.training.classifier import load_classifier
     from bitbert.tasks import get_task
+    from bitbert.training.classifier import load_classifier
 
     clf = load_classifier(out / "model", get_task("sst2"))
     assert type(clf).__name__ == "BertForSequenceClassification" and clf.config.num_labels == 2

@@ -11,14 +11,14 @@ import torch
 from transformers import BertForSequenceClassification
 
 import bitbert
-from bitbert.training import rundir
 from bitbert.cli import main
-from bitbert.training.distill import run_schedule
-from bitbert.core.atomic import atomic_write
-from bitbert.training.task_data import load_task_data
-from bitbert.tasks import DataError, load_custom
-from bitbert.training.train import TrainConfig, TrainingDiverged, train
+from bitbert.core.atomic import WriteError, atomic_write
 from bitbert.core.validate import SettingError
+from bitbert.tasks import DataError, load_custom
+from bitbert.training import rundir
+from bitbert.training.distill import run_schedule
+from bitbert.training.task_data import load_task_data
+from bitbert.training.train import TrainConfig, TrainingDiverged, train
 from conftest import save_tiny_base, tiny_bert_config
 from test_cli import tiny_teacher  # noqa: F401 (a fixture)
 from test_distill import CFG, tiny_task
@@ -244,7 +244,7 @@ def test_disk_full_while_writing_names_the_file(tmp_path, monkeypatch):
     def full(p):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(bitbert.io.WriteError, match=r"cannot write .*x.json: No space left on device"):
+    with pytest.raises(WriteError, match=r"cannot write .*x.json: No space left on device"):
         atomic_write(tmp_path / "x.json", full)
     assert not list(tmp_path.iterdir())  # no temporary file left behind
 

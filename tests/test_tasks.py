@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitbert.tasks.metrics import compute_metrics, main_metric
 from bitbert.tasks import (GLUE_TASKS, DataError, Examples, TaskSpec, get_task, load_custom, load_glue,
                            load_glue_hub, load_split)
+from bitbert.tasks.metrics import compute_metrics, main_metric
 
 GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 needs_glue = pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"{GLUE_DIR} not available")

@@ -10,9 +10,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from .common import is_main_process
 from ..core.config import ALPHA_INITS, METHODS, AugmentConfig, ConfigError, parse_quant_overrides
 from ..training.default_job import DEFAULT_JOB
+from .common import is_main_process
 
 log = logging.getLogger("bitbert")
 
@@ -102,8 +102,8 @@ def _start_run(args, cfg, model_path: str):
     import torch
     from transformers import AutoConfig
 
-    from ..quant.accounting import max_positions
     from ..core.hub import from_hub_or_dir
+    from ..quant.accounting import max_positions
     from ..training.rundir import prepare_out
 
     prepare_out(args.out, args.resume, args.overwrite)
@@ -202,13 +202,13 @@ def cmd_distill(args) -> int:
 
     import bitbert
 
+    from ..quant.schedule import QuantInit, Schedule
     from ..training.classifier import load_classifier
     from ..training.distill import method_losses, run_schedule
     from ..training.evaluation import make_evaluator
     from ..training.finetune import finetune
     from ..training.recipes import paper_defaults
     from ..training.rundir import digest_files
-    from ..quant.schedule import QuantInit, Schedule
 
     losses = method_losses(args.method).with_overrides(args.loss)  # a bad --loss fails before any work
     overrides = parse_quant_overrides(args.quant, residual_rank=args.residual_rank)
@@ -600,8 +600,8 @@ def one_line(e: BaseException) -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from ..core.config import ConfigError
     from ..core.atomic import WriteError
+    from ..core.config import ConfigError
     from ..tasks.specs import DataError
     from ..training.train import TrainingDiverged
 

@@ -13,9 +13,9 @@ import json
 
 def add_augment_commands(sub) -> None:
     """Add the ``augment`` and ``mlm-head`` subcommands to the subparsers object ``sub``."""
-    from .common import add_config_options
     from ..core.config import AugmentConfig
     from ..training.mlm_head import MLMHeadConfig
+    from .common import add_config_options
 
     a = sub.add_parser("augment", help="write an augmented training file (TinyBERT: masked-LM + embedding "
                                        "neighbour word swaps), for distill --augmented-file")
@@ -56,8 +56,8 @@ def add_augment_commands(sub) -> None:
 
 def _examples(args):
     """The training examples to augment and their task spec."""
-    from ..training.task_data import subsample
     from ..tasks.specs import DataError, get_task, load_custom, load_glue
+    from ..training.task_data import subsample
 
     if args.train_file:
         if not args.text_columns:
@@ -74,9 +74,9 @@ def _examples(args):
 
 
 def cmd_augment(args) -> int:
+    from ..core.config import AugmentConfig
     from ..training.augmented import default_copies, write_augmented
     from ..training.candidates import CandidateGenerator
-    from ..core.config import AugmentConfig
 
     spec, examples = _examples(args)
     copies = args.copies if args.copies is not None else default_copies(spec.name)
@@ -90,8 +90,8 @@ def cmd_augment(args) -> int:
 
 
 def cmd_mlm_head(args) -> int:
-    from .common import config_from_args
     from ..training.mlm_head import MLMHeadConfig, train_mlm_head
+    from .common import config_from_args
 
     from ..training.rundir import prepare_out
 

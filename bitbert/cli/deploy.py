@@ -75,8 +75,8 @@ def read_texts(path: str | Path) -> list:
 
 
 def cmd_export(args) -> int:
-    from ..quant.model_files import load
     from ..deploy.packing import export, file_sha256
+    from ..quant.model_files import load
 
     tokenizer = Path(args.model_dir) / "tokenizer.json"
     if not tokenizer.is_file():
@@ -92,9 +92,9 @@ def cmd_export(args) -> int:
 def cmd_predict(args) -> int:
     import tempfile
 
+    from ..core.validate import SettingError, integer
     from ..deploy.engine import load_packed
     from ..deploy.shipped import SHIPPED_SHA256, looks_like_model, shipped_model
-    from ..core.validate import SettingError, integer
 
     integer("batch_size", args.batch_size, 1)
     model, sha256, words = args.model, args.sha256, list(args.texts)
@@ -130,8 +130,8 @@ def packed_model(path: str | Path, tmp: Path) -> Path:
     if len(packed) > 1:
         raise ValueError(f"{path} holds several packed files ({', '.join(p.name for p in packed)}): name one")
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-        from ..quant.model_files import load
         from ..deploy.packing import export
+        from ..quant.model_files import load
 
         tokenizer = path / "tokenizer.json"
         log.info("%s is a model directory: packing it for the engine (bitbert export %s FILE keeps the file)", path, path)

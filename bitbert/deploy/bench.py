@@ -60,8 +60,8 @@ def export_random_bit(fp32, path: str | Path, seq_len: int, seed: int = 0, bits:
     """Binarize a copy of ``fp32`` with BiT at E-W-A ``bits``, calibrate it on random tokens, export it."""
     import torch
 
-    from ..quant.calibration import calibrate
     from ..core.config import QuantConfig
+    from ..quant.calibration import calibrate
     from ..quant.convert import binarize
     from .packing import export
 

@@ -118,9 +118,9 @@ def _layernorm(m):
 
 def model_record(model) -> ModelRecord:
     """The schema's records of a BERT / RoBERTa sequence classifier, each part giving its own."""
+    from ..core.packed_schema import LayerRecord
     from ..quant.attention import binary_of
     from ..quant.convert import base_model
-    from ..core.packed_schema import LayerRecord
 
     base = base_model(model)
     emb = base.embeddings
@@ -188,8 +188,8 @@ def export(model, path: str | Path, tokenizer: Any = None, float_dtype: str = "f
     1-bit weights with 1- to 8-bit activations. The write is atomic, and the bytes are read back
     through the validating reader first.
     """
-    from ..quant.convert import quant_config_of
     from ..core.atomic import atomic_write
+    from ..quant.convert import quant_config_of
 
     arch = type(model).__name__
     if arch not in SUPPORTED_ARCHITECTURES:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import attention
 from ..core.config import QuantConfig
+from . import attention
 from .layers import QuantEmbedding, QuantLinear
 from .quantizers import ActQuantizer
 

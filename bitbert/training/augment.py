@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..tasks.batching import TokenizedSplit
 from ..core.config import AugmentConfig, ConfigError
+from ..tasks.batching import TokenizedSplit
 
 UNKNOWN_CLASS = -100  # F.cross_entropy's ignore_index
 COPY_COLUMN = "aug_copy"  # augmented files (`bitbert.training.augmented`): 0 on an original row, k on its k-th copy

@@ -27,11 +27,11 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..core.atomic import atomic_write
+from ..core.config import AugmentConfig, ConfigError
+from ..tasks.specs import DataError, Examples, TaskSpec, _encode_labels, _file_format, _read_raw
 from .augment import COPY_COLUMN, mark_copies
 from .candidates import CandidateGenerator, Word
-from ..core.config import AugmentConfig, ConfigError
-from ..core.atomic import atomic_write
-from ..tasks.specs import DataError, Examples, TaskSpec, _encode_labels, _file_format, _read_raw
 
 __all__ = ["TASK_COPIES", "default_copies", "write_augmented", "load_augmented", "file_record"]
 

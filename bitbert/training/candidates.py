@@ -22,8 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .augment import _is_wordpiece, nearest
 from ..core.config import ConfigError
+from .augment import _is_wordpiece, nearest
 
 __all__ = ["CandidateGenerator", "Word", "MODES", "STOP_WORDS", "find_words"]
 

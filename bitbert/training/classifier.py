@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ..tasks.label_map import match_labels, placeholder_names
-from .rundir import read_json
 from ..tasks.specs import DataError, TaskSpec
+from .rundir import read_json
 
 log = logging.getLogger("bitbert")
 
@@ -20,8 +20,8 @@ def load_classifier(path: str | Path, spec: TaskSpec, by_name: bool = False) -> 
     given a fresh classification head of ``spec.num_labels`` outputs when it has none. ``by_name``:
     accept a head whose classes are the task's in another order (the caller maps them with
     `head_columns`); otherwise such a head is refused."""
-    from ..quant import model_files
     from ..core.hub import from_hub_or_dir
+    from ..quant import model_files
 
     path_s = str(path)
     problem_type = "regression" if spec.is_regression else "single_label_classification"

@@ -15,19 +15,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..quant import model_files
 from ..core.atomic import atomic_write
-from .augment import augment_for_teacher
-from ..quant.calibration import calibrate
 from ..core.config import METHODS, AugmentConfig, ConfigError, QuantConfig
-from ..quant.schedule import QuantInit, Schedule
+from ..quant import model_files
+from ..quant.calibration import calibrate
 from ..quant.convert import binarize
+from ..quant.schedule import QuantInit, Schedule
+from ..tasks.specs import TaskSpec
+from .augment import augment_for_teacher
+from .evaluation import make_evaluator
 from .losses import (attention_kl, attention_mse, capture_qkv, dmd_loss, ground_truth_loss, hidden_direction,
                      hidden_mse, logit_loss)
-from .evaluation import make_evaluator
-from .task_data import TaskData, run_identity
-from ..tasks.specs import TaskSpec
 from .rundir import claim
+from .task_data import TaskData, run_identity
 from .train import RunReport, TrainConfig, finished_report, make_accelerator, run_settings, should_compile, train
 
 log = logging.getLogger("bitbert")

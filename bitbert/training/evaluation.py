@@ -6,10 +6,10 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from ..core.validate import integer
 from ..tasks.metrics import compute_metrics
 from .task_data import TaskData
 from .train import evaluate_batches
-from ..core.validate import integer
 
 
 def engine_logits(engine: Any, batches: Iterable[dict]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,11 +8,11 @@ from torch import nn
 
 from ..quant import model_files
 from ..quant.calibration import calibrate
+from ..tasks.specs import TaskSpec
 from .evaluation import make_evaluator
 from .losses import ground_truth_loss
 from .rundir import claim
 from .task_data import TaskData, run_identity
-from ..tasks.specs import TaskSpec
 from .train import RunReport, TrainConfig, make_accelerator, run_settings, train
 
 

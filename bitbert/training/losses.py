@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import UNKNOWN_CLASS
 from ..quant.convert import base_model
+from .augment import UNKNOWN_CLASS
 
 
 def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -31,10 +31,10 @@ from typing import Any, Sequence
 import torch
 
 from ..core.atomic import atomic_write
-from ..core.hub import TOKENIZER_FILES, from_hub_or_dir
-from .candidates import CandidateGenerator
 from ..core.config import ConfigError, require
+from ..core.hub import TOKENIZER_FILES, from_hub_or_dir
 from ..tasks.corpus import MLMCollator, PackedMLMStream, check_min_sequences
+from .candidates import CandidateGenerator
 from .pretrain_config import option
 from .pretrain_data import StreamBatches, fixed_batches
 from .pretrain_metrics import heldout_evaluator

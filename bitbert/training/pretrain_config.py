@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.config import METHODS, ConfigError, QuantConfig, require
+from ..core.validate import SEED_MAX, finite, integer
 from ..quant.schedule import stage_config
 from .train import TrainConfig
-from ..core.validate import SEED_MAX, finite, integer
 
 
 def option(default: Any, help: str) -> Any:

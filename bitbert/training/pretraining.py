@@ -26,9 +26,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ..quant import model_files
 from ..core.atomic import atomic_write
 from ..core.hub import TOKENIZER_FILES, from_hub_or_dir
+from ..quant import model_files
 from ..quant.calibration import calibrate
 from ..tasks.corpus import MLMCollator, check_min_sequences
 from .pretrain_config import PretrainConfig

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..tasks.batching import BucketBatcher, TokenizedSplit, tokenize
-from .rundir import digest_module
-from ..tasks.specs import DataError, Examples, TaskSpec, get_task, load_custom, load_glue, load_glue_hub, load_split
-from .train import MIN_LENGTH
 from ..core.validate import SEED_MAX, SettingError, integer
+from ..tasks.batching import BucketBatcher, TokenizedSplit, tokenize
+from ..tasks.specs import DataError, Examples, TaskSpec, get_task, load_custom, load_glue, load_glue_hub, load_split
+from .rundir import digest_module
+from .train import MIN_LENGTH
 
 
 @dataclass

@@ -20,11 +20,11 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ..core.atomic import atomic_write
+from ..core.validate import SEED_MAX, finite, integer, one_of
 from ..quant.convert import quantizer_parameters
 from .graphs import GraphCaptureError, GraphedStep, graphs_wanted
-from ..core.atomic import atomic_write
 from .rundir import CHECKPOINT, METRICS, PROGRESS, REPORT, RunDirError, check_same_run, read_json, resume_settings
-from ..core.validate import SEED_MAX, finite, integer, one_of
 
 log = logging.getLogger("bitbert")
 

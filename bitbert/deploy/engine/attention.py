@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from ..kernels import elastic_rule, heads_along_tokens, mask64, pack_bits, plane_mask64, popcount64, quantize_pack_heads
 from ...core.packed_schema import AttentionRecord, ModelSpec
+from ..kernels import elastic_rule, heads_along_tokens, mask64, pack_bits, plane_mask64, popcount64, quantize_pack_heads
 from .errors import EngineError
 from .floatmath import softmax_inplace
 from .layers import BinaryLinear, InputQuant

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import PackedWeights, row_sums, unpack_bits
 from ...core.packed_schema import EmbeddingRecord, LayerRecord, LinearRecord, ModelSpec, QuantizerRecord
+from ..kernels import PackedWeights, row_sums, unpack_bits
 from ..packing import PackedModel
 from .attention import attention_for
 from .errors import EngineError

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...core.config import levels
+from ...core.packed_schema import ModelSpec, QuantizerRecord
 from ..kernels import (PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, bitserial_gemm,
                        elastic_rule, quantize_pack_planes, xnor_gemm)
-from ...core.packed_schema import ModelSpec, QuantizerRecord
 from .rows import NO_ACT, affine, affine_pack, affine_pack_heads, affine_residual_layernorm, embed
 
 
