@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 from bitbert.cli import main
-from bitbert.packing import file_sha256
-from bitbert.shipped import SHIPPED_MODEL, SHIPPED_SHA256
+from bitbert.deploy.packing import file_sha256
+from bitbert.deploy.shipped import SHIPPED_MODEL, SHIPPED_SHA256
 
 RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "shipped_model.json"
 
