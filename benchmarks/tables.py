@@ -614,9 +614,24 @@ def default_job_sweep_table() -> str:
 
 
 def _is_default(r: dict) -> bool:
-    """A record of the default job as shipped: no distill options beyond the run folder."""
+    """A record of the default job's recipe: no distill options beyond the run folder, or only options
+    that set `DEFAULT_JOB`'s own values (a recipe timed before it became the default)."""
     words = r["command"].split()
-    return words[words.index("distill") + 1:] == ["--out", words[words.index("--out") + 1], "--overwrite"]
+    rest = words[words.index("distill") + 1:]
+    own = {"--out": None, "--overwrite": None, "--max-train-examples": str(DEFAULT_JOB.train_examples),
+           "--eval-every": str(DEFAULT_JOB.eval_every)}
+    i = 0
+    while i < len(rest):
+        flag = rest[i]
+        if flag not in own:
+            return False
+        if flag == "--overwrite":
+            i += 1
+            continue
+        if own[flag] is not None and rest[i + 1] != own[flag]:
+            return False
+        i += 2
+    return r["train_examples"] == DEFAULT_JOB.train_examples
 
 
 def default_job_timing() -> dict | None:
