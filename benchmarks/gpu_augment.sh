@@ -48,7 +48,7 @@ SKIP_TESTS=1 SKIP_SPEED=1 GLUE_OUT=runs/glue-ship GLUE_TIMEOUT=$(rem) TASKS=sst2
 pids+=($!)
 if [ -n "${PAIRS:-}" ] && [ -z "$SMOKE" ] && [ ! -f runs/pairs.done ]; then  # PAIRS=1: issue 26's probes too
   ( PAIRS_TIMEOUT=$(( $(rem) - 20 )) SEEDS='42 43' \
-    PROBES='fpmap|--runs bit:1-1-2,1-1-1 --quant attention_probs=softmax;fpqk|--runs bit:1-1-2,1-1-1 --quant binarize_qkv=false;resid|--runs bit:1-1-2,1-1-1 --quant residual_rank=4;direct|--runs bit:1-1-1' \
+    PROBES=${PAIR_PROBES:-'long|--runs bit:1-1-1 --epochs 10;longqlr|--runs bit:1-1-1 --epochs 10 --quant-lr 1e-3;longfpqk|--runs bit:1-1-1 --epochs 10 --quant binarize_qkv=false;longbs16|--runs bit:1-1-1 --epochs 10 --batch-size 16'} \
     bash benchmarks/gpu_pairs.sh runs/out-pairs > runs/logs/pairs.log 2>&1 && touch runs/pairs.done ) &
   pids+=($!)
 fi
