@@ -60,6 +60,7 @@ def main() -> None:
                        check=True, cwd=ROOT)
         evaluation = json.loads(Path(tmp, "eval.json").read_text())
     evaluation["command"] = "bitbert evaluate --threads 1"  # no model: the shipped one on the bundled dev set
+    evaluation["model"] = str(SHIPPED_MODEL.relative_to(ROOT))  # not this checkout's absolute path
     record = {"what": "the shipped 1-bit SST-2 model (bitbert/data): bit 1-1-2 -> 1-1-1 student of MiniLM-L6, "
                       "dev accuracy on the packed engine", "file": str(SHIPPED_MODEL.relative_to(ROOT)),
               "bytes": SHIPPED_MODEL.stat().st_size, "sha256": digest, "evaluation": evaluation,

@@ -13,7 +13,7 @@ from pathlib import Path
 __all__ = ["SHIPPED_MODEL", "SHIPPED_SHA256", "SHIPPED_TASK", "shipped_model", "looks_like_model"]
 
 SHIPPED_MODEL = Path(__file__).parents[1] / "data" / "sst2-bit-w1a1.bitbert"
-SHIPPED_SHA256 = "b26df2e979eba2f89eec4346a4724d9ba1a335d48cf1f779a4da66147992ce88"  # set when the file is added (bitbert export prints it); checked by load_packed
+SHIPPED_SHA256 = "60a3553fd5362ebb64b6ccc9b8969a7e44782a61762c8e461f660c6744101e1a"  # set when the file is added (bitbert export prints it); checked by load_packed
 SHIPPED_TASK = "sst2"
 
 
