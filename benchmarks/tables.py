@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # plots.py
 from bitbert.core.config import parse_bits  # noqa: E402
 from bitbert.quant.schedule import Schedule  # noqa: E402
+from bitbert.tasks.specs import GLUE_TASKS  # noqa: E402
 from bitbert.training.default_job import DEFAULT_JOB  # noqa: E402
 from bitbert.training.recipes import paper_defaults  # noqa: E402
 
@@ -256,8 +257,8 @@ def augmented_table() -> str:
     if not recs:
         return "_no augmented runs yet_"
     plain = summary_records()
-    rows = ["| task | method | schedule | seed | augmented: best / final | without | teacher | copies N | rows | epochs/stage | batch | wall s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| task | method | schedule | seed | augmented: best / final | without | teacher | copies N | a pair's copy perturbs | rows | epochs/stage | batch | wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(recs, key=lambda r: (r["task"], METHOD_ORDER.get(r["method"], 9), r["schedule"], r["seed"])):
         if r["method"] == "fp":
             continue
@@ -266,7 +267,8 @@ def augmented_table() -> str:
         without = f"{base['best']:.1f} / {base['final']:.1f}" if base else "–"
         rows.append(f"| {r['task']} ({r['metric']}) | {r['method']} | {r['schedule']} | {r['seed']} | "
                     f"{r['best']:.1f} / {r['final']:.1f} | {without} | "
-                    f"{r['teacher_metric']:.1f} | {(f.get('augment') or {}).get('copies', '?')} | {f.get('rows', '?')} | "
+                    f"{r['teacher_metric']:.1f} | {(f.get('augment') or {}).get('copies', '?')} | "
+                    f"{f.get('copy_rule', '?') if r['task'] in GLUE_TASKS and GLUE_TASKS[r['task']].is_pair else '–'} | {f.get('rows', '?')} | "
                     f"{r['epochs']:g} | {r['batch_size']} | {r['wall_s']:.0f} |")
     return "\n".join(rows)
 

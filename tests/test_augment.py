@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from bitbert.core.config import AugmentConfig, ConfigError
 from bitbert.tasks.batching import TokenizedSplit
-from bitbert.training.augment import UNKNOWN_CLASS, augment_split, neighbour_table
+from bitbert.training.augment import UNKNOWN_CLASS, augment_split, copy_draws, neighbour_table, segments
 from bitbert.training.losses import ground_truth_loss
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "great", "bad", "##s", "!", "movie", "film", "42", "[unused0]"]
@@ -127,3 +127,21 @@ def test_regression_ground_truth_skips_nan_labels():
     assert loss.item() == pytest.approx((0.25 + 4.0) / 2)
     loss.backward()
     assert torch.isfinite(pred.grad).all() and pred.grad[1].item() == 0.0
+
+
+def test_a_pair_copy_perturbs_one_text_and_keeps_the_other():
+    assert copy_draws(1, 3) == [0, 0, 0] and copy_draws(2, 2) == [0, 0, 1, 1]
+    table, piece = neighbour_table(embeddings(), Tok(), 1)
+    pair = ["[CLS]", "good", "movie", "[SEP]", "bad", "film", "[SEP]"]
+    data = split([pair, ["[CLS]", "good", "[SEP]"]], [1, 0])
+    seg = segments(data, ID["[SEP]"])
+    assert seg.tolist() == [0, 0, 0, 0, 1, 1, 1] + [0, 0, 0]  # after the first separator: the second text
+    assert segments(data, None).tolist() == [0] * 10
+    out = augment_split(data, table, piece, AugmentConfig(copies=1, replace_prob=1.0), seg)
+    copies = [c.tolist() for c in out.input_ids[2:]]
+    ids = [ID[t] for t in pair]
+    # per text one draw: the pair twice (first text swapped, then the second), the single text once
+    assert copies == [[ids[0], ID["great"], ID["film"], *ids[3:]], [ID["[CLS]"], ID["great"], ID["[SEP]"]],
+                      [*ids[:4], ID["good"], ID["movie"], ids[6]]]
+    with pytest.raises(ConfigError, match="segment has 3 entries for 10 tokens"):
+        augment_split(data, table, piece, AugmentConfig(copies=1), seg[:3])

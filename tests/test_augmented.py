@@ -184,7 +184,7 @@ def test_file_is_deterministic_and_resumes_identically(models_dir, tmp_path, mon
         augmented.write_augmented(examples, spec, gen, tmp_path / "d.tsv", AugmentConfig(copies=4, seed=9), chunk_size=2)
 
 
-def test_pair_task_perturbs_both_texts_jsonl(models_dir, tmp_path):
+def test_pair_task_copy_perturbs_one_text_jsonl(models_dir, tmp_path):
     path = tmp_path / "pairs.jsonl"
     pairs = [("the movie was good", "the film was fine"), ("boring plot", "dull story")]
     path.write_text("".join(json.dumps({"s1": a, "s2": b, "y": 1.5 * i}) + "\n" for i, (a, b) in enumerate(pairs)))
@@ -194,7 +194,12 @@ def test_pair_task_perturbs_both_texts_jsonl(models_dir, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "aug.jsonl").read_text().splitlines()]
     assert [(r["s1"], r["s2"], r[COPY_COLUMN]) for r in rows[:2]] == [(a, b, 0) for a, b in pairs]
     copies = rows[2:]
-    assert copies and all(r["s1"] not in dict(pairs) and r["s2"] not in dict(pairs).values() for r in copies)
+    firsts, seconds = dict(pairs), {b: a for a, b in pairs}
+    # every copy keeps one text of its original and changes the other; both texts get copies
+    changed = [(r["s1"] in firsts) + 2 * (r["s2"] in seconds) for r in copies]
+    assert set(changed) == {1, 2}
+    assert all(r["s2"] != firsts[r["s1"]] if r["s1"] in firsts else r["s1"] != seconds[r["s2"]] for r in copies)
+    assert json.loads((tmp_path / "aug.jsonl.augment.json").read_text())["settings"]["copy_rule"] == "one text per copy"
     back = augmented.load_augmented(spec, tmp_path / "aug.jsonl")
     assert back.texts_b[:2] == [b for _, b in pairs] and back.labels[:2].tolist() == [0.0, 1.5]
     assert np.isnan(back.labels[2:]).all() and len(back) == len(rows)

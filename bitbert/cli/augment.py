@@ -34,7 +34,7 @@ def add_augment_commands(sub) -> None:
     m.add_argument("--embeddings", default=None, help="any model directory: embedding-neighbour candidates only")
     a.add_argument("--out", required=True, help="augmented file to write (.tsv or .jsonl)")
     a.add_argument("--copies", type=int, default=None,
-                   help="draws per example (default TinyBERT's: 30 CoLA/MRPC/RTE/STS-B, 20 SST-2/QNLI, 10 MNLI/QQP, 30 else)")
+                   help="draws per example and text (default TinyBERT's: 30 CoLA/MRPC/RTE/STS-B, 20 SST-2/QNLI, 10 MNLI/QQP, 30 else)")
     a.add_argument("--prob", type=float, default=AugmentConfig.replace_prob, help="chance each word is replaced")
     a.add_argument("--candidates", type=int, default=AugmentConfig.neighbours, help="candidates per word (TinyBERT's M)")
     a.add_argument("--seed", type=int, default=42)

@@ -307,9 +307,10 @@ class AugmentConfig:
     """How `bitbert.training.augment` extends a training set for distillation; ``copies=0`` leaves it as it is.
 
     Attributes:
-        copies: perturbed versions per example (TinyBERT: 20 for SST-2 and QNLI, 30 for CoLA,
-            MRPC, RTE and STS-B, 10 for MNLI and QQP). A version that happened to change no
-            word is dropped, so the set grows by at most ``copies`` times.
+        copies: perturbed versions per example and text (TinyBERT: 20 for SST-2 and QNLI, 30 for
+            CoLA, MRPC, RTE and STS-B, 10 for MNLI and QQP); a pair task's copy perturbs one of its
+            texts. A version that happened to change no word is dropped, so the set grows by at
+            most ``copies`` times per text.
         replace_prob: chance that each single-piece word is replaced (TinyBERT: 0.4).
         neighbours: how many candidates a replacement is drawn from (TinyBERT's M: 15): nearest
             words in memory, masked-LM candidates or nearest words in `bitbert.training.augmented`.

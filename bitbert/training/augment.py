@@ -10,6 +10,11 @@ fine-tuned classifier has no MLM head and GloVe is not at hand offline, so the c
 the teacher's own embedding neighbours, and multi-piece words are kept as they are. Copies have
 their labels marked unknown (`UNKNOWN_CLASS` / NaN), which the ground-truth loss skips.
 
+A pair task's copy perturbs one of its texts and keeps the other (`copy_draws`, TinyBERT's rule:
+``copies`` draws for each text in turn). Perturbing both texts at once breaks the relation the
+label describes: on MRPC, with both texts 40% rewritten, the teacher called most copies
+non-paraphrases and the students learned to answer "no" (F1 below the all-"yes" 81.2).
+
 This is the in-memory variant (``bitbert distill --augment N``). The full recipe, with masked-LM
 candidates and neighbours for multi-piece words too, written once to a file, is `bitbert.training.augmented`
 (``bitbert augment``); both mark copies with `mark_copies` / `unknown_label`.
@@ -27,6 +32,13 @@ from ..tasks.batching import TokenizedSplit
 UNKNOWN_CLASS = -100  # F.cross_entropy's ignore_index
 COPY_COLUMN = "aug_copy"  # augmented files (`bitbert.training.augmented`): 0 on an original row, k on its k-th copy
 _CHUNK = 4096  # candidate rows per similarity matmul: bounds its memory
+COPY_RULE = "one text per copy"  # `copy_draws`; recorded with augmented files so older ones are not mixed in
+
+
+def copy_draws(n_texts: int, copies: int) -> list[int]:
+    """Which text each of an example's draws perturbs (the others are kept): ``copies`` draws for
+    text 0, then ``copies`` for text 1, ... (module doc)."""
+    return [t for t in range(n_texts) for _ in range(copies)]
 
 
 def unknown_label(dtype: np.dtype) -> float | int:
@@ -90,15 +102,31 @@ def neighbour_table(embeddings: torch.Tensor, tokenizer: Any, neighbours: int) -
     return table, is_piece
 
 
+def segments(split: TokenizedSplit, sep_id: int | None) -> np.ndarray:
+    """Which text each token of ``split`` (flattened) belongs to: 0 up to the first separator, 1
+    after it ([CLS] a [SEP] b [SEP], <s> a </s></s> b </s>); all 0 without a separator token."""
+    flat = np.concatenate(split.input_ids).astype(np.int64)
+    if sep_id is None:
+        return np.zeros(len(flat), np.int64)
+    is_sep = (flat == sep_id).astype(np.int64)
+    before = np.cumsum(is_sep) - is_sep  # separators before each token, over the whole split
+    starts = np.r_[0, np.cumsum(split.lengths)[:-1]]
+    return (before - np.repeat(before[starts], split.lengths) > 0).astype(np.int64)
+
+
 def augment_split(split: TokenizedSplit, table: np.ndarray, is_piece: np.ndarray,
-                  cfg: AugmentConfig) -> TokenizedSplit:
-    """``split`` followed by up to ``cfg.copies`` perturbed versions of each example (see module doc).
-    Lengths never change: a single-piece word is replaced by a single-piece word."""
+                  cfg: AugmentConfig, segment: np.ndarray | None = None) -> TokenizedSplit:
+    """``split`` followed by up to ``cfg.copies`` perturbed versions of each example and of each of
+    its texts (``segment``: the text of each flattened token, see `segments`; None: one text) (see
+    module doc). Lengths never change: a single-piece word is replaced by a single-piece word."""
     if cfg.copies == 0 or len(split) == 0:
         return split
     flat = np.concatenate(split.input_ids).astype(np.int64)
     if flat.max() >= len(table):
         raise ConfigError(f"token id {int(flat.max())} is outside the teacher's vocabulary of {len(table)}")
+    segment = np.zeros(len(flat), np.int64) if segment is None else segment
+    if segment.shape != flat.shape:
+        raise ConfigError(f"segment has {segment.size} entries for {flat.size} tokens")
     piece = is_piece[flat]
     # a single-piece word: replaceable and not followed by a '##' piece of the same word
     eligible = (table[flat, 0] >= 0) & ~np.r_[piece[1:], False]
@@ -107,8 +135,8 @@ def augment_split(split: TokenizedSplit, table: np.ndarray, is_piece: np.ndarray
     rng = np.random.default_rng((cfg.seed, len(split), cfg.copies))
     ids, types, labels = list(split.input_ids), list(split.token_type_ids), [split.labels]
     unknown = unknown_label(split.labels.dtype)
-    for _ in range(cfg.copies):
-        swap = eligible & (rng.random(len(flat)) < cfg.replace_prob)
+    for text in copy_draws(int(segment.max()) + 1, cfg.copies):
+        swap = eligible & (segment == text) & (rng.random(len(flat)) < cfg.replace_prob)
         new = flat.copy()
         new[swap] = table[flat[swap], rng.integers(0, table.shape[1], int(swap.sum()))]
         changed = np.unique(example_of[swap])
@@ -128,4 +156,4 @@ def augment_for_teacher(split: TokenizedSplit, teacher: torch.nn.Module, tokeniz
     if tokenizer is None:
         raise ConfigError("data augmentation needs the teacher's tokenizer")
     table, is_piece = neighbour_table(teacher.get_input_embeddings().weight, tokenizer, cfg.neighbours)
-    return augment_split(split, table, is_piece, cfg)
+    return augment_split(split, table, is_piece, cfg, segments(split, getattr(tokenizer, "sep_token_id", None)))

@@ -5,8 +5,8 @@ The file (.tsv or .jsonl) has a header, the task's text columns, its label colum
 first every original example (``aug_copy`` 0, in input order), then each example's copies
 (``aug_copy`` k for its k-th copy). A copy is TinyBERT's: each replaceable word (`bitbert.training.candidates`)
 swapped, with probability ``replace_prob``, for one of its candidates drawn at random; ``copies``
-draws per example, of which those equal to the original or to an earlier copy are dropped. A pair
-task's two texts are perturbed independently. A copy row repeats its original's label for reading
+draws per example and text, of which those equal to the original or to an earlier copy are dropped.
+A pair task's copy perturbs one text and keeps the other (`bitbert.training.augment.copy_draws`). A copy row repeats its original's label for reading
 only: `load_augmented` marks it unknown, and the distillation's teacher labels it.
 
 Deterministic for a seed (each example draws from its own generator, whatever the batching) and
@@ -30,7 +30,7 @@ import numpy as np
 from ..core.atomic import atomic_write
 from ..core.config import AugmentConfig, ConfigError
 from ..tasks.specs import DataError, Examples, TaskSpec, _encode_labels, _file_format, _read_raw
-from .augment import COPY_COLUMN, mark_copies
+from .augment import COPY_COLUMN, COPY_RULE, copy_draws, mark_copies
 from .candidates import CandidateGenerator, Word
 
 __all__ = ["TASK_COPIES", "default_copies", "write_augmented", "load_augmented", "file_record"]
@@ -67,8 +67,8 @@ def example_copies(texts: tuple[str, ...], words: tuple[Sequence[Word], ...], cf
     """The distinct copies of the example ``index`` (its texts and their words), in draw order."""
     rng = np.random.default_rng([cfg.seed, index])
     seen, out = {texts}, []
-    for _ in range(cfg.copies):
-        copy = tuple(perturb(t, w, rng, cfg.replace_prob) for t, w in zip(texts, words))
+    for text in copy_draws(len(texts), cfg.copies):
+        copy = tuple(perturb(t, w, rng, cfg.replace_prob) if j == text else t for j, (t, w) in enumerate(zip(texts, words)))
         if copy not in seen:
             seen.add(copy)
             out.append(copy)
@@ -118,7 +118,7 @@ def write_augmented(examples: Examples, spec: TaskSpec, generator: CandidateGene
     if (examples.texts_b is not None) != spec.is_pair:
         raise ConfigError(f"task {spec.name} has {len(spec.text_columns)} text columns but the examples do not")
     parts_dir, record_path, log_path = (out.with_name(out.name + s) for s in (".parts", ".augment.json", ".log"))
-    settings = {"augment": dataclasses.asdict(cfg), "candidates": generator.describe(), "format": fmt,
+    settings = {"augment": dataclasses.asdict(cfg), "copy_rule": COPY_RULE, "candidates": generator.describe(), "format": fmt,
                 "columns": _columns(spec), "source": examples.source, "examples": len(examples),
                 "fingerprint": _fingerprint(examples), "chunk_size": chunk_size}
     if not parts_dir.is_dir() and out.exists():
@@ -213,7 +213,8 @@ def file_record(path: str | Path) -> dict[str, Any]:
         return {"file": str(path)}
     record = json.loads(sidecar.read_text())
     return {"file": str(path), "rows": record["rows"], "originals": record["originals"],
-            "augment": record["settings"]["augment"], "candidates": record["settings"]["candidates"]}
+            "augment": record["settings"]["augment"], "candidates": record["settings"]["candidates"],
+            "copy_rule": record["settings"].get("copy_rule", "both texts")}  # files before the rule: both
 
 
 def load_augmented(spec: TaskSpec, path: str | Path) -> Examples:
