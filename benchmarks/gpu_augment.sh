@@ -29,7 +29,9 @@ SMOKE=${SMOKE:+--max-steps 3 --max-train-examples 64}  # SMOKE=1: a CPU check of
 AUG_TASKS=${AUG_TASKS-mrpc,cola,sst2}  # (empty: the ship run only); which tasks get augmented files and students (in that order of need)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > runs/logs/gpu.txt 2>&1
 
-# Where the augmented files are: carried back (a fresh machine) or made here.
+# Where the augmented files are: carried back (a fresh machine; as .devdata/aug/ or, under the carry
+# limit, packed as .devdata/aug.tgz of aug/) or made here.
+[ -f .devdata/aug.tgz ] && [ ! -d .devdata/aug ] && tar -xzf .devdata/aug.tgz -C .devdata
 if [ -f .devdata/aug/mrpc.tsv ]; then A=.devdata/aug; else A=runs/aug; fi
 mkdir -p $A
 
@@ -101,7 +103,7 @@ collect() {
 }
 while [ "$(rem)" -gt 5 ] && [ -n "$(jobs -rp)" ]; do sleep 5; done
 collect
-ls $A/*.tsv > /dev/null 2>&1 && [ "$A" = runs/aug ] && [ ! -f "$OUT/aug.tgz" ] && tar czf "$OUT/aug.tgz" -C runs aug --exclude='*.parts'
+ls $A/*.tsv > /dev/null 2>&1 && [ "$A" = runs/aug ] && [ ! -f "$OUT/aug.tgz" ] && tar czf "$OUT/aug.tgz" --exclude='*.parts' -C runs aug
 ls runs/mlm-out/mlm-minilm-l6.tar.part-* > /dev/null 2>&1 && cp runs/mlm-out/mlm-minilm-l6.tar.part-* "$OUT/"
 ls -la "$OUT"
 grep -h '"task"' runs/glue-*/logs/*.log 2>/dev/null | tail -n 20 | cut -c1-300

@@ -499,6 +499,7 @@ def engine_accuracy_table() -> str:
 
 HEADLINE_RUNS = (("FP32 teacher", "fp", "32-32-32"), ("1-1-4", "bit", "1-1-4"), ("1-1-2", "bit", "1-1-2"),
                  ("1-1-1", "bit", "1-1-1"), ("1-1-2 → 1-1-1", "bit", "1-1-2,1-1-1"))
+AUGMENTED_HEADLINE = ("bit", "1-1-2,1-1-1")  # the headline row repeated on augmented files
 BENCH_OF_BITS = dict(zip(("1-1-1", "1-1-2"), BENCH_FILES))  # the packed engine's measured precisions
 TASK_NAMES = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA"}
 
@@ -558,8 +559,20 @@ def headline_table() -> str:
         runs_at = Schedule.parse(sched).stages[-1]  # a schedule runs as its last stage
         tail = speed("engine", packed) if runs_at == measured else ["–"] * 4
         rows.append(f"| {name} | " + " | ".join(cells(method, sched) + tail) + " |")
+    aug = [r for r in _load("glue_minilm_aug.json") or [] if (r["method"], r["schedule"]) == AUGMENTED_HEADLINE]
+    if aug:
+        def aug_cell(task: str) -> str:
+            rs = [r for r in aug if r["task"] == task]
+            if not rs:
+                return "–"
+            mark = "*" if any((r.get("augmented_file") or {}).get("copy_rule") == "both texts" for r in rs) else ""
+            mean = lambda key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
+            return f"{mean('best'):.1f} / {mean('final'):.1f}{mark}"
+        rows.append(f"| {HEADLINE_RUNS[-1][0]}, augmented | " + " | ".join([aug_cell(t) for t in tasks] + ["–"] * 4) + " |")
     hw = bench["hardware"]
-    rows += ["", f"GLUE: dev set, best-on-dev / final step, `bit` students of a MiniLM-L6 teacher (one H100/H200). "
+    rows += ["", f"GLUE: dev set, best-on-dev / final step, `bit` students of a MiniLM-L6 teacher (one H100/H200); "
+             "augmented: trained on `bitbert augment` files (TinyBERT's recipe, one pass over the file a stage; mean of seeds, "
+             "[docs/results/glue.md](docs/results/glue.md)), * = its pair copies perturbed both texts, since changed. "
              f"Speed: BERT-base shape, sequence 128, one sentence on 1 thread of an {hw['cpu']} ({hw['cores']} "
              f"cores, shared), median of {bench['repeats']} calls, all runtimes in one `bitbert bench` process; "
              f"the packed engine at {measured} (other precisions, batch 32, MiniLM-L6: "
