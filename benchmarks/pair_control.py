@@ -24,12 +24,13 @@ from pathlib import Path
 
 import torch
 
-from bitbert.core.atomic import atomic_write
-from bitbert.core.config import parse_quant_overrides
-from bitbert.pipeline import load_classifier, load_task_data
-from bitbert.training.distill import method_losses, run_schedule
-from bitbert.training.finetune import finetune
-from bitbert.training.train import TrainConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from bitbert.core.atomic import atomic_write  # noqa: E402
+from bitbert.core.config import parse_quant_overrides  # noqa: E402
+from bitbert.pipeline import load_classifier, load_task_data  # noqa: E402
+from bitbert.training.distill import method_losses, run_schedule  # noqa: E402
+from bitbert.training.finetune import finetune  # noqa: E402
+from bitbert.training.train import TrainConfig  # noqa: E402
 
 VARIANTS = ("identity", "edit")
 
