@@ -17,13 +17,38 @@ from numba import njit, prange
 from ...core.packed_schema import AttentionRecord, ModelSpec
 from ..kernels import elastic_rule, heads_along_tokens, mask64, pack_bits, plane_mask64, popcount64, quantize_pack_heads
 from .errors import EngineError
-from .floatmath import softmax_inplace
+from .floatmath import _exp_shifted16, normalize_inplace, softmax_inplace
+from .lanes import clamp_index16, gather16
 from .layers import BinaryLinear, InputQuant
 
 ELASTIC, BOOL, SIGN = 0, 1, 2
 # The attention maps (QuantConfig.attention_probs) the engine runs, as kernel codes.
 MAP_CODES = {"softmax_elastic": ELASTIC, "bool": BOOL, "softmax_sign": SIGN}
 _F32_MIN = np.finfo(np.float32).min
+# Above this a masked key's score (float32's minimum + score) − the row's maximum might not be below
+# SLEEF's −104 and its exp might not be 0: the tabled softmax is off for such scores.
+_TABLED_MAX_SCORE = np.float32(1e30)
+
+@njit(cache=True)
+def score_exps(d, qk_coef, scaling):
+    """The tabled softmax's tables. A kept key's score depends only on c = popcount(q ⊕ k), 0..d:
+    scores[c] = float32((d − 2c) qk_coef) · scaling + 0, the kernel's own operations; and a row's
+    maximum is scores[c'] for one c' (scores is monotone in c, so c' is the row's smallest or largest c).
+    exps[c', c] = expf(scores[c] − scores[c']), softmax's own exp of each key (16 lanes, SLEEF), and
+    exps[c', d + 1] = 0, masked keys' (see _TABLED_MAX_SCORE). ok: every score is within that bound."""
+    scores = np.zeros(d + 1, np.float32)
+    for c in range(d + 1):
+        scores[c] = np.float32((d - 2 * c) * qk_coef) * scaling + np.float32(0.0)
+    width = (d + 2 + 15) // 16 * 16
+    exps = np.zeros((d + 1, width), np.float32)
+    for top in range(d + 1):
+        exps[top, :d + 1] = scores
+        _exp_shifted16(exps[top:top + 1], d + 1, scores[top])
+        exps[top, d + 1:] = 0
+    ok = True
+    for c in range(d + 1):
+        ok = ok and abs(scores[c]) <= _TABLED_MAX_SCORE
+    return scores, exps, ok
 
 @njit(cache=True, parallel=True)
 def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_alpha, p_beta, rule_alpha, p_thr,
@@ -37,6 +62,11 @@ def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_al
     B, H, L, dw = qh.shape
     Lw, d = vt.shape[2], vt.shape[3]
     has_sres, has_vres = score_res.shape[0] > 0, value_res.shape[0] > 0
+    # BiT's map without BiPFT's score term: softmax by table (see score_exps), the same floats as
+    # softmax_inplace with (d + 2)² exps per call instead of L per row
+    scores, exps, tabled = score_exps(d, qk_coef, scaling)
+    tabled = tabled and mode == ELASTIC and not has_sres
+    masked = np.int32(d + 1)
     for bh in prange(B * H):
         b, h = bh // H, bh % H
         q2, k2, v2, kadd, kbits = qh[b, h], kt[b, h], vt[b, h], key_add[b], key_bits[b]
@@ -44,13 +74,24 @@ def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_al
         row = np.zeros((1, Lw * 64), np.float32)
         betas = np.full(Lw * 64, p_beta, np.float32)
         pbits = np.empty(Lw, np.uint64)
-        cnt = np.empty(L, np.int32)  # int32 accumulators on 1-D rows: the loops vectorise
+        cnt = np.zeros(Lw * 64, np.int32)  # int32 accumulators on 1-D rows: the loops vectorise
         acc = np.empty(d, np.int32)
+        to_exps = np.full(Lw * 64, masked, np.int32)  # cnt + to_exps: the column of exps (masked: d + 1)
+        kept = 0
+        for j in range(L):
+            if kadd[j] == 0:
+                to_exps[j] = 0
+                kept += 1
+        by_table = tabled and kept > 0  # a row's maximum is a kept key's score
         for i in range(L):
-            _popcount_row(q2[i, 0], k2[0], cnt, False, True)
+            _popcount_row(q2[i, 0], k2[0], cnt[:L], False, True)
             for w in range(1, dw):
-                _popcount_row(q2[i, w], k2[w], cnt, False, False)
-            if has_sres:
+                _popcount_row(q2[i, w], k2[w], cnt[:L], False, False)
+            if by_table:
+                lo, hi = clamp_index16(cnt, to_exps, L, masked)
+                gather16(row, exps[lo] if scores[lo] >= scores[hi] else exps[hi], cnt, L)
+                normalize_inplace(row, L)
+            elif has_sres:
                 for j in range(L):  # the exact dot, rounded once
                     row[0, j] = np.float32((d - 2 * cnt[j]) * qk_coef) + score_res[b, h, i, j]
                 for j in range(L):
@@ -58,8 +99,9 @@ def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_al
             else:
                 for j in range(L):
                     row[0, j] = np.float32((d - 2 * cnt[j]) * qk_coef) * scaling + kadd[j]
-            if mode == ELASTIC:
+            if mode == ELASTIC and not by_table:
                 softmax_inplace(row, L)
+            if mode == ELASTIC:
                 for w in range(Lw):
                     if p_divide:
                         pbits[w] = mask64(row, 0, 64 * w, betas, rule_alpha, p_thr, True) & kbits[w]

@@ -285,6 +285,19 @@ def _reduce16(typingctx, row, n, is_sum):
 
     return sig, codegen
 
+@njit(inline="always")
+def normalize_inplace(row, L):
+    """The second half of `softmax_inplace`: row[0, :L] times 1 / (its sum in PyTorch's order)."""
+    if L < 16:
+        total = row[0, 0]
+        for j in range(1, L):
+            total += row[0, j]
+    else:
+        total = _reduce16(row, L, True)
+    inv = np.float32(1.0) / total
+    for j in range(L):
+        row[0, j] = row[0, j] * inv
+
 @njit(cache=True)  # compiled once, shared by its callers
 def softmax_inplace(row, L):
     """PyTorch's CPU softmax of row[0, :L] (its AVX-512 kernel): max, SLEEF exp(x − max), the sum
@@ -297,13 +310,4 @@ def softmax_inplace(row, L):
     else:
         mx = _reduce16(row, L, False)
     _exp_shifted16(row, L, mx)
-    if L < 16:
-        total = row[0, 0]
-        for j in range(1, L):
-            total += row[0, j]
-    else:
-        total = _reduce16(row, L, True)
-    inv = np.float32(1.0) / total
-    for j in range(L):
-        row[0, j] = row[0, j] * inv
-
+    normalize_inplace(row, L)

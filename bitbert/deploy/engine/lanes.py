@@ -1,0 +1,80 @@
+"""Two 16-lane loops of the attention kernel's tabled softmax, as LLVM IR: numba source leaves the
+first (int32 min/max with a clamp: numba widens the int32 sums to int64) and the second (a table
+look-up by index) scalar. ``llvm.masked.gather`` becomes VGATHERDPS on AVX-512 and AVX2."""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..kernels import _splat, _vec_ptr
+
+
+def _blocks16(builder: ir.IRBuilder, n: ir.Value) -> ir.Value:
+    return builder.sdiv(builder.add(n, ir.Constant(n.type, 15)), ir.Constant(n.type, 16))
+
+
+@intrinsic
+def clamp_index16(typingctx, idx, add, n, cap):
+    """idx[j] = min(idx[j] + add[j], cap) for j < n rounded up to 16 (int32 1-D arrays with that
+    room); returns (the smallest entry, the largest entry below cap or 0) as int32."""
+    sig = types.UniTuple(types.int32, 2)(idx, add, n, cap)
+
+    def codegen(context, builder, sig, args):
+        idx_v, add_v, n_v, cap_v = args
+        ia = context.make_array(sig.args[0])(context, builder, idx_v)
+        aa = context.make_array(sig.args[1])(context, builder, add_v)
+        n_v = context.cast(builder, n_v, sig.args[2], types.intp)
+        i32 = ir.IntType(32)
+        v16 = ir.VectorType(i32, 16)
+        capv = _splat(builder, context.cast(builder, cap_v, sig.args[3], types.int32), 16)
+        zero = ir.Constant(v16, None)
+        lo = cgutils.alloca_once_value(builder, capv)
+        hi = cgutils.alloca_once_value(builder, zero)
+        with cgutils.for_range(builder, _blocks16(builder, n_v)) as loop:
+            off = builder.mul(loop.index, ir.Constant(n_v.type, 16))
+            ptr = _vec_ptr(builder, ia.data, off, v16)
+            c = builder.add(builder.load(ptr, align=4), builder.load(_vec_ptr(builder, aa.data, off, v16), align=4))
+            below = builder.icmp_signed("<", c, capv)
+            c = builder.select(below, c, capv)
+            builder.store(c, ptr, align=4)
+            old = builder.load(lo)
+            builder.store(builder.select(builder.icmp_signed("<", c, old), c, old), lo)
+            kept, old = builder.select(below, c, zero), builder.load(hi)
+            builder.store(builder.select(builder.icmp_signed(">", kept, old), kept, old), hi)
+        fn = lambda name: cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [v16]), name)  # noqa: E731
+        return context.make_tuple(builder, sig.return_type,
+                                  [builder.call(fn("llvm.vector.reduce.smin.v16i32"), [builder.load(lo)]),
+                                   builder.call(fn("llvm.vector.reduce.smax.v16i32"), [builder.load(hi)])])
+
+    return sig, codegen
+
+
+@intrinsic
+def gather16(typingctx, row, table, idx, n):
+    """row[0, j] = table[idx[j]] for j < n rounded up to 16 (row and idx with that room, every
+    index of those lanes inside table: the caller's promise, nothing is checked)."""
+    sig = types.void(row, table, idx, n)
+
+    def codegen(context, builder, sig, args):
+        row_v, tab_v, idx_v, n_v = args
+        ra = context.make_array(sig.args[0])(context, builder, row_v)
+        ta = context.make_array(sig.args[1])(context, builder, tab_v)
+        ia = context.make_array(sig.args[2])(context, builder, idx_v)
+        n_v = context.cast(builder, n_v, sig.args[3], types.intp)
+        f, i64 = ir.FloatType(), ir.IntType(64)
+        f16, i16, p16 = ir.VectorType(f, 16), ir.VectorType(ir.IntType(32), 16), ir.VectorType(f.as_pointer(), 16)
+        gather = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(f16, [p16, ir.IntType(32), ir.VectorType(ir.IntType(1), 16), f16]),
+            "llvm.masked.gather.v16f32.v16p0f32")
+        every = ir.Constant(ir.VectorType(ir.IntType(1), 16), [1] * 16)
+        base = _splat(builder, builder.ptrtoint(ta.data, i64), 16)
+        with cgutils.for_range(builder, _blocks16(builder, n_v)) as loop:
+            off = builder.mul(loop.index, ir.Constant(n_v.type, 16))
+            ix = builder.sext(builder.load(_vec_ptr(builder, ia.data, off, i16), align=4), ir.VectorType(i64, 16))
+            ptrs = builder.inttoptr(builder.add(base, builder.shl(ix, _splat(builder, ir.Constant(i64, 2), 16))), p16)
+            got = builder.call(gather, [ptrs, ir.Constant(ir.IntType(32), 4), every, ir.Constant(f16, None)])
+            builder.store(got, _vec_ptr(builder, ra.data, off, f16), align=4)
+
+    return sig, codegen
