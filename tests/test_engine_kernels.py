@@ -7,7 +7,7 @@ from numba import njit
 
 import math
 
-from bitbert.deploy.engine.floatmath import expf, fma32, gelu
+from bitbert.deploy.engine.floatmath import expf, fma32, gelu, gelu16
 from bitbert.deploy.engine.rows import GELU, NO_ACT, RELU, affine
 
 
@@ -43,6 +43,20 @@ def _gelu_inputs():
 def test_vectorised_gelu_is_the_scalar_one_bit_for_bit():
     x = _gelu_inputs()
     got, ref = _gelu_all(x, np.empty_like(x)), _gelu_scalar(x, np.empty_like(x))
+    np.testing.assert_array_equal(got.view(np.int32), ref.view(np.int32))
+
+
+@njit(cache=True)
+def _gelu_lanes(x):
+    out = x.copy()
+    for i in range(gelu16(out), out.shape[0]):
+        out[i] = gelu(out[i])
+    return out
+
+
+def test_16_lane_gelu_is_the_scalar_one_bit_for_bit():
+    x = _gelu_inputs()
+    got, ref = _gelu_lanes(x), _gelu_scalar(x, np.empty_like(x))
     np.testing.assert_array_equal(got.view(np.int32), ref.view(np.int32))
 
 

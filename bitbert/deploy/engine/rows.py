@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..kernels import _pack_rows, mask64
-from .floatmath import gelu, layernorm_row, ln_scratch, row_range
+from .floatmath import gelu, gelu16, layernorm_row, ln_scratch, row_range
 
 NO_ACT, RELU, GELU = -1, 0, 1
 ACTIVATIONS = {"relu": RELU, "gelu": GELU}  # the FFN activations the engine runs, by config name
@@ -54,7 +54,7 @@ def affine_row(dot, coef, bias, act, out):
         for n in range(N):
             out[n] = max(out[n], np.float32(0.0))
     elif act == GELU:
-        for n in range(N):
+        for n in range(gelu16(out), N):
             out[n] = gelu(out[n])
 
 @njit(cache=True, parallel=True)
