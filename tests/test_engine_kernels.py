@@ -177,16 +177,18 @@ def _attention_reference(q, k, v, key_mask, mode, qk_coef, scaling, pa, pb, pv_c
 @pytest.mark.parametrize("mode", [ELASTIC, BOOL, SIGN])
 @pytest.mark.parametrize("batch, length, heads, d", [(1, 1, 1, 8), (2, 7, 3, 32), (1, 128, 2, 64), (2, 70, 2, 100)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_attention_kernel_matches_reference(mode, batch, length, heads, d, threads):
+def test_attention_kernel_matches_reference(mode, batch, length, heads, d, threads, qk_alphas=(0.31, 0.27),
+                                           all_masked=False):
     import numba
 
     rng = np.random.default_rng(length * d + mode)
     q, k, v = (rng.choice(np.array([-1, 1], np.int8), (batch, heads, length, d)) for _ in range(3))
     key_mask = rng.random((batch, length)) < 0.7
     key_mask[:, 0] = True  # padding masks with at least one kept key
+    key_mask[-1] &= not all_masked
     pack = lambda t: pack_bits((t > 0).reshape(-1, d)).reshape(batch, heads, length, -1)  # noqa: E731
     vt = pack_bits((v > 0).transpose(0, 1, 3, 2).reshape(-1, length)).reshape(batch, heads, d, -1).transpose(0, 1, 3, 2)
-    qk_coef, scaling, pa, pb, pv_coef = 0.31 * 0.27, np.float32(d ** -0.5), 0.0078125, 0.0, 0.0078125 * 0.29
+    qk_coef, scaling, pa, pb, pv_coef = np.prod(qk_alphas), np.float32(d ** -0.5), 0.0078125, 0.0, 0.0078125 * 0.29
     no_res = np.zeros((0, 0, 0, 0), np.float32)
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
@@ -198,6 +200,13 @@ def test_attention_kernel_matches_reference(mode, batch, length, heads, d, threa
         numba.set_num_threads(previous)
     ref = _attention_reference(q, k, v, key_mask, mode, qk_coef, scaling, pa, pb, pv_coef)
     np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("qk_alphas, all_masked", [((1e17, 1e17), False), ((0.31, 0.27), True), ((-0.31, 0.27), False)])
+def test_softmax_by_table_or_not_matches_reference(qk_alphas, all_masked):
+    """Scores too large for the tabled softmax, a sequence with every key masked (both take the
+    general path) and a negative coefficient (the row maximum at the largest popcount)."""
+    test_attention_kernel_matches_reference(ELASTIC, 2, 40, 2, 32, 1, qk_alphas, all_masked)
 
 
 @pytest.mark.parametrize("alpha", [0.0078125, 0.3, 1.0, 7.77, 1e-30, 3e38, 0.0, -0.5, float("inf")])
@@ -226,3 +235,35 @@ def test_one_packed_input_for_q_k_v_only_when_their_bits_agree():
     assert not sign.same_bits(InputQuant(0.5, beta, False))
     assert not InputQuant(0.5, beta, False).same_bits(InputQuant(0.6, beta, False))  # elastic: α sets the bits
     assert not InputQuant(0.5, beta, True, 2).same_bits(InputQuant(0.6, beta, True, 2))
+
+
+AVX2_ATTENTION = """
+import test_engine_kernels as t
+from bitbert.deploy.engine.attention import attention_kernel
+for mode in (t.ELASTIC, t.BOOL):
+    for batch, length, heads, d in ((2, 70, 2, 64), (1, 33, 3, 32)):
+        t.test_attention_kernel_matches_reference(mode, batch, length, heads, d, 1)
+t.test_16_lane_gelu_is_the_scalar_one_bit_for_bit()
+assert "zmm" not in attention_kernel.inspect_asm(attention_kernel.signatures[0]), "not compiled for AVX2"
+"""
+
+
+def test_avx2_attention_and_gelu(tmp_path):
+    """The tabled softmax's gather and the 16-lane GELU compiled for a CPU without AVX-512 give the
+    reference's bits (the AVX-512 build takes other instructions for both)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from llvmlite import binding as llvm
+
+    if not llvm.get_host_cpu_features().get("avx2", False):
+        pytest.skip("needs an x86 CPU with AVX2 to run code compiled for haswell")
+    from test_kernels import AVX2_ENV
+
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, **AVX2_ENV, NUMBA_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", AVX2_ATTENTION], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]

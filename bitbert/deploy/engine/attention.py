@@ -28,6 +28,7 @@ _F32_MIN = np.finfo(np.float32).min
 # Above this a masked key's score (float32's minimum + score) − the row's maximum might not be below
 # SLEEF's −104 and its exp might not be 0: the tabled softmax is off for such scores.
 _TABLED_MAX_SCORE = np.float32(1e30)
+_ROWS = 4  # query rows the attention kernel carries through each step together
 
 @njit(cache=True)
 def score_exps(d, qk_coef, scaling):
@@ -39,7 +40,7 @@ def score_exps(d, qk_coef, scaling):
     scores = np.zeros(d + 1, np.float32)
     for c in range(d + 1):
         scores[c] = np.float32((d - 2 * c) * qk_coef) * scaling + np.float32(0.0)
-    width = (d + 2 + 15) // 16 * 16
+    width = (d + 2 + 31) // 32 * 32  # gather16's tables: whole 32-entry pairs
     exps = np.zeros((d + 1, width), np.float32)
     for top in range(d + 1):
         exps[top, :d + 1] = scores
@@ -70,12 +71,14 @@ def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_al
     for bh in prange(B * H):
         b, h = bh // H, bh % H
         q2, k2, v2, kadd, kbits = qh[b, h], kt[b, h], vt[b, h], key_add[b], key_bits[b]
-        # One score row padded to whole words; the padding never survives the AND with key_bits.
-        row = np.zeros((1, Lw * 64), np.float32)
+        # _ROWS score rows at a time, each step for every row before the next step: the rows' latency
+        # chains (sums, the gathers) overlap. Rows padded to whole words; the padding never survives
+        # the AND with key_bits.
+        row = np.zeros((_ROWS, Lw * 64), np.float32)
         betas = np.full(Lw * 64, p_beta, np.float32)
-        pbits = np.empty(Lw, np.uint64)
-        cnt = np.zeros(Lw * 64, np.int32)  # int32 accumulators on 1-D rows: the loops vectorise
-        acc = np.empty(d, np.int32)
+        pbits = np.empty((_ROWS, Lw), np.uint64)
+        cnt = np.zeros((_ROWS, Lw * 64), np.int32)  # int32 accumulators on 1-D rows: the loops vectorise
+        acc = np.empty((_ROWS, d), np.int32)
         to_exps = np.full(Lw * 64, masked, np.int32)  # cnt + to_exps: the column of exps (masked: d + 1)
         kept = 0
         for j in range(L):
@@ -83,52 +86,61 @@ def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_al
                 to_exps[j] = 0
                 kept += 1
         by_table = tabled and kept > 0  # a row's maximum is a kept key's score
-        for i in range(L):
-            _popcount_row(q2[i, 0], k2[0], cnt[:L], False, True)
-            for w in range(1, dw):
-                _popcount_row(q2[i, w], k2[w], cnt[:L], False, False)
+        for i0 in range(0, L, _ROWS):
+            n = min(_ROWS, L - i0)
+            for r in range(n):
+                _popcount_row(q2[i0 + r, 0], k2[0], cnt[r, :L], False, True)
+                for w in range(1, dw):
+                    _popcount_row(q2[i0 + r, w], k2[w], cnt[r, :L], False, False)
             if by_table:
-                lo, hi = clamp_index16(cnt, to_exps, L, masked)
-                gather16(row, exps[lo] if scores[lo] >= scores[hi] else exps[hi], cnt, L)
-                normalize_inplace(row, L)
+                for r in range(n):
+                    lo, hi = clamp_index16(cnt[r], to_exps, L, masked)
+                    gather16(row[r:r + 1], exps[lo] if scores[lo] >= scores[hi] else exps[hi], cnt[r], L)
+                for r in range(n):
+                    normalize_inplace(row[r:r + 1], L)
             elif has_sres:
-                for j in range(L):  # the exact dot, rounded once
-                    row[0, j] = np.float32((d - 2 * cnt[j]) * qk_coef) + score_res[b, h, i, j]
-                for j in range(L):
-                    row[0, j] = row[0, j] * scaling + kadd[j]
-            else:
-                for j in range(L):
-                    row[0, j] = np.float32((d - 2 * cnt[j]) * qk_coef) * scaling + kadd[j]
-            if mode == ELASTIC and not by_table:
-                softmax_inplace(row, L)
-            if mode == ELASTIC:
-                for w in range(Lw):
-                    if p_divide:
-                        pbits[w] = mask64(row, 0, 64 * w, betas, rule_alpha, p_thr, True) & kbits[w]
-                    else:
-                        pbits[w] = mask64(row, 0, 64 * w, betas, rule_alpha, p_thr, False) & kbits[w]
-            elif mode == BOOL:
-                for w in range(Lw):
-                    pbits[w] = mask64(row, 0, 64 * w, betas, np.float32(1.0), np.float32(0.0), False) & kbits[w]
-            else:  # softmax then sign: every kept key is +1
-                for w in range(Lw):
-                    pbits[w] = kbits[w]
-            ones = np.int32(0)
-            for w in range(Lw):
-                ones += np.int32(popcount64(pbits[w]))
-            _popcount_row(pbits[0], v2[0], acc, True, True)
-            for w in range(1, Lw):
-                _popcount_row(pbits[w], v2[w], acc, True, False)
-            out = ctx[b * L + i, h * d:(h + 1) * d]
-            for t in range(d):
-                out[t] = np.float32((2 * acc[t] - ones) * pv_coef)
-            if has_vres:  # a separate loop: the branch inside the one above stops its vectorisation
-                for t in range(d):
-                    extra = np.float32(0.0)
+                for r in range(n):
+                    for j in range(L):  # the exact dot, rounded once
+                        row[r, j] = np.float32((d - 2 * cnt[r, j]) * qk_coef) + score_res[b, h, i0 + r, j]
                     for j in range(L):
-                        if (pbits[j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
-                            extra += value_res[b, h, j, t]
-                    out[t] = out[t] + extra * p_alpha
+                        row[r, j] = row[r, j] * scaling + kadd[j]
+            else:
+                for r in range(n):
+                    for j in range(L):
+                        row[r, j] = np.float32((d - 2 * cnt[r, j]) * qk_coef) * scaling + kadd[j]
+            for r in range(n):
+                if mode == ELASTIC and not by_table:
+                    softmax_inplace(row[r:r + 1], L)
+                if mode == ELASTIC:
+                    for w in range(Lw):
+                        if p_divide:
+                            pbits[r, w] = mask64(row, r, 64 * w, betas, rule_alpha, p_thr, True) & kbits[w]
+                        else:
+                            pbits[r, w] = mask64(row, r, 64 * w, betas, rule_alpha, p_thr, False) & kbits[w]
+                elif mode == BOOL:
+                    for w in range(Lw):
+                        pbits[r, w] = mask64(row, r, 64 * w, betas, np.float32(1.0), np.float32(0.0), False) & kbits[w]
+                else:  # softmax then sign: every kept key is +1
+                    for w in range(Lw):
+                        pbits[r, w] = kbits[w]
+            for r in range(n):
+                _popcount_row(pbits[r, 0], v2[0], acc[r], True, True)
+                for w in range(1, Lw):
+                    _popcount_row(pbits[r, w], v2[w], acc[r], True, False)
+            for r in range(n):
+                ones = np.int32(0)
+                for w in range(Lw):
+                    ones += np.int32(popcount64(pbits[r, w]))
+                out = ctx[b * L + i0 + r, h * d:(h + 1) * d]
+                for t in range(d):
+                    out[t] = np.float32((2 * acc[r, t] - ones) * pv_coef)
+                if has_vres:  # a separate loop: the branch inside the one above stops its vectorisation
+                    for t in range(d):
+                        extra = np.float32(0.0)
+                        for j in range(L):
+                            if (pbits[r, j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
+                                extra += value_res[b, h, j, t]
+                        out[t] = out[t] + extra * p_alpha
     return ctx
 
 @njit(inline="always")
