@@ -1,6 +1,6 @@
-"""Two 16-lane loops of the attention kernel's tabled softmax, as LLVM IR: numba source leaves the
-first (int32 min/max with a clamp: numba widens the int32 sums to int64) and the second (a table
-look-up by index) scalar."""
+"""16-lane loops of the engine's kernels as LLVM IR, where numba source leaves them scalar or LLVM's
+vectoriser makes them 8 lanes wide: the attention kernel's tabled softmax (an int32 min/max with a
+clamp, which numba widens to int64; a table look-up by index) and a linear's epilogue."""
 from __future__ import annotations
 
 from llvmlite import ir
@@ -102,5 +102,33 @@ def gather16(typingctx, row, table, idx, n):
                 got = builder.call(gather, [builder.inttoptr(builder.add(base, offs), p16), ir.Constant(i32, 4), every,
                                             ir.Constant(f16, None)])
                 builder.store(got, _vec_ptr(builder, ra.data, off, f16), align=4)
+
+    return sig, codegen
+
+
+@intrinsic
+def affine16(typingctx, dot, coef, bias, residual, out):
+    """out[n] = float32(dot[n] · coef[n]) + bias[n] (int32 dot, float64 coef: the exact dot rounded
+    once), then + residual[n] unless residual is None, for n < len(out) rounded down to 16; returns
+    that count (the caller does the rest)."""
+    sig = types.intp(dot, coef, bias, residual, out)
+    has_residual = not isinstance(residual, types.NoneType)
+
+    def codegen(context, builder, sig, args):
+        da, ca, ba, oa = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 1, 2, 4))
+        n = cgutils.unpack_tuple(builder, oa.shape, 1)[0]
+        f16, d16, i16 = (ir.VectorType(t, 16) for t in (ir.FloatType(), ir.DoubleType(), ir.IntType(32)))
+        blocks = builder.sdiv(n, ir.Constant(n.type, 16))
+        with cgutils.for_range(builder, blocks) as loop:
+            off = builder.mul(loop.index, ir.Constant(n.type, 16))
+            dots = builder.sitofp(builder.load(_vec_ptr(builder, da.data, off, i16), align=4), d16)
+            scaled = builder.fptrunc(builder.fmul(dots, builder.load(_vec_ptr(builder, ca.data, off, d16), align=8)),
+                                     f16)
+            res = builder.fadd(scaled, builder.load(_vec_ptr(builder, ba.data, off, f16), align=4))
+            if has_residual:
+                ra = context.make_array(sig.args[3])(context, builder, args[3])
+                res = builder.fadd(res, builder.load(_vec_ptr(builder, ra.data, off, f16), align=4))
+            builder.store(res, _vec_ptr(builder, oa.data, off, f16), align=4)
+        return builder.mul(blocks, ir.Constant(n.type, 16))
 
     return sig, codegen

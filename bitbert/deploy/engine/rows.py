@@ -9,6 +9,7 @@ from numba import njit, prange
 
 from ..kernels import _pack_rows, mask64
 from .floatmath import gelu, gelu16, layernorm_row, ln_scratch, row_range
+from .lanes import affine16
 
 NO_ACT, RELU, GELU = -1, 0, 1
 ACTIVATIONS = {"relu": RELU, "gelu": GELU}  # the FFN activations the engine runs, by config name
@@ -47,7 +48,7 @@ def affine(dot, coef, bias, act, out):
 def affine_row(dot, coef, bias, act, out):
     """One row of `affine`; a loop per activation, so each vectorises (no branch inside)."""
     N = dot.shape[0]
-    for n in range(N):
+    for n in range(affine16(dot, coef, bias, None, out), N):
         out[n] = np.float32(dot[n] * coef[n]) + bias[n]
     # a second pass: fused with the float64 scaling above, LLVM leaves the GELU loop scalar (4x slower)
     if act == RELU:
@@ -66,7 +67,7 @@ def affine_residual_layernorm(dot, coef, bias, residual, gamma, beta, eps, out, 
         scratch, counts = ln_scratch()
         lo, hi = row_range(task, tasks, M)
         for m in range(lo, hi):
-            for n in range(N):
+            for n in range(affine16(dot[m], coef, bias, residual[m], out[m]), N):
                 out[m, n] = (np.float32(dot[m, n] * coef[n]) + bias[n]) + residual[m, n]
             layernorm_row(out, m, gamma, beta, eps, scratch, counts)
     return out
