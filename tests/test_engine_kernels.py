@@ -86,6 +86,31 @@ def test_affine_matches_reference(act, shape):
     np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("n", [64, 100, 384, 1000])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_residual_layernorm_is_pytorchs_bit_for_bit(n, threads):
+    """LayerNorm rows, several at a time (floatmath.LN_ROWS; 33 rows leave a partial group), give
+    torch's layer_norm bits."""
+    import numba
+
+    from bitbert.deploy.engine.rows import affine_residual_layernorm
+
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((33, n)) * 3 + 1).astype(np.float32)
+    gamma, beta = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
+    ref = torch.nn.functional.layer_norm(torch.from_numpy(x), (n,), torch.from_numpy(gamma), torch.from_numpy(beta),
+                                         1e-12).numpy()
+    zeros = np.zeros(n)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        got = affine_residual_layernorm(np.zeros(x.shape, np.int32), zeros, zeros.astype(np.float32), x, gamma, beta,
+                                        np.float32(1e-12), np.empty_like(x), threads)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(got.view(np.int32), ref.view(np.int32))
+
+
 # ----------------------------------------------------------------------------- fused epilogue + pack
 
 from bitbert.deploy.engine.rows import affine_pack, affine_pack_heads  # noqa: E402

@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..kernels import _pack_rows, mask64
-from .floatmath import gelu, gelu16, layernorm_row, ln_scratch, row_range
+from .floatmath import LN_ROWS, gelu, gelu16, layernorm_rows, ln_scratch, row_range
 from .lanes import affine16
 
 NO_ACT, RELU, GELU = -1, 0, 1
@@ -22,18 +22,20 @@ def embed(ids, pos_ids, type_ids, word_bits, word_scale, word_fp, pos, types_, g
     binary = word_bits.shape[0] > 0
     tasks = min(M, threads)  # one scratch allocation per task, not per row
     for task in prange(tasks):
-        scratch, counts = ln_scratch()
+        scratch, counts, stats = ln_scratch()
         lo, hi = row_range(task, tasks, M)
-        for m in range(lo, hi):
-            r = ids[m]
-            for k in range(H):
-                if binary:
-                    bit = (word_bits[r, k >> 6] >> np.uint64(k & 63)) & np.uint64(1)
-                    w = word_scale[r] if bit else -word_scale[r]
-                else:
-                    w = word_fp[r, k]
-                out[m, k] = (w + types_[type_ids[m], k]) + pos[pos_ids[m], k]
-            layernorm_row(out, m, gamma, beta, eps, scratch, counts)
+        for m0 in range(lo, hi, LN_ROWS):
+            rows = min(LN_ROWS, hi - m0)
+            for m in range(m0, m0 + rows):
+                r = ids[m]
+                for k in range(H):
+                    if binary:
+                        bit = (word_bits[r, k >> 6] >> np.uint64(k & 63)) & np.uint64(1)
+                        w = word_scale[r] if bit else -word_scale[r]
+                    else:
+                        w = word_fp[r, k]
+                    out[m, k] = (w + types_[type_ids[m], k]) + pos[pos_ids[m], k]
+            layernorm_rows(out, m0, rows, gamma, beta, eps, scratch, counts, stats)
     return out
 
 @njit(cache=True, parallel=True)
@@ -64,12 +66,14 @@ def affine_residual_layernorm(dot, coef, bias, residual, gamma, beta, eps, out, 
     M, N = dot.shape
     tasks = min(M, threads)  # one scratch allocation per task, not per row
     for task in prange(tasks):
-        scratch, counts = ln_scratch()
+        scratch, counts, stats = ln_scratch()
         lo, hi = row_range(task, tasks, M)
-        for m in range(lo, hi):
-            for n in range(affine16(dot[m], coef, bias, residual[m], out[m]), N):
-                out[m, n] = (np.float32(dot[m, n] * coef[n]) + bias[n]) + residual[m, n]
-            layernorm_row(out, m, gamma, beta, eps, scratch, counts)
+        for m0 in range(lo, hi, LN_ROWS):
+            rows = min(LN_ROWS, hi - m0)
+            for m in range(m0, m0 + rows):
+                for n in range(affine16(dot[m], coef, bias, residual[m], out[m]), N):
+                    out[m, n] = (np.float32(dot[m, n] * coef[n]) + bias[n]) + residual[m, n]
+            layernorm_rows(out, m0, rows, gamma, beta, eps, scratch, counts, stats)
     return out
 
 
