@@ -114,13 +114,18 @@ def test_residual_layernorm_is_pytorchs_bit_for_bit(n, threads):
 # ----------------------------------------------------------------------------- fused epilogue + pack
 
 from bitbert.deploy.engine.rows import affine_pack, affine_pack_heads  # noqa: E402
+from bitbert.deploy.engine.thresholds import NONE, heads_thresholds, pack_thresholds  # noqa: E402
 from bitbert.deploy.kernels import (binarize_pack_elastic, binarize_pack_signed, heads_along_tokens, pack_heads,  # noqa: E402
                              pack_heads_transposed, transpose64)
 
 
 def _dot(rng, m, n):
-    return (rng.integers(-300, 300, (m, n)).astype(np.int32), rng.uniform(0.001, 0.02, n),
+    """Dots in [-_K, _K] and coefficients of both signs."""
+    return (rng.integers(-_K, _K + 1, (m, n)).astype(np.int32), rng.uniform(0.001, 0.02, n) * rng.choice([-1, 1], n),
             rng.standard_normal(n).astype(np.float32) * 0.3)
+
+
+_K = 300
 
 
 @pytest.mark.parametrize("act", [NO_ACT, RELU, GELU])
@@ -134,10 +139,16 @@ def test_affine_pack_is_affine_then_pack(act, elastic, m, n, threads):
     beta = rng.standard_normal(n).astype(np.float32) * 0.1
     alpha = np.float32(0.7)
     ref = binarize_pack_elastic(y, beta, alpha) if elastic else binarize_pack_signed(y, beta)
+    rule = (beta, alpha if elastic else np.float32(1.0), np.float32(0.5 if elastic else 0.0), elastic)
     out = np.full(ref.shape, 0xFFFF, np.uint64)  # padding bits must be written as 0
-    got = affine_pack(dot, coef, bias, act, beta, alpha if elastic else np.float32(1.0),
-                      np.float32(0.5 if elastic else 0.0), elastic, out, threads)
+    got = affine_pack(dot, coef, bias, act, *rule, NONE.thr, NONE.flip, out, threads)
     np.testing.assert_array_equal(got, ref)
+    by_dot = pack_thresholds(coef, bias, act, rule, _K)  # the same bits by integer compares on the dot
+    assert by_dot is not None or act == GELU  # only GELU's dip below 0 can make a channel not monotone
+    if by_dot is not None:
+        out[:] = 0xFFFF
+        np.testing.assert_array_equal(affine_pack(dot, coef, bias, act, *rule, by_dot.thr, by_dot.flip, out, threads),
+                                      ref)
 
 
 @pytest.mark.parametrize("batch, length, heads, d", [(1, 1, 1, 1), (1, 128, 12, 64), (2, 7, 3, 32), (3, 70, 2, 100),
@@ -149,11 +160,15 @@ def test_affine_pack_heads_is_affine_then_pack_heads(batch, length, heads, d, th
     y = affine(dot, coef, bias, NO_ACT, np.empty(dot.shape, np.float32))
     beta = np.float32(0.05)
     rows = pack_heads(y, beta, batch, heads)
-    got = affine_pack_heads(dot, coef, bias, beta, heads, False, np.full(rows.shape, 7, np.uint64), threads)
-    np.testing.assert_array_equal(got, rows)
-    keys = np.full(rows.transpose(0, 1, 3, 2).shape, 7, np.uint64)
-    np.testing.assert_array_equal(affine_pack_heads(dot, coef, bias, beta, heads, True, keys, threads),
-                                  rows.transpose(0, 1, 3, 2))
+    by_dot = heads_thresholds(coef, bias, beta, heads, _K)
+    assert by_dot is not None  # affine then a compare: monotone in the dot
+    for rule in (NONE, by_dot):  # the float epilogue, and the same bits by integer compares on the dot
+        got = affine_pack_heads(dot, coef, bias, beta, heads, False, rule.thr, rule.flip,
+                                np.full(rows.shape, 7, np.uint64), threads)
+        np.testing.assert_array_equal(got, rows)
+        keys = np.full(rows.transpose(0, 1, 3, 2).shape, 7, np.uint64)
+        np.testing.assert_array_equal(affine_pack_heads(dot, coef, bias, beta, heads, True, rule.thr, rule.flip, keys,
+                                                        threads), rows.transpose(0, 1, 3, 2))
     # V: the same bits re-packed along the tokens
     along = heads_along_tokens(rows, d, np.full((batch, heads, (length + 63) // 64, d), 7, np.uint64))
     np.testing.assert_array_equal(along, pack_heads_transposed(y, beta, batch, heads))
@@ -227,7 +242,7 @@ def test_attention_kernel_matches_reference(mode, batch, length, heads, d, threa
     np.testing.assert_array_equal(got, ref)
 
 
-@pytest.mark.parametrize("qk_alphas, all_masked", [((1e17, 1e17), False), ((0.31, 0.27), True), ((-0.31, 0.27), False)])
+@pytest.mark.parametrize("qk_alphas, all_masked", [((1e15, 1e15), False), ((0.31, 0.27), True), ((-0.31, 0.27), False)])
 def test_softmax_by_table_or_not_matches_reference(qk_alphas, all_masked):
     """Scores too large for the tabled softmax, a sequence with every key masked (both take the
     general path) and a negative coefficient (the row maximum at the largest popcount)."""

@@ -132,3 +132,20 @@ def affine16(typingctx, dot, coef, bias, residual, out):
         return builder.mul(blocks, ir.Constant(n.type, 16))
 
     return sig, codegen
+
+
+@intrinsic
+def dot_mask64(typingctx, dot, k0, thr, flip):
+    """uint64 whose bit b is (dot[k0 + b] XOR flip[k0 + b]) >= thr[k0 + b], b < 64: int32 1-D arrays
+    with room for 64 entries from k0 (the caller's promise); see `thresholds.DotThresholds`."""
+    sig = types.uint64(dot, k0, thr, flip)
+
+    def codegen(context, builder, sig, args):
+        da, ta, fa = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 2, 3))
+        k0 = context.cast(builder, args[1], sig.args[1], types.intp)
+        i64 = ir.VectorType(ir.IntType(32), 64)
+        load = lambda a: builder.load(_vec_ptr(builder, a.data, k0, i64), align=4)  # noqa: E731
+        bits = builder.icmp_signed(">=", builder.xor(load(da), load(fa)), load(ta))
+        return builder.bitcast(bits, ir.IntType(64))
+
+    return sig, codegen

@@ -13,6 +13,7 @@ from ...core.packed_schema import ModelSpec, QuantizerRecord
 from ..kernels import (PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, bitserial_gemm,
                        elastic_rule, quantize_pack_planes, xnor_gemm)
 from .rows import NO_ACT, affine, affine_pack, affine_pack_heads, affine_residual_layernorm, embed
+from .thresholds import NONE, DotThresholds
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,21 @@ class InputQuant:
             return binarize_pack_signed(x, self.beta, threads=threads)
         return binarize_pack_elastic(x, self.beta, self.alpha, threads=threads)
 
-    def pack_affine(self, dot: np.ndarray, coef: np.ndarray, bias: np.ndarray, act: int, threads: int) -> np.ndarray:
-        """``pack(affine(dot, coef, bias, act))`` without the float rows in between (1-bit only; the
-        rules are those of binarize_pack_signed / binarize_pack_elastic)."""
+    @property
+    def rule(self) -> tuple[np.ndarray, np.float32, np.float32, bool]:
+        """(β, α, threshold, divide) of the 1-bit rule, as `affine_pack` takes it (those of
+        binarize_pack_signed / binarize_pack_elastic)."""
+        alpha, thr, divide = (np.float32(1.0), np.float32(0.0), False) if self.signed else elastic_rule(self.alpha)
+        return self.beta, alpha, thr, divide
+
+    def pack_affine(self, dot: np.ndarray, coef: np.ndarray, bias: np.ndarray, act: int, threads: int,
+                    by_dot: DotThresholds = NONE) -> np.ndarray:
+        """``pack(affine(dot, coef, bias, act))`` without the float rows in between (1-bit only), or
+        with ``by_dot`` (this rule's thresholds for that epilogue) by integer compares on dot."""
         if self.bits > 1:
             return self.pack(affine(dot, coef, bias, act, np.empty(dot.shape, np.float32)), threads)
         out = np.empty((dot.shape[0], (dot.shape[1] + 63) // 64), np.uint64)
-        alpha, thr, divide = (np.float32(1.0), np.float32(0.0), False) if self.signed else elastic_rule(self.alpha)
-        return affine_pack(dot, coef, bias, act, self.beta, alpha, thr, divide, out, threads)
+        return affine_pack(dot, coef, bias, act, *self.rule, by_dot.thr, by_dot.flip, out, threads)
 
 
 class BinaryLinear:
@@ -77,6 +85,9 @@ class BinaryLinear:
         self.weights, self.quant, self.row_sum = weights, quant, row_sum
         self.coef = np.ascontiguousarray(np.float64(quant.alpha) * scale.astype(np.float64) * np.ones(weights.n))
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+        # Where the output is only binarized, its bits as thresholds on the dot (set by the builder,
+        # which knows the consumer: `bitbert.deploy.engine.thresholds`); NONE: the float epilogue.
+        self.by_dot = NONE
 
     def dot(self, x: np.ndarray, threads: int) -> np.ndarray:
         return self.gemm(self.quant.pack(x, threads), threads)
@@ -99,7 +110,7 @@ class BinaryLinear:
     def into(self, x: np.ndarray, act: int, following: BinaryLinear, threads: int) -> np.ndarray:
         """``following.dot(self(x, act))``, the output quantized and packed for ``following`` as it
         is produced."""
-        bits = following.quant.pack_affine(self.dot(x, threads), self.coef, self.bias, act, threads)
+        bits = following.quant.pack_affine(self.dot(x, threads), self.coef, self.bias, act, threads, self.by_dot)
         return following.gemm(bits, threads)
 
     def heads(self, bits: np.ndarray, beta: float, batch: int, heads: int, threads: int,
@@ -111,8 +122,8 @@ class BinaryLinear:
         L, d = dot.shape[0] // batch, self.weights.n // heads
         assert heads * d == self.weights.n and batch * L == dot.shape[0]  # the validated spec's head_dim, whole rows
         shape = (batch, heads, (d + 63) // 64, L) if keys_major else (batch, heads, L, (d + 63) // 64)
-        return affine_pack_heads(dot, self.coef, self.bias, np.float32(beta), heads, keys_major,
-                                 np.empty(shape, np.uint64), threads)
+        return affine_pack_heads(dot, self.coef, self.bias, np.float32(beta), heads, keys_major, self.by_dot.thr,
+                                 self.by_dot.flip, np.empty(shape, np.uint64), threads)
 
 
 class FloatLinear:

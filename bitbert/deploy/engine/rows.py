@@ -9,7 +9,7 @@ from numba import njit, prange
 
 from ..kernels import _pack_rows, mask64
 from .floatmath import LN_ROWS, gelu, gelu16, layernorm_rows, ln_scratch, row_range
-from .lanes import affine16
+from .lanes import affine16, dot_mask64
 
 NO_ACT, RELU, GELU = -1, 0, 1
 ACTIVATIONS = {"relu": RELU, "gelu": GELU}  # the FFN activations the engine runs, by config name
@@ -78,16 +78,26 @@ def affine_residual_layernorm(dot, coef, bias, residual, gamma, beta, eps, out, 
 
 
 @njit(cache=True, parallel=True)
-def affine_pack(dot, coef, bias, act, beta, alpha, thr, divide, out, threads):
+def affine_pack(dot, coef, bias, act, beta, alpha, thr, divide, dot_thr, dot_flip, out, threads):
     """out = pack(rule(act(float32(dot * coef) + bias) − beta)) with `bitbert.deploy.kernels`' binarize
     rules (divide False: signed, ≥ thr; True: elastic, / alpha > thr): `affine` then the next
-    linear's 1-bit input quantizer, one row at a time. out (M, ceil(N / 64)) uint64."""
+    linear's 1-bit input quantizer, one row at a time. out (M, ceil(N / 64)) uint64. With dot_thr
+    and dot_flip (not empty; see `thresholds.DotThresholds`) the same bits come from integer
+    compares on dot, no float at all."""
     M, N = dot.shape
+    Nw = out.shape[1]
+    by_dot = dot_thr.shape[0] > 0
     tasks = min(M, threads)
     for task in prange(tasks):
         row = np.empty((1, N), np.float32)
+        ints = np.zeros(Nw * 64 if by_dot else 0, np.int32)
         lo, hi = row_range(task, tasks, M)
         for m in range(lo, hi):
+            if by_dot:
+                ints[:N] = dot[m]
+                for w in range(Nw):
+                    out[m, w] = dot_mask64(ints, 64 * w, dot_thr, dot_flip)
+                continue
             affine_row(dot[m], coef, bias, act, row[0])
             if divide:
                 _pack_rows(row, beta, alpha, thr, out[m:m + 1], 0, 1, True)
@@ -96,27 +106,36 @@ def affine_pack(dot, coef, bias, act, beta, alpha, thr, divide, out, threads):
     return out
 
 @njit(cache=True, parallel=True)
-def affine_pack_heads(dot, coef, bias, beta, heads, keys_major, out, threads):
+def affine_pack_heads(dot, coef, bias, beta, heads, keys_major, dot_thr, dot_flip, out, threads):
     """Attention's Q / K / V operand bits: bit = float32(dot * coef) + bias − beta ≥ 0 (beta a scalar),
     packed per head along its d channels: out (B, H, L, dw), or with keys_major (B, H, dw, L)
-    (K: the score loop's keys contiguous). Rows m = b · L + i of dot (B·L, H·d)."""
+    (K: the score loop's keys contiguous). Rows m = b · L + i of dot (B·L, H·d). With dot_thr and
+    dot_flip (not empty) the same bits by integer compares on dot, as `affine_pack`."""
     M, N = dot.shape
     B, H = out.shape[0], out.shape[1]
     L = M // B
     d = N // heads
     dw = (d + 63) // 64
+    by_dot = dot_thr.shape[0] > 0
     tasks = min(M, threads)
     for task in prange(tasks):
         row = np.zeros((1, N + 64), np.float32)  # mask64 reads 64 floats from a head's start
+        ints = np.zeros(N + 64 if by_dot else 0, np.int32)
         betas = np.full(N + 64, beta, np.float32)
         lo, hi = row_range(task, tasks, M)
         for m in range(lo, hi):
-            affine_row(dot[m], coef, bias, NO_ACT, row[0, :N])
+            if by_dot:
+                ints[:N] = dot[m]
+            else:
+                affine_row(dot[m], coef, bias, NO_ACT, row[0, :N])
             b, i = m // L, m % L
             for h in range(H):
                 for w in range(dw):
                     n = min(64, d - 64 * w)
-                    word = mask64(row, 0, h * d + 64 * w, betas, np.float32(1.0), np.float32(0.0), False)
+                    if by_dot:
+                        word = dot_mask64(ints, h * d + 64 * w, dot_thr, dot_flip)
+                    else:
+                        word = mask64(row, 0, h * d + 64 * w, betas, np.float32(1.0), np.float32(0.0), False)
                     if n < 64:
                         word &= (np.uint64(1) << np.uint64(n)) - np.uint64(1)
                     if keys_major:
