@@ -102,6 +102,20 @@ def test_engine_matches_pytorch(name, tmp_path):
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("name", ["bit", "bibert", "baseline"])
+def test_compiled_layers_give_the_steps_bits(name, tmp_path):
+    """All-1-bit layers run as one compiled call (engine.fused); step by step they give the same bits."""
+    import dataclasses
+
+    engine = bitbert.load_packed(bitbert.export(MODELS[name](), tmp_path / "m.bitbert"), threads=1)
+    ids, mask = random_batch(5, 24, 200, 4)
+    compiled = engine.logits(ids.numpy(), mask.numpy())
+    layers = engine.model.layers
+    assert all(layer.compiled is not None for layer in layers)
+    object.__setattr__(engine.model, "layers", tuple(dataclasses.replace(la, compiled=None) for la in layers))
+    np.testing.assert_array_equal(engine.logits(ids.numpy(), mask.numpy()).view(np.int32), compiled.view(np.int32))
+
+
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
 def test_threads_do_not_change_results(tmp_path):
     path = bitbert.export(binary_model("bit"), tmp_path / "m.bitbert")

@@ -191,7 +191,8 @@ def test_transpose64_is_the_bit_transpose():
 
 # ----------------------------------------------------------------------------- attention
 
-from bitbert.deploy.engine.attention import BOOL, ELASTIC, SIGN, _key_add, attention_kernel  # noqa: E402
+from bitbert.deploy.engine.attention import BOOL, ELASTIC, SIGN, attention_kernel  # noqa: E402
+from bitbert.deploy.engine.rows import key_add as _key_add  # noqa: E402
 from bitbert.deploy.kernels import elastic_rule, pack_bits  # noqa: E402
 
 

@@ -470,6 +470,28 @@ def heads_along_tokens(rows, d, out):
     return out
 
 
+# ----------------------------------------------------------------------------- checked-input entry points
+# (the public functions below check their inputs and call these; compiled callers call them directly)
+
+
+@njit(cache=True)
+def pack_into(x, beta, alpha, thr, divide, out, threads):
+    """out = the binarize-and-pack of x by mask64's rule (see _binarize_pack), in parallel when
+    threads > 1 and x is large enough to repay waking them."""
+    if threads > 1 and x.shape[0] * x.shape[1] >= _PARALLEL_MIN_ELEMENTS:
+        return _binarize_pack_parallel(x, beta, alpha, thr, out, divide, min(threads, x.shape[0]))
+    return _binarize_pack(x, beta, alpha, thr, out, divide)
+
+
+@njit(cache=True)
+def gemm_into(a, rows, panels, K, out, use_and, threads):
+    """out = the XNOR (or with use_and, AND) popcount GEMM of a with the weights (rows, or panels
+    laid out by prepack), threads splitting the column panels when > 1 and there are several."""
+    if threads > 1 and out.shape[1] > _NB:
+        return _gemm_parallel(a, rows, panels, K, out, use_and, threads)
+    return _gemm_serial(a, rows, panels, K, out, use_and)
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -521,11 +543,7 @@ def _binarize(x: np.ndarray, beta: np.ndarray, alpha: float, threshold: float, d
         out = np.empty(shape, np.uint64)
     elif out.shape != shape or out.dtype != np.uint64 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint64 array of shape {shape}")
-    threads = _threads(threads)
-    if threads > 1 and x.shape[0] * x.shape[1] >= _PARALLEL_MIN_ELEMENTS:
-        return _binarize_pack_parallel(x, beta, np.float32(alpha), np.float32(threshold), out, divide,
-                                       min(threads, x.shape[0]))
-    return _binarize_pack(x, beta, np.float32(alpha), np.float32(threshold), out, divide)
+    return pack_into(x, beta, np.float32(alpha), np.float32(threshold), divide, out, _threads(threads))
 
 
 def binarize_pack_unsigned(x: np.ndarray, beta: np.ndarray, threshold: float,
@@ -589,10 +607,7 @@ def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray 
         raise ValueError(f"out must be a C-contiguous int32 array of shape {(M, N)}")
     if M == 0 or N == 0:
         return out
-    threads = _threads(threads)
-    if threads > 1 and N > _NB:
-        return _gemm_parallel(a, rows, panels, K, out, use_and, threads)
-    return _gemm_serial(a, rows, panels, K, out, use_and)
+    return gemm_into(a, rows, panels, K, out, use_and, _threads(threads))
 
 
 def xnor_gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None,

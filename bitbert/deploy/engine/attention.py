@@ -15,16 +15,17 @@ import numpy as np
 from numba import njit, prange
 
 from ...core.packed_schema import AttentionRecord, ModelSpec
-from ..kernels import elastic_rule, heads_along_tokens, mask64, pack_bits, plane_mask64, popcount64, quantize_pack_heads
+from ..kernels import (_NO_ROWS, elastic_rule, gemm_into, heads_along_tokens, mask64, pack_bits, plane_mask64,
+                       popcount64, quantize_pack_heads)
 from .errors import EngineError
 from .floatmath import _exp_shifted16, normalize_inplace, softmax_inplace
 from .lanes import clamp_index16, gather16
+from .rows import affine_pack_heads, key_add
 from .layers import BinaryLinear, InputQuant
 
 ELASTIC, BOOL, SIGN = 0, 1, 2
 # The attention maps (QuantConfig.attention_probs) the engine runs, as kernel codes.
 MAP_CODES = {"softmax_elastic": ELASTIC, "bool": BOOL, "softmax_sign": SIGN}
-_F32_MIN = np.finfo(np.float32).min
 # Above this a masked key's score (float32's minimum + score) − the row's maximum might not be below
 # SLEEF's −104 and its exp might not be 0: the tabled softmax is off for such scores.
 _TABLED_MAX_SCORE = np.float32(1e30)
@@ -223,10 +224,6 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
                     ctx[b * L + i, h * d + t] = ctx[b * L + i, h * d + t] + extra * p_alpha
     return ctx
 
-def _key_add(key_mask: np.ndarray) -> np.ndarray:
-    """The additive mask: 0 for kept keys, float32's minimum for masked ones."""
-    return np.where(key_mask, np.float32(0.0), _F32_MIN).astype(np.float32)
-
 def _residual_operand(res: np.ndarray | None) -> np.ndarray:
     """BiPFT's score / value residual for the attention kernels, or an empty array (none)."""
     return np.zeros((0, 0, 0, 0), np.float32) if res is None else np.ascontiguousarray(res, np.float32)
@@ -250,17 +247,43 @@ class BinaryAttention:
         linear's quantizer's bits of the layer input, B*L rows), their outputs binarized as they are
         produced; key_mask (B, L) bool; score_res (B, heads, L, L) and value_res (B, heads, L, d):
         BiPFT's residual terms, or None."""
+        return binary_attention(*inputs, q.params, k.params, v.params, batch, self.consts, key_add(key_mask),
+                                pack_bits(key_mask), _residual_operand(score_res), _residual_operand(value_res), threads)
+
+    @property
+    def consts(self) -> tuple:
+        """What `binary_attention` takes: (heads, scaling, map code, α_q α_k, β_q, β_k, β_v, α_p, β_p,
+        mask64's elastic rule of α_p (alpha, threshold, divide), α_p α_v)."""
         (aq, bq), (ak, bk), (av, bv) = self.q, self.k, self.v
         pa, pb = self.p
-        M, hidden = key_mask.size, q.weights.n
-        d, L = hidden // self.heads, M // batch
-        vrows = v.heads(inputs[2], bv, batch, self.heads, threads)
-        vt = heads_along_tokens(vrows, d, np.empty((batch, self.heads, (L + 63) // 64, d), np.uint64))
-        return attention_kernel(q.heads(inputs[0], bq, batch, self.heads, threads),
-                                k.heads(inputs[1], bk, batch, self.heads, threads, keys_major=True),
-                                vt, aq * ak, self.scaling, _key_add(key_mask), pack_bits(key_mask), self.code,
-                                np.float32(pa), np.float32(pb), *elastic_rule(pa), pa * av, _residual_operand(score_res),
-                                _residual_operand(value_res), np.empty((M, hidden), np.float32))
+        return (self.heads, self.scaling, self.code, aq * ak, np.float32(bq), np.float32(bk), np.float32(bv),
+                np.float32(pa), np.float32(pb), *elastic_rule(pa), pa * av)
+
+@njit(cache=True)
+def binary_heads(bits, linear, beta, batch, heads, keys_major, threads):
+    """A 1-bit linear's output bits (output − beta ≥ 0) for its packed input bits, packed per head:
+    (B, heads, L, ceil(d/64)) uint64, or keys-major (B, heads, ceil(d/64), L); attention's 1-bit
+    Q, K, V without their float rows. linear: `BinaryLinear.params`."""
+    panels, n, k, use_and, coef, bias, dot_thr, dot_flip = linear
+    dot = gemm_into(bits, _NO_ROWS, panels, k, np.empty((bits.shape[0], n), np.int32), use_and, threads)
+    L, d = dot.shape[0] // batch, n // heads
+    shape = (batch, heads, (d + 63) // 64, L) if keys_major else (batch, heads, L, (d + 63) // 64)
+    return affine_pack_heads(dot, coef, bias, beta, heads, keys_major, dot_thr, dot_flip, np.empty(shape, np.uint64),
+                             threads)
+
+@njit(cache=True)
+def binary_attention(q_in, k_in, v_in, q, k, v, batch, consts, key_add, key_bits, score_res, value_res, threads):
+    """BinaryAttention's context from the packed inputs of its Q, K, V linears (their `params`) and
+    its `consts`; key_add / key_bits: the key mask as `key_add` and packed bits (B, ceil(L/64))."""
+    heads, scaling, code, qk_coef, bq, bk, bv, pa, pb, rule_alpha, p_thr, p_divide, pv_coef = consts
+    M, hidden = q_in.shape[0], q[1]
+    d, L = hidden // heads, M // batch
+    vrows = binary_heads(v_in, v, bv, batch, heads, False, threads)
+    vt = heads_along_tokens(vrows, d, np.empty((batch, heads, (L + 63) // 64, d), np.uint64))
+    return attention_kernel(binary_heads(q_in, q, bq, batch, heads, False, threads),
+                            binary_heads(k_in, k, bk, batch, heads, True, threads), vt, qk_coef, scaling, key_add,
+                            key_bits, code, pa, pb, rule_alpha, p_thr, p_divide, pv_coef, score_res, value_res,
+                            np.empty((M, hidden), np.float32))
 
 @dataclass(frozen=True)
 class LevelsAttention:
@@ -294,7 +317,7 @@ class LevelsAttention:
             for t, quant, is_v in ((q, self.q, False), (k, self.k, False), (v, self.v, True)))
         kp = np.ascontiguousarray(kp.transpose(0, 1, 2, 4, 3))  # word-major: the score loop's keys contiguous
         return attention_levels_kernel(qp, qsum, kp, ksum, vp, np.int64(lo), self.q.alpha * self.k.alpha,
-                                       self.scaling, _key_add(key_mask), key_mask, self.code, np.float32(pa),
+                                       self.scaling, key_add(key_mask), key_mask, self.code, np.float32(pa),
                                        np.float32(pb), p_top, max(1, p_top.bit_length()), pa * self.v.alpha,
                                        _residual_operand(score_res), _residual_operand(value_res),
                                        np.empty((M, hidden), np.float32))

@@ -3,6 +3,8 @@
 `Encoder`; nothing is written into a half-built engine."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ...core.packed_schema import EmbeddingRecord, LayerRecord, LinearRecord, ModelSpec, QuantizerRecord
@@ -10,6 +12,7 @@ from ..kernels import PackedWeights, row_sums, unpack_bits
 from ..packing import PackedModel
 from .attention import BinaryAttention, attention_for
 from .errors import EngineError
+from .fused import binary_layer, layer_params
 from .layers import BinaryLinear, Embeddings, Encoder, FloatLinear, InputQuant, Layer, Linear, Residual
 from .rows import ACTIVATIONS
 from .thresholds import NONE, heads_thresholds, pack_thresholds
@@ -67,9 +70,11 @@ def layer(record: LayerRecord, spec: ModelSpec, where: str) -> Layer:
     q, k, v = linears["query"], linears["key"], linears["value"]
     attention, activation = attention_for(att, spec), ACTIVATIONS[spec.activation]
     _binarized_outputs(q, k, v, attention, linears["ffn_in"], linears["ffn_out"], activation, spec.heads)
-    return Layer(q, k, v, linears["attn_out"], linears["ffn_in"], linears["ffn_out"], attention,
-                 ln(record.ln_attn), ln(record.ln_ffn), residual, activation, np.float32(spec.eps),
-                 qkv_one_input=q.quant.same_bits(k.quant) and q.quant.same_bits(v.quant))
+    steps = Layer(q, k, v, linears["attn_out"], linears["ffn_in"], linears["ffn_out"], attention,
+                  ln(record.ln_attn), ln(record.ln_ffn), residual, activation, np.float32(spec.eps),
+                  qkv_one_input=q.quant.same_bits(k.quant) and q.quant.same_bits(v.quant))
+    params = layer_params(steps)
+    return steps if params is None else dataclasses.replace(steps, compiled=binary_layer, compiled_params=params)
 
 
 def _binarized_outputs(q: BinaryLinear, k: BinaryLinear, v: BinaryLinear, attention, ffn_in: BinaryLinear,

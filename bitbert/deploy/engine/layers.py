@@ -11,8 +11,8 @@ import numpy as np
 from ...core.config import levels
 from ...core.packed_schema import ModelSpec, QuantizerRecord
 from ..kernels import (PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, bitserial_gemm,
-                       elastic_rule, quantize_pack_planes, xnor_gemm)
-from .rows import NO_ACT, affine, affine_pack, affine_pack_heads, affine_residual_layernorm, embed
+                       elastic_rule, pack_bits, quantize_pack_planes, xnor_gemm)
+from .rows import NO_ACT, affine, affine_pack, affine_residual_layernorm, embed, key_add
 from .thresholds import NONE, DotThresholds
 
 
@@ -113,17 +113,12 @@ class BinaryLinear:
         bits = following.quant.pack_affine(self.dot(x, threads), self.coef, self.bias, act, threads, self.by_dot)
         return following.gemm(bits, threads)
 
-    def heads(self, bits: np.ndarray, beta: float, batch: int, heads: int, threads: int,
-              keys_major: bool = False) -> np.ndarray:
-        """The output's bits (output − beta ≥ 0) for input bits packed by ``quant``, packed per head:
-        (B, heads, L, ceil(d/64)) uint64, or keys-major (B, heads, ceil(d/64), L); attention's 1-bit
-        Q, K, V without their float rows."""
-        dot = self.gemm(bits, threads)
-        L, d = dot.shape[0] // batch, self.weights.n // heads
-        assert heads * d == self.weights.n and batch * L == dot.shape[0]  # the validated spec's head_dim, whole rows
-        shape = (batch, heads, (d + 63) // 64, L) if keys_major else (batch, heads, L, (d + 63) // 64)
-        return affine_pack_heads(dot, self.coef, self.bias, np.float32(beta), heads, keys_major, self.by_dot.thr,
-                                 self.by_dot.flip, np.empty(shape, np.uint64), threads)
+    @property
+    def params(self) -> tuple:
+        """What the compiled 1-bit paths (`attention.binary_heads`, `fused.binary_layer`) take of a
+        linear with 1-bit input: (panels, N, K, use_and, coef, bias, dot thresholds, flips)."""
+        return (self.weights.panels, self.weights.n, self.weights.k, not self.quant.signed, self.coef, self.bias,
+                self.by_dot.thr, self.by_dot.flip)
 
 
 class FloatLinear:
@@ -183,8 +178,14 @@ class Layer:
     activation: int
     eps: np.float32
     qkv_one_input: bool = False  # Q, K and V quantize their input alike: it is packed once
+    # An all-1-bit layer runs as one compiled call, compiled(x, batch, key_add, key_bits, threads,
+    # compiled_params) (`bitbert.deploy.engine.fused`, set by the builder); None: the steps below.
+    compiled: Callable | None = None
+    compiled_params: tuple = ()
 
     def __call__(self, x: np.ndarray, batch: int, key_mask: np.ndarray, threads: int) -> np.ndarray:
+        if self.compiled is not None:
+            return self.compiled(x, batch, key_add(key_mask), pack_bits(key_mask), threads, self.compiled_params)
         sres = vres = None
         if self.residual is not None:
             sres, vres = self.residual.terms(x, batch)

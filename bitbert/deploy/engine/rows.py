@@ -12,6 +12,13 @@ from .floatmath import LN_ROWS, gelu, gelu16, layernorm_rows, ln_scratch, row_ra
 from .lanes import affine16, dot_mask64
 
 NO_ACT, RELU, GELU = -1, 0, 1
+_F32_MIN = np.finfo(np.float32).min
+
+
+def key_add(key_mask: np.ndarray) -> np.ndarray:
+    """Attention's additive key mask (B, L): 0 for kept keys, float32's minimum for masked ones."""
+    return np.where(key_mask, np.float32(0.0), _F32_MIN).astype(np.float32)
+
 ACTIVATIONS = {"relu": RELU, "gelu": GELU}  # the FFN activations the engine runs, by config name
 
 @njit(cache=True, parallel=True)
