@@ -23,12 +23,13 @@ def _rule(linear: BinaryLinear) -> tuple:
 def layer_params(layer: Layer) -> tuple | None:
     """`binary_layer`'s parameters for ``layer``, or None when it is not all 1-bit."""
     linears = (layer.q, layer.k, layer.v, layer.out, layer.ffn_in, layer.ffn_out)
-    if (not isinstance(layer.attention, BinaryAttention) or layer.residual is not None or not layer.qkv_one_input
+    if (not isinstance(layer.attention, BinaryAttention) or layer.residual is not None
             or any(not isinstance(lin, BinaryLinear) or lin.quant.bits != 1 for lin in linears)):
         return None
     q, k, v, out, ffn_in, ffn_out = linears
-    return (_rule(q), q.params, k.params, v.params, layer.attention.consts, _rule(out), out.params, layer.ln_attn,
-            _rule(ffn_in), ffn_in.params, layer.activation, _rule(ffn_out), ffn_out.params, layer.ln_ffn, layer.eps)
+    return (layer.qkv_one_input, _rule(q), _rule(k), _rule(v), q.params, k.params, v.params, layer.attention.consts,
+            _rule(out), out.params, layer.ln_attn, _rule(ffn_in), ffn_in.params, layer.activation, _rule(ffn_out),
+            ffn_out.params, layer.ln_ffn, layer.eps)
 
 
 @njit(inline="always")
@@ -47,10 +48,11 @@ def _dot(bits, linear, threads):
 def binary_layer(x, batch, key_add, key_bits, threads, params):
     """`Layer.__call__` for an all-1-bit layer (`layer_params`): attention, + residual, LayerNorm, FFN
     (its hidden layer binarized as it is produced), + residual, LayerNorm."""
-    (q_rule, q, k, v, consts, out_rule, out, ln_attn, ffn_rule, ffn_in, act, mid_rule, ffn_out, ln_ffn,
-     eps) = params
-    bits = _pack(x, q_rule, threads)
-    ctx = binary_attention(bits, bits, bits, q, k, v, batch, consts, key_add, key_bits, _NO_RESIDUAL, _NO_RESIDUAL,
+    (one_input, q_rule, k_rule, v_rule, q, k, v, consts, out_rule, out, ln_attn, ffn_rule, ffn_in, act, mid_rule,
+     ffn_out, ln_ffn, eps) = params
+    q_in = _pack(x, q_rule, threads)
+    k_in, v_in = (q_in, q_in) if one_input else (_pack(x, k_rule, threads), _pack(x, v_rule, threads))
+    ctx = binary_attention(q_in, k_in, v_in, q, k, v, batch, consts, key_add, key_bits, _NO_RESIDUAL, _NO_RESIDUAL,
                            threads)
     x = affine_residual_layernorm(_dot(_pack(ctx, out_rule, threads), out, threads), out[4], out[5], x, ln_attn[0],
                                   ln_attn[1], eps, np.empty(x.shape, np.float32), threads)
