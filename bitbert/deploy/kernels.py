@@ -679,12 +679,21 @@ def bitserial_gemm(planes: np.ndarray, w: PackedWeights, offset: int, wsum: np.n
     """Multi-bit x ±1 GEMM: out[m, n] = Σ_k (o[m, k] + offset) w[n, k], with o given as its bit
     planes (b, M, ceil(K/64)) (`pack_planes`) and wsum = `row_sums` of w: Σ_p 2^p and_gemm(plane_p, w)
     + offset · wsum. Exact in int32 for b ≤ 8 and K < 2^22."""
-    out = and_gemm(planes[0], w, w.k, threads=threads)
-    part = np.empty_like(out)
-    for p in range(1, planes.shape[0]):
-        out += and_gemm(planes[p], w, w.k, part, threads) << p
-    if offset:
-        out += np.int32(offset) * wsum
+    b, M = planes.shape[0], planes.shape[1]
+    # every plane in one GEMM (the planes are rows of one (b·M, Kw) operand), combined in one pass
+    parts = and_gemm(np.ascontiguousarray(planes).reshape(b * M, -1), w, w.k, threads=threads).reshape(b, M, w.n)
+    return _combine_planes(parts, np.int32(offset), np.ascontiguousarray(wsum, np.int32), np.empty((M, w.n), np.int32))
+
+
+@njit(cache=True)
+def _combine_planes(parts, offset, wsum, out):
+    """out[m, n] = Σ_p parts[p, m, n] · 2^p + offset · wsum[n] (the bit-serial dot from its planes')."""
+    for m in range(out.shape[0]):
+        for n in range(out.shape[1]):
+            out[m, n] = offset * wsum[n]
+        for p in range(parts.shape[0]):
+            for n in range(out.shape[1]):
+                out[m, n] += parts[p, m, n] << p
     return out
 
 
