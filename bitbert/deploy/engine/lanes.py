@@ -74,36 +74,69 @@ def gather16(typingctx, row, table, idx, n):
         entries = cgutils.unpack_tuple(builder, ta.shape, 1)[0]
         f, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
         f16, i16 = ir.VectorType(f, 16), ir.VectorType(i32, 16)
-        with cgutils.for_range(builder, _blocks16(builder, n_v)) as loop:
-            off = builder.mul(loop.index, ir.Constant(n_v.type, 16))
-            ix = builder.load(_vec_ptr(builder, ia.data, off, i16), align=4)
-            if _has_avx512(context):
-                permute = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16, i16, f16]),
-                                                         "llvm.x86.avx512.vpermi2var.ps.512")
-                got = cgutils.alloca_once_value(builder, ir.Constant(f16, None))
-                part = builder.ashr(ix, _splat(builder, ir.Constant(i32, 5), 16))
-                pairs = builder.sdiv(entries, ir.Constant(entries.type, 32))
-                with cgutils.for_range(builder, pairs) as pair:
-                    base = builder.mul(pair.index, ir.Constant(entries.type, 32))
-                    lo = builder.load(_vec_ptr(builder, ta.data, base, f16), align=4)
-                    hi = builder.load(_vec_ptr(builder, ta.data, builder.add(base, ir.Constant(entries.type, 16)), f16),
-                                      align=4)
-                    here = builder.icmp_signed("==", part, _splat(builder, builder.trunc(pair.index, i32), 16))
-                    builder.store(builder.select(here, builder.call(permute, [lo, ix, hi]), builder.load(got)), got)
-                builder.store(builder.load(got), _vec_ptr(builder, ra.data, off, f16), align=4)
-            else:
-                p16 = ir.VectorType(f.as_pointer(), 16)
-                gather = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(f16, [p16, i32, ir.VectorType(ir.IntType(1), 16), f16]),
-                    "llvm.masked.gather.v16f32.v16p0f32")
-                every = ir.Constant(ir.VectorType(ir.IntType(1), 16), [1] * 16)
-                base = _splat(builder, builder.ptrtoint(ta.data, i64), 16)
+        table = lambda at: builder.load(_vec_ptr(builder, ta.data, at, f16), align=4)  # noqa: E731
+
+        def blocks(lookup):  # row[0, 16b : 16b + 16] = lookup(idx[16b : 16b + 16]) for each block b
+            with cgutils.for_range(builder, _blocks16(builder, n_v)) as loop:
+                off = builder.mul(loop.index, ir.Constant(n_v.type, 16))
+                ix = builder.load(_vec_ptr(builder, ia.data, off, i16), align=4)
+                builder.store(lookup(ix), _vec_ptr(builder, ra.data, off, f16), align=4)
+
+        if not _has_avx512(context):
+            p16 = ir.VectorType(f.as_pointer(), 16)
+            gather = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(f16, [p16, i32, ir.VectorType(ir.IntType(1), 16), f16]),
+                "llvm.masked.gather.v16f32.v16p0f32")
+            every = ir.Constant(ir.VectorType(ir.IntType(1), 16), [1] * 16)
+            base = _splat(builder, builder.ptrtoint(ta.data, i64), 16)
+
+            def by_gather(ix):
                 offs = builder.shl(builder.sext(ix, ir.VectorType(i64, 16)), _splat(builder, ir.Constant(i64, 2), 16))
-                got = builder.call(gather, [builder.inttoptr(builder.add(base, offs), p16), ir.Constant(i32, 4), every,
-                                            ir.Constant(f16, None)])
-                builder.store(got, _vec_ptr(builder, ra.data, off, f16), align=4)
+                return builder.call(gather, [builder.inttoptr(builder.add(base, offs), p16), ir.Constant(i32, 4), every,
+                                             ir.Constant(f16, None)])
+
+            blocks(by_gather)
+            return
+        permute = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16, i16, f16]),
+                                                 "llvm.x86.avx512.vpermi2var.ps.512")
+        pairs = builder.sdiv(entries, ir.Constant(entries.type, 32))
+
+        def by_pairs(ix, halves):  # halves: each pair's two 16-entry vectors
+            part = builder.ashr(ix, _splat(builder, ir.Constant(i32, 5), 16))
+            got = builder.call(permute, [halves[0][0], ix, halves[0][1]])
+            for p, (lo, hi) in enumerate(halves[1:], 1):
+                here = builder.icmp_signed("==", part, _splat(builder, ir.Constant(i32, p), 16))
+                got = builder.select(here, builder.call(permute, [lo, ix, hi]), got)
+            return got
+
+        # Tables of up to _PAIRS_IN_REGISTERS pairs: loaded once, the block loop unrolled over them.
+        done = builder.append_basic_block("gather16.done")
+        for count in range(1, _PAIRS_IN_REGISTERS + 1):
+            with builder.if_then(builder.icmp_signed("==", pairs, ir.Constant(pairs.type, count))):
+                halves = [(table(ir.Constant(entries.type, 32 * p)), table(ir.Constant(entries.type, 32 * p + 16)))
+                          for p in range(count)]
+                blocks(lambda ix: by_pairs(ix, halves))
+                builder.branch(done)
+        got = cgutils.alloca_once(builder, f16)
+
+        def by_pair_loop(ix):  # larger tables: one pair at a time from memory
+            builder.store(ir.Constant(f16, None), got)
+            part = builder.ashr(ix, _splat(builder, ir.Constant(i32, 5), 16))
+            with cgutils.for_range(builder, pairs) as pair:
+                at = builder.mul(pair.index, ir.Constant(entries.type, 32))
+                here = builder.icmp_signed("==", part, _splat(builder, builder.trunc(pair.index, i32), 16))
+                found = builder.call(permute, [table(at), ix, table(builder.add(at, ir.Constant(entries.type, 16)))])
+                builder.store(builder.select(here, found, builder.load(got)), got)
+            return builder.load(got)
+
+        blocks(by_pair_loop)
+        builder.branch(done)
+        builder.position_at_end(done)
 
     return sig, codegen
+
+
+_PAIRS_IN_REGISTERS = 4  # up to 128 entries (d up to 126): 8 zmm registers
 
 
 @intrinsic
