@@ -35,13 +35,16 @@ def embed(ids, pos_ids, type_ids, word_bits, word_scale, word_fp, pos, types_, g
             rows = min(LN_ROWS, hi - m0)
             for m in range(m0, m0 + rows):
                 r = ids[m]
-                for k in range(H):
-                    if binary:
-                        bit = (word_bits[r, k >> 6] >> np.uint64(k & 63)) & np.uint64(1)
-                        w = word_scale[r] if bit else -word_scale[r]
-                    else:
-                        w = word_fp[r, k]
-                    out[m, k] = (w + types_[type_ids[m], k]) + pos[pos_ids[m], k]
+                if binary:  # word by word, so the 64 bits' loop vectorises (variable shifts)
+                    scale = word_scale[r]
+                    for q in range(word_bits.shape[1]):
+                        word = word_bits[r, q]
+                        for t in range(min(64, H - 64 * q)):
+                            w = scale if (word >> np.uint64(t)) & np.uint64(1) else -scale
+                            out[m, 64 * q + t] = (w + types_[type_ids[m], 64 * q + t]) + pos[pos_ids[m], 64 * q + t]
+                else:
+                    for k in range(H):
+                        out[m, k] = (word_fp[r, k] + types_[type_ids[m], k]) + pos[pos_ids[m], k]
             layernorm_rows(out, m0, rows, gamma, beta, eps, scratch, counts, stats)
     return out
 
