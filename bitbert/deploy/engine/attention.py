@@ -15,12 +15,12 @@ import numpy as np
 from numba import njit, prange
 
 from ...core.packed_schema import AttentionRecord, ModelSpec
-from ..kernels import (_NO_ROWS, elastic_rule, gemm_into, heads_along_tokens, mask64, pack_bits, plane_mask64,
+from ..kernels import (_NO_ROWS, elastic_rule, gemm_into, heads_along_tokens, mask64, plane_mask64,
                        popcount64, quantize_pack_heads)
 from .errors import EngineError
 from .floatmath import _exp_shifted16, normalize_inplace, softmax_inplace
 from .lanes import clamp_index16, gather16
-from .rows import affine_pack_heads, key_add
+from .rows import KeyMask, affine_pack_heads
 from .layers import BinaryLinear, InputQuant
 
 ELASTIC, BOOL, SIGN = 0, 1, 2
@@ -241,14 +241,14 @@ class BinaryAttention:
     p: tuple[float, float] = (1.0, 0.0)  # (α_p, β_p) of BiT's map binarizer
 
     def __call__(self, q: BinaryLinear, k: BinaryLinear, v: BinaryLinear, inputs: tuple[np.ndarray, ...], batch: int,
-                 key_mask: np.ndarray, threads: int, score_res: np.ndarray | None = None,
+                 keys: KeyMask, threads: int, score_res: np.ndarray | None = None,
                  value_res: np.ndarray | None = None) -> np.ndarray:
         """The context (B*L, heads*d) float32 of the Q, K, V linears on their packed inputs (each
         linear's quantizer's bits of the layer input, B*L rows), their outputs binarized as they are
-        produced; key_mask (B, L) bool; score_res (B, heads, L, L) and value_res (B, heads, L, d):
-        BiPFT's residual terms, or None."""
-        return binary_attention(*inputs, q.params, k.params, v.params, batch, self.consts, key_add(key_mask),
-                                pack_bits(key_mask), _residual_operand(score_res), _residual_operand(value_res), threads)
+        produced; score_res (B, heads, L, L) and value_res (B, heads, L, d): BiPFT's residual terms,
+        or None."""
+        return binary_attention(*inputs, q.params, k.params, v.params, batch, self.consts, keys.add, keys.bits,
+                                _residual_operand(score_res), _residual_operand(value_res), threads)
 
     @property
     def consts(self) -> tuple:
@@ -304,7 +304,7 @@ class LevelsAttention:
     p: tuple[float, float, int] = (1.0, 0.0, 1)  # (α_p, β_p, top level) of the map
 
     def __call__(self, q_linear: BinaryLinear, k_linear: BinaryLinear, v_linear: BinaryLinear,
-                 inputs: tuple[np.ndarray, ...], batch: int, key_mask: np.ndarray, threads: int,
+                 inputs: tuple[np.ndarray, ...], batch: int, keys: KeyMask, threads: int,
                  score_res: np.ndarray | None = None, value_res: np.ndarray | None = None) -> np.ndarray:
         """As `BinaryAttention.__call__` (Q, K, V leave their linears as floats: multi-bit levels)."""
         q, k, v = (lin.of_bits(bits, threads) for lin, bits in zip((q_linear, k_linear, v_linear), inputs))
@@ -317,7 +317,7 @@ class LevelsAttention:
             for t, quant, is_v in ((q, self.q, False), (k, self.k, False), (v, self.v, True)))
         kp = np.ascontiguousarray(kp.transpose(0, 1, 2, 4, 3))  # word-major: the score loop's keys contiguous
         return attention_levels_kernel(qp, qsum, kp, ksum, vp, np.int64(lo), self.q.alpha * self.k.alpha,
-                                       self.scaling, key_add(key_mask), key_mask, self.code, np.float32(pa),
+                                       self.scaling, keys.add, keys.keep, self.code, np.float32(pa),
                                        np.float32(pb), p_top, max(1, p_top.bit_length()), pa * self.v.alpha,
                                        _residual_operand(score_res), _residual_operand(value_res),
                                        np.empty((M, hidden), np.float32))

@@ -11,8 +11,8 @@ import numpy as np
 from ...core.config import levels
 from ...core.packed_schema import ModelSpec, QuantizerRecord
 from ..kernels import (PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, bitserial_gemm,
-                       elastic_rule, pack_bits, quantize_pack_planes, xnor_gemm)
-from .rows import NO_ACT, affine, affine_pack, affine_residual_layernorm, embed, key_add
+                       elastic_rule, quantize_pack_planes, xnor_gemm)
+from .rows import NO_ACT, KeyMask, affine, affine_pack, affine_residual_layernorm, embed
 from .thresholds import NONE, DotThresholds
 
 
@@ -155,7 +155,7 @@ class Residual:
         return scores.astype(np.float32), split(values, values.shape[1] // self.heads).astype(np.float32)
 
 
-# attention(q_linear, k_linear, v_linear, their packed inputs, batch, key_mask, threads, score_res, value_res)
+# attention(q_linear, k_linear, v_linear, their packed inputs, batch, keys (KeyMask), threads, score_res, value_res)
 # -> context: a kernel
 # chosen at build time, which also chooses how Q, K and V leave their linears (bits or floats)
 AttentionFn = Callable[..., np.ndarray]
@@ -183,16 +183,16 @@ class Layer:
     compiled: Callable | None = None
     compiled_params: tuple = ()
 
-    def __call__(self, x: np.ndarray, batch: int, key_mask: np.ndarray, threads: int) -> np.ndarray:
+    def __call__(self, x: np.ndarray, batch: int, keys: KeyMask, threads: int) -> np.ndarray:
         if self.compiled is not None:
-            return self.compiled(x, batch, key_add(key_mask), pack_bits(key_mask), threads, self.compiled_params)
+            return self.compiled(x, batch, keys.add, keys.bits, threads, self.compiled_params)
         sres = vres = None
         if self.residual is not None:
             sres, vres = self.residual.terms(x, batch)
         q_in = self.q.quant.pack(x, threads)
         k_in, v_in = (q_in, q_in) if self.qkv_one_input else (self.k.quant.pack(x, threads),
                                                               self.v.quant.pack(x, threads))
-        ctx = self.attention(self.q, self.k, self.v, (q_in, k_in, v_in), batch, key_mask, threads, sres, vres)
+        ctx = self.attention(self.q, self.k, self.v, (q_in, k_in, v_in), batch, keys, threads, sres, vres)
         x = self._add_norm(self.out, self.out.dot(ctx, threads), x, self.ln_attn, threads)
         hidden = self.ffn_in.into(x, self.activation, self.ffn_out, threads)
         return self._add_norm(self.ffn_out, hidden, x, self.ln_ffn, threads)
@@ -249,7 +249,8 @@ class Encoder:
         """(B, num_labels) logits for validated ids (B, L) int64, mask (B, L) bool, token types."""
         B, L = ids.shape
         x = self.embeddings(ids, self.positions(ids), types_, self.spec.hidden, threads)
+        keys = KeyMask.of(mask)
         for layer in self.layers:
-            x = layer(x, B, mask, threads)
+            x = layer(x, B, keys, threads)
         cls = np.ascontiguousarray(x.reshape(B, L, -1)[:, 0])
         return self.head_out(np.tanh(self.head_dense(cls, threads)), threads).astype(np.float32)

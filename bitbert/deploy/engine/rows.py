@@ -4,10 +4,12 @@ only needs the output's bits (the next linear's input, attention's Q, K, V), the
 while it is in L1 and never written out as floats."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit, prange
 
-from ..kernels import _pack_rows, mask64
+from ..kernels import _pack_rows, mask64, pack_bits
 from .floatmath import LN_ROWS, gelu, gelu16, layernorm_rows, ln_scratch, row_range
 from .lanes import affine16, dot_mask64
 
@@ -18,6 +20,20 @@ _F32_MIN = np.finfo(np.float32).min
 def key_add(key_mask: np.ndarray) -> np.ndarray:
     """Attention's additive key mask (B, L): 0 for kept keys, float32's minimum for masked ones."""
     return np.where(key_mask, np.float32(0.0), _F32_MIN).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class KeyMask:
+    """A forward's key mask in the forms the attention kernels take, made once for all layers:
+    keep (B, L) bool, add (`key_add`), bits (packed along the keys, (B, ceil(L/64)) uint64)."""
+
+    keep: np.ndarray
+    add: np.ndarray
+    bits: np.ndarray
+
+    @classmethod
+    def of(cls, keep: np.ndarray) -> "KeyMask":
+        return cls(keep, key_add(keep), pack_bits(keep))
 
 ACTIVATIONS = {"relu": RELU, "gelu": GELU}  # the FFN activations the engine runs, by config name
 
