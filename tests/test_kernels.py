@@ -95,7 +95,7 @@ def test_prepacked_weights_give_the_same_gemms(M, N, K, threads):
     rng = np.random.default_rng(M + N + K)
     a, w = pack_bits(random_bits(rng, M, K)), pack_bits(random_bits(rng, N, K))
     packed = prepack(w, K)
-    assert packed.n == N and packed.k == K and packed.panels.shape[1:] == ((K + 63) // 64, 16)
+    assert packed.n == N and packed.k == K and packed.panels.shape[1:] == (2 * ((K + 63) // 64), 32)
     np.testing.assert_array_equal(xnor_gemm(a, packed, K), xnor_gemm(a, w, K))
     np.testing.assert_array_equal(and_gemm(a, packed, K), and_gemm(a, w, K))
     with pytest.raises(ValueError, match="packed for K"):

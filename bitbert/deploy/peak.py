@@ -19,7 +19,7 @@ from bitbert.deploy.kernels import _MR, _NB, _tile, pack_bits, prepack, xnor_gem
 
 __all__ = ["measure_popcount_peak", "gemm_efficiency", "cpu_name"]
 
-_WORDS = 64  # words per row: the tile's operands, (_MR + _NB) x 64 words, 10 KiB per thread, stay in L1
+_WORDS = 64  # words per row: the tile's operands, (_MR + _NB) x 64 words, 18 KiB per thread, stay in L1
 
 
 @njit(cache=True, nogil=True)
@@ -56,7 +56,7 @@ def measure_popcount_peak(seconds: float = 1.0, threads: int = 1) -> dict:
         raise ValueError("threads must be >= 1")
     rng = np.random.default_rng(0)
     words = lambda *shape: rng.integers(0, 2**63, size=shape, dtype=np.int64).view(np.uint64)  # noqa: E731
-    data = [(words(_MR, _WORDS), words(_WORDS, _NB)) for _ in range(threads)]
+    data = [(words(_MR, _WORDS), words(_WORDS, _NB).view(np.uint32).reshape(2 * _WORDS, _NB)) for _ in range(threads)]
 
     with ThreadPoolExecutor(threads) as pool:
 
