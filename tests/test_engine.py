@@ -125,7 +125,8 @@ def test_trailing_padding_costs_nothing_and_changes_nothing(tmp_path):
     mask[:, 17:] = 0  # the longest sequence ends at 17
     padded_ids = np.concatenate([ids, np.zeros((4, 44), ids.dtype)], axis=1)
     padded_mask = np.concatenate([mask, np.zeros((4, 44), mask.dtype)], axis=1)
-    assert _trailing_padding_dropped(padded_ids, padded_mask.astype(bool), np.zeros_like(padded_ids))[0].shape == (4, 17)
+    trimmed = _trailing_padding_dropped(padded_ids, padded_mask.astype(bool), np.zeros_like(padded_ids))
+    assert trimmed[0].shape == (4, 17)
     np.testing.assert_array_equal(engine.logits(padded_ids, padded_mask).view(np.int32),
                                   engine.logits(ids[:, :17], mask[:, :17]).view(np.int32))
 

@@ -43,7 +43,8 @@ def clamp_index16(typingctx, idx, add, n, cap):
             builder.store(builder.select(builder.icmp_signed("<", c, old), c, old), lo)
             kept, old = builder.select(below, c, zero), builder.load(hi)
             builder.store(builder.select(builder.icmp_signed(">", kept, old), kept, old), hi)
-        fn = lambda name: cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [v16]), name)  # noqa: E731
+        reduce = ir.FunctionType(i32, [v16])
+        fn = lambda name: cgutils.get_or_insert_function(builder.module, reduce, name)  # noqa: E731
         return context.make_tuple(builder, sig.return_type,
                                   [builder.call(fn("llvm.vector.reduce.smin.v16i32"), [builder.load(lo)]),
                                    builder.call(fn("llvm.vector.reduce.smax.v16i32"), [builder.load(hi)])])
