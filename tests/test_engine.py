@@ -102,6 +102,35 @@ def test_engine_matches_pytorch(name, tmp_path):
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("name", ["bit", "bibert", "baseline"])
+def test_compiled_layers_give_the_steps_bits(name, tmp_path):
+    """All-1-bit layers run as one compiled call (engine.fused); step by step they give the same bits."""
+    import dataclasses
+
+    engine = bitbert.load_packed(bitbert.export(MODELS[name](), tmp_path / "m.bitbert"), threads=1)
+    ids, mask = random_batch(5, 24, 200, 4)
+    compiled = engine.logits(ids.numpy(), mask.numpy())
+    layers = engine.model.layers
+    assert all(layer.compiled is not None for layer in layers)
+    object.__setattr__(engine.model, "layers", tuple(dataclasses.replace(la, compiled=None) for la in layers))
+    np.testing.assert_array_equal(engine.logits(ids.numpy(), mask.numpy()).view(np.int32), compiled.view(np.int32))
+
+
+def test_trailing_padding_costs_nothing_and_changes_nothing(tmp_path):
+    """A batch padded past its longest sequence runs at that sequence's length, with the same logits."""
+    from bitbert.deploy.engine.packed_engine import _trailing_padding_dropped
+
+    engine = bitbert.load_packed(bitbert.export(MODELS["bit"](), tmp_path / "m.bitbert"), threads=1)
+    ids, mask = (t.numpy() for t in random_batch(4, 20, 200, 5))
+    mask[:, 17:] = 0  # the longest sequence ends at 17
+    padded_ids = np.concatenate([ids, np.zeros((4, 44), ids.dtype)], axis=1)
+    padded_mask = np.concatenate([mask, np.zeros((4, 44), mask.dtype)], axis=1)
+    trimmed = _trailing_padding_dropped(padded_ids, padded_mask.astype(bool), np.zeros_like(padded_ids))
+    assert trimmed[0].shape == (4, 17)
+    np.testing.assert_array_equal(engine.logits(padded_ids, padded_mask).view(np.int32),
+                                  engine.logits(ids[:, :17], mask[:, :17]).view(np.int32))
+
+
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
 def test_threads_do_not_change_results(tmp_path):
     path = bitbert.export(binary_model("bit"), tmp_path / "m.bitbert")

@@ -7,7 +7,7 @@ from numba import njit
 
 import math
 
-from bitbert.deploy.engine.floatmath import expf, fma32, gelu
+from bitbert.deploy.engine.floatmath import expf, fma32, gelu, gelu16
 from bitbert.deploy.engine.rows import GELU, NO_ACT, RELU, affine
 
 
@@ -46,6 +46,20 @@ def test_vectorised_gelu_is_the_scalar_one_bit_for_bit():
     np.testing.assert_array_equal(got.view(np.int32), ref.view(np.int32))
 
 
+@njit(cache=True)
+def _gelu_lanes(x):
+    out = x.copy()
+    for i in range(gelu16(out), out.shape[0]):
+        out[i] = gelu(out[i])
+    return out
+
+
+def test_16_lane_gelu_is_the_scalar_one_bit_for_bit():
+    x = _gelu_inputs()
+    got, ref = _gelu_lanes(x), _gelu_scalar(x, np.empty_like(x))
+    np.testing.assert_array_equal(got.view(np.int32), ref.view(np.int32))
+
+
 def test_gelu_is_pytorchs_within_ulps():
     x = _gelu_inputs()
     ref = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
@@ -72,16 +86,46 @@ def test_affine_matches_reference(act, shape):
     np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("n", [64, 100, 384, 1000])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_residual_layernorm_is_pytorchs_bit_for_bit(n, threads):
+    """LayerNorm rows, several at a time (floatmath.LN_ROWS; 33 rows leave a partial group), give
+    torch's layer_norm bits."""
+    import numba
+
+    from bitbert.deploy.engine.rows import affine_residual_layernorm
+
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((33, n)) * 3 + 1).astype(np.float32)
+    gamma, beta = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
+    ref = torch.nn.functional.layer_norm(torch.from_numpy(x), (n,), torch.from_numpy(gamma), torch.from_numpy(beta),
+                                         1e-12).numpy()
+    zeros = np.zeros(n)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        got = affine_residual_layernorm(np.zeros(x.shape, np.int32), zeros, zeros.astype(np.float32), x, gamma, beta,
+                                        np.float32(1e-12), np.empty_like(x), threads)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(got.view(np.int32), ref.view(np.int32))
+
+
 # ----------------------------------------------------------------------------- fused epilogue + pack
 
 from bitbert.deploy.engine.rows import affine_pack, affine_pack_heads  # noqa: E402
+from bitbert.deploy.engine.thresholds import NONE, heads_thresholds, pack_thresholds  # noqa: E402
 from bitbert.deploy.kernels import (binarize_pack_elastic, binarize_pack_signed, heads_along_tokens, pack_heads,  # noqa: E402
                              pack_heads_transposed, transpose64)
 
 
 def _dot(rng, m, n):
-    return (rng.integers(-300, 300, (m, n)).astype(np.int32), rng.uniform(0.001, 0.02, n),
+    """Dots in [-_K, _K] and coefficients of both signs."""
+    return (rng.integers(-_K, _K + 1, (m, n)).astype(np.int32), rng.uniform(0.001, 0.02, n) * rng.choice([-1, 1], n),
             rng.standard_normal(n).astype(np.float32) * 0.3)
+
+
+_K = 300
 
 
 @pytest.mark.parametrize("act", [NO_ACT, RELU, GELU])
@@ -95,10 +139,16 @@ def test_affine_pack_is_affine_then_pack(act, elastic, m, n, threads):
     beta = rng.standard_normal(n).astype(np.float32) * 0.1
     alpha = np.float32(0.7)
     ref = binarize_pack_elastic(y, beta, alpha) if elastic else binarize_pack_signed(y, beta)
+    rule = (beta, alpha if elastic else np.float32(1.0), np.float32(0.5 if elastic else 0.0), elastic)
     out = np.full(ref.shape, 0xFFFF, np.uint64)  # padding bits must be written as 0
-    got = affine_pack(dot, coef, bias, act, beta, alpha if elastic else np.float32(1.0),
-                      np.float32(0.5 if elastic else 0.0), elastic, out, threads)
+    got = affine_pack(dot, coef, bias, act, *rule, NONE.thr, NONE.flip, out, threads)
     np.testing.assert_array_equal(got, ref)
+    by_dot = pack_thresholds(coef, bias, act, rule, _K)  # the same bits by integer compares on the dot
+    assert by_dot is not None or act == GELU  # only GELU's dip below 0 can make a channel not monotone
+    if by_dot is not None:
+        out[:] = 0xFFFF
+        np.testing.assert_array_equal(affine_pack(dot, coef, bias, act, *rule, by_dot.thr, by_dot.flip, out, threads),
+                                      ref)
 
 
 @pytest.mark.parametrize("batch, length, heads, d", [(1, 1, 1, 1), (1, 128, 12, 64), (2, 7, 3, 32), (3, 70, 2, 100),
@@ -110,11 +160,15 @@ def test_affine_pack_heads_is_affine_then_pack_heads(batch, length, heads, d, th
     y = affine(dot, coef, bias, NO_ACT, np.empty(dot.shape, np.float32))
     beta = np.float32(0.05)
     rows = pack_heads(y, beta, batch, heads)
-    got = affine_pack_heads(dot, coef, bias, beta, heads, False, np.full(rows.shape, 7, np.uint64), threads)
-    np.testing.assert_array_equal(got, rows)
-    keys = np.full(rows.transpose(0, 1, 3, 2).shape, 7, np.uint64)
-    np.testing.assert_array_equal(affine_pack_heads(dot, coef, bias, beta, heads, True, keys, threads),
-                                  rows.transpose(0, 1, 3, 2))
+    by_dot = heads_thresholds(coef, bias, beta, heads, _K)
+    assert by_dot is not None  # affine then a compare: monotone in the dot
+    for rule in (NONE, by_dot):  # the float epilogue, and the same bits by integer compares on the dot
+        got = affine_pack_heads(dot, coef, bias, beta, heads, False, rule.thr, rule.flip,
+                                np.full(rows.shape, 7, np.uint64), threads)
+        np.testing.assert_array_equal(got, rows)
+        keys = np.full(rows.transpose(0, 1, 3, 2).shape, 7, np.uint64)
+        np.testing.assert_array_equal(affine_pack_heads(dot, coef, bias, beta, heads, True, rule.thr, rule.flip, keys,
+                                                        threads), rows.transpose(0, 1, 3, 2))
     # V: the same bits re-packed along the tokens
     along = heads_along_tokens(rows, d, np.full((batch, heads, (length + 63) // 64, d), 7, np.uint64))
     np.testing.assert_array_equal(along, pack_heads_transposed(y, beta, batch, heads))
@@ -137,7 +191,8 @@ def test_transpose64_is_the_bit_transpose():
 
 # ----------------------------------------------------------------------------- attention
 
-from bitbert.deploy.engine.attention import BOOL, ELASTIC, SIGN, _key_add, attention_kernel  # noqa: E402
+from bitbert.deploy.engine.attention import BOOL, ELASTIC, SIGN, attention_kernel  # noqa: E402
+from bitbert.deploy.engine.rows import key_add as _key_add  # noqa: E402
 from bitbert.deploy.kernels import elastic_rule, pack_bits  # noqa: E402
 
 
@@ -163,16 +218,18 @@ def _attention_reference(q, k, v, key_mask, mode, qk_coef, scaling, pa, pb, pv_c
 @pytest.mark.parametrize("mode", [ELASTIC, BOOL, SIGN])
 @pytest.mark.parametrize("batch, length, heads, d", [(1, 1, 1, 8), (2, 7, 3, 32), (1, 128, 2, 64), (2, 70, 2, 100)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_attention_kernel_matches_reference(mode, batch, length, heads, d, threads):
+def test_attention_kernel_matches_reference(mode, batch, length, heads, d, threads, qk_alphas=(0.31, 0.27),
+                                           all_masked=False):
     import numba
 
     rng = np.random.default_rng(length * d + mode)
     q, k, v = (rng.choice(np.array([-1, 1], np.int8), (batch, heads, length, d)) for _ in range(3))
     key_mask = rng.random((batch, length)) < 0.7
     key_mask[:, 0] = True  # padding masks with at least one kept key
+    key_mask[-1] &= not all_masked
     pack = lambda t: pack_bits((t > 0).reshape(-1, d)).reshape(batch, heads, length, -1)  # noqa: E731
     vt = pack_bits((v > 0).transpose(0, 1, 3, 2).reshape(-1, length)).reshape(batch, heads, d, -1).transpose(0, 1, 3, 2)
-    qk_coef, scaling, pa, pb, pv_coef = 0.31 * 0.27, np.float32(d ** -0.5), 0.0078125, 0.0, 0.0078125 * 0.29
+    qk_coef, scaling, pa, pb, pv_coef = np.prod(qk_alphas), np.float32(d ** -0.5), 0.0078125, 0.0, 0.0078125 * 0.29
     no_res = np.zeros((0, 0, 0, 0), np.float32)
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
@@ -184,6 +241,13 @@ def test_attention_kernel_matches_reference(mode, batch, length, heads, d, threa
         numba.set_num_threads(previous)
     ref = _attention_reference(q, k, v, key_mask, mode, qk_coef, scaling, pa, pb, pv_coef)
     np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("qk_alphas, all_masked", [((1e15, 1e15), False), ((0.31, 0.27), True), ((-0.31, 0.27), False)])
+def test_softmax_by_table_or_not_matches_reference(qk_alphas, all_masked):
+    """Scores too large for the tabled softmax, a sequence with every key masked (both take the
+    general path) and a negative coefficient (the row maximum at the largest popcount)."""
+    test_attention_kernel_matches_reference(ELASTIC, 2, 40, 2, 32, 1, qk_alphas, all_masked)
 
 
 @pytest.mark.parametrize("alpha", [0.0078125, 0.3, 1.0, 7.77, 1e-30, 3e38, 0.0, -0.5, float("inf")])
@@ -212,3 +276,35 @@ def test_one_packed_input_for_q_k_v_only_when_their_bits_agree():
     assert not sign.same_bits(InputQuant(0.5, beta, False))
     assert not InputQuant(0.5, beta, False).same_bits(InputQuant(0.6, beta, False))  # elastic: α sets the bits
     assert not InputQuant(0.5, beta, True, 2).same_bits(InputQuant(0.6, beta, True, 2))
+
+
+AVX2_ATTENTION = """
+import test_engine_kernels as t
+from bitbert.deploy.engine.attention import attention_kernel
+for mode in (t.ELASTIC, t.BOOL):
+    for batch, length, heads, d in ((2, 70, 2, 64), (1, 33, 3, 32)):
+        t.test_attention_kernel_matches_reference(mode, batch, length, heads, d, 1)
+t.test_16_lane_gelu_is_the_scalar_one_bit_for_bit()
+assert "zmm" not in attention_kernel.inspect_asm(attention_kernel.signatures[0]), "not compiled for AVX2"
+"""
+
+
+def test_avx2_attention_and_gelu(tmp_path):
+    """The tabled softmax's gather and the 16-lane GELU compiled for a CPU without AVX-512 give the
+    reference's bits (the AVX-512 build takes other instructions for both)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from llvmlite import binding as llvm
+
+    if not llvm.get_host_cpu_features().get("avx2", False):
+        pytest.skip("needs an x86 CPU with AVX2 to run code compiled for haswell")
+    from test_kernels import AVX2_ENV
+
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, **AVX2_ENV, NUMBA_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", AVX2_ATTENTION], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -95,7 +95,7 @@ def test_prepacked_weights_give_the_same_gemms(M, N, K, threads):
     rng = np.random.default_rng(M + N + K)
     a, w = pack_bits(random_bits(rng, M, K)), pack_bits(random_bits(rng, N, K))
     packed = prepack(w, K)
-    assert packed.n == N and packed.k == K and packed.panels.shape[1:] == ((K + 63) // 64, 16)
+    assert packed.n == N and packed.k == K and packed.panels.shape[1:] == (2 * ((K + 63) // 64), 32)
     np.testing.assert_array_equal(xnor_gemm(a, packed, K), xnor_gemm(a, w, K))
     np.testing.assert_array_equal(and_gemm(a, packed, K), and_gemm(a, w, K))
     with pytest.raises(ValueError, match="packed for K"):
@@ -176,6 +176,9 @@ def test_gemm_efficiency_runs():
     assert r["seconds_per_call"] == pytest.approx(16 * 32 * 256 / r["gbit_mac_per_s"] / 1e9)
 
 
+# numba compiling for a CPU without AVX-512 (VPOPCNTDQ)
+AVX2_ENV = dict(NUMBA_CPU_NAME="haswell",
+                NUMBA_CPU_FEATURES="+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+lzcnt,+movbe,+popcnt,+sse4.2")
 AVX2_CHECK = textwrap.dedent(
     """
     import numpy as np
@@ -200,8 +203,7 @@ def test_avx2_fallback_is_correct(tmp_path):
     """The same kernels compiled for a CPU without AVX-512 (VPOPCNTDQ) give the same results."""
     env = dict(
         os.environ,
-        NUMBA_CPU_NAME="haswell",
-        NUMBA_CPU_FEATURES="+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+lzcnt,+movbe,+popcnt,+sse4.2",
+        **AVX2_ENV,
         NUMBA_CACHE_DIR=str(tmp_path),  # fresh cache: compiled here, so inspect_asm works
         PYTHONPATH=os.pathsep.join([str(Path(bitbert.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
     )

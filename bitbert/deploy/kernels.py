@@ -16,14 +16,15 @@ q = o + Qn (o ∈ [0, 2^b − 1], Qn the lowest level) is split into b bit plane
     q · w = Σ_p 2^p (o_p · w) + Qn · Σ_k w_k
 i.e. b {0,1} x ±1 AND-popcount GEMMs, shifted and summed, plus a per-row constant (`bitserial_gemm`).
 
-The GEMMs use a BLIS-style schedule: for each panel of NB = 8 * _NV weight rows, the panel is
-re-laid out word-major (Kw, NB) so that one SIMD load covers 8 output columns; a register tile of
-_MR activation rows x NB columns is then accumulated with broadcast(a) XOR/AND panel + popcount.
-The tile is emitted as LLVM IR (``_tile``) because LLVM's loop vectorizer, given the same loop in
-numba source, keeps the accumulators in memory or not depending on pass heuristics (measured
-300-1100 Gbit-MAC/s across equivalent formulations). ``llvm.ctpop`` on <8 x i64> becomes VPOPCNTQ
-with AVX-512 VPOPCNTDQ, and LLVM's PSHUFB nibble-table popcount on AVX2-only CPUs (same code, the
-fallback is the compiler's; tests check it with NUMBA_CPU_NAME=haswell). Scalar popcounts in numba
+The GEMMs use a BLIS-style schedule: for each panel of NB = 16 * _NV weight rows, the panel is
+re-laid out half-word-major (2·Kw, NB) uint32 so that one SIMD load covers 16 output columns; a
+register tile of _MR activation rows x NB columns is then accumulated with broadcast(a's 32-bit
+half-word) XOR/AND panel + popcount, in int32 lanes. The tile is emitted as LLVM IR (``_tile``)
+because LLVM's loop vectorizer, given the same loop in numba source, keeps the accumulators in
+memory or not depending on pass heuristics (measured 300-1100 Gbit-MAC/s across equivalent
+formulations). ``llvm.ctpop`` on <16 x i32> becomes VPOPCNTD with AVX-512 VPOPCNTDQ, and LLVM's
+PSHUFB nibble-table popcount on AVX2-only CPUs (same code, the fallback is the compiler's; tests
+check it with NUMBA_CPU_NAME=haswell). Scalar popcounts in numba
 code use the SWAR idiom (``popcount64``), which LLVM turns into POPCNT / vectorised VPOPCNTQ.
 Threads split the column panels (not the rows): each panel is re-laid out once, and M = 1 still
 parallelises.
@@ -73,7 +74,8 @@ __all__ = [
 # AVX2 4x2 ~377, 4x4 ~311 (16 ymm registers spill). 4x2 is within noise of the best on both.
 _MR = 4
 _NV = 2
-_NB = 8 * _NV
+_LANES32 = 16  # int32 lanes of one 512-bit vector
+_NB = _LANES32 * _NV
 
 
 @njit(inline="always")
@@ -166,10 +168,13 @@ def plane_mask64(typingctx, lv, k0, p):
 def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and):
     """One _MR x _NB output tile: dst[d0 + i, d1 + j] for rows m0 + i of `a` and panel column j.
 
-    a: (M, Kw) uint64 C; rowpop: (M,) int64 popcount(a[m]) (read only when use_and); panel: (Kw, _NB)
-    uint64 C (word-major weight panel); dst: int32 C with room for the whole tile. Rows past M
-    repeat row M - 1 (results the caller discards).
+    a: (M, Kw) uint64 C, read as 2·Kw 32-bit half-words per row (little-endian: the low half first);
+    rowpop: (M,) int64 popcount(a[m]) (read only when use_and); panel: (2·Kw, _NB) uint32 C (the
+    weight panel half-word-major: one 16-lane load covers 16 columns); dst: int32 C with room for
+    the whole tile. Rows past M repeat row M - 1 (results the caller discards).
     use_and (literal): False -> K - 2 popcount(a ^ w); True -> 2 popcount(a & w) - popcount(a).
+    Popcounts on 32-bit lanes (VPOPCNTD) keep the sums in int32 lanes: the tile's epilogue is a
+    shift, a subtraction and a store per 16 outputs, not also a narrowing per 8 (K = 384: +10-15%).
     """
     if not isinstance(use_and, types.BooleanLiteral):
         return None
@@ -186,42 +191,44 @@ def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and):
         pa = context.make_array(sig.args[3])(context, builder, panel_v)
         da = context.make_array(sig.args[5])(context, builder, dst_v)
         M, Kw = cgutils.unpack_tuple(builder, aa.shape, 2)
+        halves = builder.mul(Kw, ir.Constant(intp, 2))
         ldd = cgutils.unpack_tuple(builder, da.shape, 2)[1]
-        i64, v8 = ir.IntType(64), ir.VectorType(ir.IntType(64), 8)
-        zero_v = ir.Constant(v8, None)
+        i32 = ir.IntType(32)
+        v16 = ir.VectorType(i32, _LANES32)
+        zero_v = ir.Constant(v16, None)
+        a32 = builder.bitcast(aa.data, i32.as_pointer())
 
         last = builder.sub(M, ir.Constant(intp, 1))
         rows, pops = [], []
         for i in range(_MR):
             r = builder.add(m0_v, ir.Constant(intp, i))
             r = builder.select(builder.icmp_signed("<", r, M), r, last)
-            rows.append(builder.gep(aa.data, [builder.mul(r, Kw)]))
+            rows.append(builder.gep(a32, [builder.mul(r, halves)]))
             pops.append(builder.gep(ra.data, [r]))
         # Accumulators live in allocas that SROA promotes to registers: the canonical numba pattern.
         acc = [[cgutils.alloca_once_value(builder, zero_v) for _ in range(_NV)] for _ in range(_MR)]
 
-        with cgutils.for_range(builder, Kw) as loop:
+        with cgutils.for_range(builder, halves) as loop:
             q = loop.index
             prow = builder.mul(q, ir.Constant(intp, _NB))
-            wv = [builder.load(_vec_ptr(builder, pa.data, builder.add(prow, ir.Constant(intp, 8 * v)), v8), align=8)
-                  for v in range(_NV)]
+            wv = [builder.load(_vec_ptr(builder, pa.data, builder.add(prow, ir.Constant(intp, _LANES32 * v)), v16),
+                               align=4) for v in range(_NV)]
             for i in range(_MR):
-                sv = _splat(builder, builder.load(builder.gep(rows[i], [q])), 8)
+                sv = _splat(builder, builder.load(builder.gep(rows[i], [q])), _LANES32)
                 for v in range(_NV):
                     x = builder.and_(sv, wv[v]) if is_and else builder.xor(sv, wv[v])
                     builder.store(builder.add(builder.load(acc[i][v]), _ctpop(builder, x)), acc[i][v])
 
-        v8i32 = ir.VectorType(ir.IntType(32), 8)
         for i in range(_MR):
             drow = builder.mul(builder.add(d0_v, ir.Constant(intp, i)), ldd)
             for v in range(_NV):
-                twice = builder.shl(builder.load(acc[i][v]), _splat(builder, ir.Constant(i64, 1), 8))
+                twice = builder.shl(builder.load(acc[i][v]), _splat(builder, ir.Constant(i32, 1), _LANES32))
                 if is_and:
-                    res = builder.sub(twice, _splat(builder, builder.load(pops[i]), 8))
+                    res = builder.sub(twice, _splat(builder, builder.trunc(builder.load(pops[i]), i32), _LANES32))
                 else:
-                    res = builder.sub(_splat(builder, K_v, 8), twice)
-                off = builder.add(drow, builder.add(d1_v, ir.Constant(intp, 8 * v)))
-                builder.store(builder.trunc(res, v8i32), _vec_ptr(builder, da.data, off, v8i32), align=4)
+                    res = builder.sub(_splat(builder, builder.trunc(K_v, i32), _LANES32), twice)
+                off = builder.add(drow, builder.add(d1_v, ir.Constant(intp, _LANES32 * v)))
+                builder.store(res, _vec_ptr(builder, da.data, off, v16), align=4)
 
     return sig, codegen
 
@@ -272,7 +279,7 @@ def _gemm_panels(a, w, panels, K, out, p_lo, p_hi, use_and):
     """Output columns of panels [p_lo, p_hi): out[:, p*_NB : (p+1)*_NB].
 
     Weights come either as rows w (N, Kw), re-laid out here one panel at a time (panels is empty),
-    or as panels (npan, Kw, _NB) laid out once by `prepack` (w is empty).
+    or as panels (npan, 2·Kw, _NB) uint32 laid out once by `prepack` (w is empty).
     """
     M, Kw = a.shape
     N = out.shape[1]
@@ -284,7 +291,7 @@ def _gemm_panels(a, w, panels, K, out, p_lo, p_hi, use_and):
         for m in range(M):
             for q in range(Kw):
                 rowpop[m] += popcount64(a[m, q])
-    scratch = np.zeros((Kw, _NB), np.uint64)  # columns past N (last panel) only feed discarded outputs
+    scratch = np.zeros((2 * Kw, _NB), np.uint32)  # columns past N (last panel) only feed discarded outputs
     edge = np.empty((_MR, _NB), np.int32)  # landing tile for partial tiles at the M / N borders
     for p in range(p_lo, p_hi):
         n0 = p * _NB
@@ -292,7 +299,7 @@ def _gemm_panels(a, w, panels, K, out, p_lo, p_hi, use_and):
         if relayout:
             for j in range(nn):
                 for q in range(Kw):
-                    scratch[q, j] = w[n0 + j, q]
+                    _halves_into(w[n0 + j, q], scratch, q, j)
             panel = scratch
         else:
             panel = panels[p]
@@ -332,12 +339,19 @@ def _gemm_parallel(a, w, panels, K, out, use_and, nthreads):
     return out
 
 
+@njit(inline="always")
+def _halves_into(word, panel, q, j):
+    """Word q of panel column j as the tile reads it: its low and high 32 bits at rows 2q, 2q + 1."""
+    panel[2 * q, j] = np.uint32(word & np.uint64(0xFFFFFFFF))
+    panel[2 * q + 1, j] = np.uint32(word >> np.uint64(32))
+
+
 @njit(cache=True)
 def _relayout(w, panels):
     N, Kw = w.shape
     for n in range(N):
         for q in range(Kw):
-            panels[n // _NB, q, n % _NB] = w[n, q]
+            _halves_into(w[n, q], panels[n // _NB], q, n % _NB)
     return panels
 
 
@@ -470,6 +484,28 @@ def heads_along_tokens(rows, d, out):
     return out
 
 
+# ----------------------------------------------------------------------------- checked-input entry points
+# (the public functions below check their inputs and call these; compiled callers call them directly)
+
+
+@njit(cache=True)
+def pack_into(x, beta, alpha, thr, divide, out, threads):
+    """out = the binarize-and-pack of x by mask64's rule (see _binarize_pack), in parallel when
+    threads > 1 and x is large enough to repay waking them."""
+    if threads > 1 and x.shape[0] * x.shape[1] >= _PARALLEL_MIN_ELEMENTS:
+        return _binarize_pack_parallel(x, beta, alpha, thr, out, divide, min(threads, x.shape[0]))
+    return _binarize_pack(x, beta, alpha, thr, out, divide)
+
+
+@njit(cache=True)
+def gemm_into(a, rows, panels, K, out, use_and, threads):
+    """out = the XNOR (or with use_and, AND) popcount GEMM of a with the weights (rows, or panels
+    laid out by prepack), threads splitting the column panels when > 1 and there are several."""
+    if threads > 1 and out.shape[1] > _NB:
+        return _gemm_parallel(a, rows, panels, K, out, use_and, threads)
+    return _gemm_serial(a, rows, panels, K, out, use_and)
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -477,7 +513,7 @@ class PackedWeights:
     """Packed ±1 weight rows laid out once, at load time, in the GEMMs' word-major panels.
 
     Pass it to xnor_gemm / and_gemm instead of the (N, Kw) rows to skip the per-call re-layout.
-    Attributes: panels (ceil(N / 16), Kw, 16) uint64, n (N), k (K).
+    Attributes: panels (ceil(N / 32), 2·Kw, 32) uint32 (`_tile`'s half-word-major panels), n (N), k (K).
     """
 
     __slots__ = ("panels", "n", "k")
@@ -487,7 +523,7 @@ class PackedWeights:
         if w.ndim != 2 or w.shape[1] != _words(K) or K < 1:
             raise ValueError(f"expected packed rows (N, {_words(K)}) for K={K}, got {w.shape}")
         self.n, self.k = w.shape[0], K
-        self.panels = _relayout(w, np.zeros(((self.n + _NB - 1) // _NB, w.shape[1], _NB), np.uint64))
+        self.panels = _relayout(w, np.zeros(((self.n + _NB - 1) // _NB, 2 * w.shape[1], _NB), np.uint32))
 
     @property
     def nbytes(self) -> int:
@@ -521,11 +557,7 @@ def _binarize(x: np.ndarray, beta: np.ndarray, alpha: float, threshold: float, d
         out = np.empty(shape, np.uint64)
     elif out.shape != shape or out.dtype != np.uint64 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint64 array of shape {shape}")
-    threads = _threads(threads)
-    if threads > 1 and x.shape[0] * x.shape[1] >= _PARALLEL_MIN_ELEMENTS:
-        return _binarize_pack_parallel(x, beta, np.float32(alpha), np.float32(threshold), out, divide,
-                                       min(threads, x.shape[0]))
-    return _binarize_pack(x, beta, np.float32(alpha), np.float32(threshold), out, divide)
+    return pack_into(x, beta, np.float32(alpha), np.float32(threshold), divide, out, _threads(threads))
 
 
 def binarize_pack_unsigned(x: np.ndarray, beta: np.ndarray, threshold: float,
@@ -589,10 +621,7 @@ def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray 
         raise ValueError(f"out must be a C-contiguous int32 array of shape {(M, N)}")
     if M == 0 or N == 0:
         return out
-    threads = _threads(threads)
-    if threads > 1 and N > _NB:
-        return _gemm_parallel(a, rows, panels, K, out, use_and, threads)
-    return _gemm_serial(a, rows, panels, K, out, use_and)
+    return gemm_into(a, rows, panels, K, out, use_and, _threads(threads))
 
 
 def xnor_gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None,
@@ -664,12 +693,21 @@ def bitserial_gemm(planes: np.ndarray, w: PackedWeights, offset: int, wsum: np.n
     """Multi-bit x ±1 GEMM: out[m, n] = Σ_k (o[m, k] + offset) w[n, k], with o given as its bit
     planes (b, M, ceil(K/64)) (`pack_planes`) and wsum = `row_sums` of w: Σ_p 2^p and_gemm(plane_p, w)
     + offset · wsum. Exact in int32 for b ≤ 8 and K < 2^22."""
-    out = and_gemm(planes[0], w, w.k, threads=threads)
-    part = np.empty_like(out)
-    for p in range(1, planes.shape[0]):
-        out += and_gemm(planes[p], w, w.k, part, threads) << p
-    if offset:
-        out += np.int32(offset) * wsum
+    b, M = planes.shape[0], planes.shape[1]
+    # every plane in one GEMM (the planes are rows of one (b·M, Kw) operand), combined in one pass
+    parts = and_gemm(np.ascontiguousarray(planes).reshape(b * M, -1), w, w.k, threads=threads).reshape(b, M, w.n)
+    return _combine_planes(parts, np.int32(offset), np.ascontiguousarray(wsum, np.int32), np.empty((M, w.n), np.int32))
+
+
+@njit(cache=True)
+def _combine_planes(parts, offset, wsum, out):
+    """out[m, n] = Σ_p parts[p, m, n] · 2^p + offset · wsum[n] (the bit-serial dot from its planes')."""
+    for m in range(out.shape[0]):
+        for n in range(out.shape[1]):
+            out[m, n] = offset * wsum[n]
+        for p in range(parts.shape[0]):
+            for n in range(out.shape[1]):
+                out[m, n] += parts[p, m, n] << p
     return out
 
 
@@ -704,7 +742,7 @@ def pack_heads_transposed(x: np.ndarray, beta: float, batch: int, heads: int) ->
 
 
 _NO_ROWS = np.zeros((0, 1), np.uint64)
-_NO_PANELS = np.zeros((0, 1, _NB), np.uint64)
+_NO_PANELS = np.zeros((0, 1, _NB), np.uint32)
 # Below this many elements a parallel binarize-and-pack costs more in thread wake-up than it saves.
 _PARALLEL_MIN_ELEMENTS = 1 << 16
 

@@ -22,11 +22,19 @@ Where a binarization threshold follows, the float32 operations are PyTorch's own
 so values land on the same side of a threshold; the only unavoidable difference is the summation
 order inside PyTorch's float GEMMs (a few ulps), which the engine replaces by exact integer dots.
 
-Modules, one job each: `floatmath` (PyTorch-exact float32 math as numba / LLVM IR), `rows` (fused
-row kernels), `attention` (attention kernels; the file's attention mode becomes a kernel choice
-once, at build time), `layers` (the model pieces), `builder` (validated file → finished model),
-`packed_engine` (`load_packed`, logits, predict), `errors`. The popcount GEMMs and packing
-kernels are `bitbert.deploy.kernels`; the file format is `bitbert.core.packed_schema`.
+Speed without changing a bit: where a linear's output is only binarized (Q, K, V; the FFN's
+hidden layer), its bits are integer thresholds on the exact dot, found at build time by running
+the float kernels on every possible dot (`thresholds`); BiT's softmax comes from a table, since a
+kept key's score depends only on popcount(q ⊕ k) (`attention.score_exps`); an all-1-bit layer runs
+as one compiled call (`fused`); a batch padded past its longest sequence runs at that length.
+
+Modules, one job each: `floatmath` (PyTorch-exact float32 math as numba / LLVM IR), `lanes`
+(16-lane loops as LLVM IR), `rows` (fused row kernels), `attention` (attention kernels; the file's
+attention mode becomes a kernel choice once, at build time), `thresholds` (output bits as dot
+thresholds), `layers` (the model pieces), `fused` (an all-1-bit layer as one compiled call),
+`builder` (validated file → finished model), `packed_engine` (`load_packed`, logits, predict),
+`profile` (per-phase timing), `threads` (the default thread count), `errors`. The popcount GEMMs
+and packing kernels are `bitbert.deploy.kernels`; the file format is `bitbert.core.packed_schema`.
 """
 from .errors import EngineError
 from .packed_engine import PackedEngine, load_packed

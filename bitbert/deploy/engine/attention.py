@@ -15,15 +15,42 @@ import numpy as np
 from numba import njit, prange
 
 from ...core.packed_schema import AttentionRecord, ModelSpec
-from ..kernels import elastic_rule, heads_along_tokens, mask64, pack_bits, plane_mask64, popcount64, quantize_pack_heads
+from ..kernels import (_NO_ROWS, elastic_rule, gemm_into, heads_along_tokens, mask64, plane_mask64,
+                       popcount64, quantize_pack_heads)
 from .errors import EngineError
-from .floatmath import softmax_inplace
+from .floatmath import _exp_shifted16, normalize_inplace, softmax_inplace
+from .lanes import clamp_index16, gather16
+from .rows import KeyMask, affine_pack_heads
 from .layers import BinaryLinear, InputQuant
 
 ELASTIC, BOOL, SIGN = 0, 1, 2
 # The attention maps (QuantConfig.attention_probs) the engine runs, as kernel codes.
 MAP_CODES = {"softmax_elastic": ELASTIC, "bool": BOOL, "softmax_sign": SIGN}
-_F32_MIN = np.finfo(np.float32).min
+# Above this a masked key's score (float32's minimum + score) − the row's maximum might not be below
+# SLEEF's −104 and its exp might not be 0: the tabled softmax is off for such scores.
+_TABLED_MAX_SCORE = np.float32(1e30)
+_ROWS = 4  # query rows the attention kernel carries through each step together
+
+@njit(cache=True)
+def score_exps(d, qk_coef, scaling):
+    """The tabled softmax's tables. A kept key's score depends only on c = popcount(q ⊕ k), 0..d:
+    scores[c] = float32((d − 2c) qk_coef) · scaling + 0, the kernel's own operations; and a row's
+    maximum is scores[c'] for one c' (scores is monotone in c, so c' is the row's smallest or largest c).
+    exps[c', c] = expf(scores[c] − scores[c']), softmax's own exp of each key (16 lanes, SLEEF), and
+    exps[c', d + 1] = 0, masked keys' (see _TABLED_MAX_SCORE). ok: every score is within that bound."""
+    scores = np.zeros(d + 1, np.float32)
+    for c in range(d + 1):
+        scores[c] = np.float32((d - 2 * c) * qk_coef) * scaling + np.float32(0.0)
+    width = (d + 2 + 31) // 32 * 32  # gather16's tables: whole 32-entry pairs
+    exps = np.zeros((d + 1, width), np.float32)
+    for top in range(d + 1):
+        exps[top, :d + 1] = scores
+        _exp_shifted16(exps[top:top + 1], d + 1, scores[top])
+        exps[top, d + 1:] = 0
+    ok = True
+    for c in range(d + 1):
+        ok = ok and abs(scores[c]) <= _TABLED_MAX_SCORE
+    return scores, exps, ok
 
 @njit(cache=True, parallel=True)
 def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_alpha, p_beta, rule_alpha, p_thr,
@@ -37,56 +64,84 @@ def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_al
     B, H, L, dw = qh.shape
     Lw, d = vt.shape[2], vt.shape[3]
     has_sres, has_vres = score_res.shape[0] > 0, value_res.shape[0] > 0
+    # BiT's map without BiPFT's score term: softmax by table (see score_exps), the same floats as
+    # softmax_inplace with (d + 2)² exps per call instead of L per row
+    scores, exps, tabled = score_exps(d, qk_coef, scaling)
+    tabled = tabled and mode == ELASTIC and not has_sres
+    masked = np.int32(d + 1)
     for bh in prange(B * H):
         b, h = bh // H, bh % H
         q2, k2, v2, kadd, kbits = qh[b, h], kt[b, h], vt[b, h], key_add[b], key_bits[b]
-        # One score row padded to whole words; the padding never survives the AND with key_bits.
-        row = np.zeros((1, Lw * 64), np.float32)
+        # _ROWS score rows at a time, each step for every row before the next step: the rows' latency
+        # chains (sums, the gathers) overlap. Rows padded to whole words; the padding never survives
+        # the AND with key_bits.
+        row = np.zeros((_ROWS, Lw * 64), np.float32)
         betas = np.full(Lw * 64, p_beta, np.float32)
-        pbits = np.empty(Lw, np.uint64)
-        cnt = np.empty(L, np.int32)  # int32 accumulators on 1-D rows: the loops vectorise
-        acc = np.empty(d, np.int32)
-        for i in range(L):
-            _popcount_row(q2[i, 0], k2[0], cnt, False, True)
-            for w in range(1, dw):
-                _popcount_row(q2[i, w], k2[w], cnt, False, False)
-            if has_sres:
-                for j in range(L):  # the exact dot, rounded once
-                    row[0, j] = np.float32((d - 2 * cnt[j]) * qk_coef) + score_res[b, h, i, j]
-                for j in range(L):
-                    row[0, j] = row[0, j] * scaling + kadd[j]
-            else:
-                for j in range(L):
-                    row[0, j] = np.float32((d - 2 * cnt[j]) * qk_coef) * scaling + kadd[j]
-            if mode == ELASTIC:
-                softmax_inplace(row, L)
-                for w in range(Lw):
-                    if p_divide:
-                        pbits[w] = mask64(row, 0, 64 * w, betas, rule_alpha, p_thr, True) & kbits[w]
-                    else:
-                        pbits[w] = mask64(row, 0, 64 * w, betas, rule_alpha, p_thr, False) & kbits[w]
-            elif mode == BOOL:
-                for w in range(Lw):
-                    pbits[w] = mask64(row, 0, 64 * w, betas, np.float32(1.0), np.float32(0.0), False) & kbits[w]
-            else:  # softmax then sign: every kept key is +1
-                for w in range(Lw):
-                    pbits[w] = kbits[w]
-            ones = np.int32(0)
-            for w in range(Lw):
-                ones += np.int32(popcount64(pbits[w]))
-            _popcount_row(pbits[0], v2[0], acc, True, True)
-            for w in range(1, Lw):
-                _popcount_row(pbits[w], v2[w], acc, True, False)
-            out = ctx[b * L + i, h * d:(h + 1) * d]
-            for t in range(d):
-                out[t] = np.float32((2 * acc[t] - ones) * pv_coef)
-            if has_vres:  # a separate loop: the branch inside the one above stops its vectorisation
-                for t in range(d):
-                    extra = np.float32(0.0)
+        pbits = np.empty((_ROWS, Lw), np.uint64)
+        cnt = np.zeros((_ROWS, Lw * 64), np.int32)  # int32 accumulators on 1-D rows: the loops vectorise
+        acc = np.empty((_ROWS, d), np.int32)
+        to_exps = np.full(Lw * 64, masked, np.int32)  # cnt + to_exps: the column of exps (masked: d + 1)
+        kept = 0
+        for j in range(L):
+            if kadd[j] == 0:
+                to_exps[j] = 0
+                kept += 1
+        by_table = tabled and kept > 0  # a row's maximum is a kept key's score
+        for i0 in range(0, L, _ROWS):
+            n = min(_ROWS, L - i0)
+            for r in range(n):
+                _popcount_row(q2[i0 + r, 0], k2[0], cnt[r, :L], False, True)
+                for w in range(1, dw):
+                    _popcount_row(q2[i0 + r, w], k2[w], cnt[r, :L], False, False)
+            if by_table:
+                for r in range(n):
+                    lo, hi = clamp_index16(cnt[r], to_exps, L, masked)
+                    gather16(row[r:r + 1], exps[lo] if scores[lo] >= scores[hi] else exps[hi], cnt[r], L)
+                for r in range(n):
+                    normalize_inplace(row[r:r + 1], L)
+            elif has_sres:
+                for r in range(n):
+                    for j in range(L):  # the exact dot, rounded once
+                        row[r, j] = np.float32((d - 2 * cnt[r, j]) * qk_coef) + score_res[b, h, i0 + r, j]
                     for j in range(L):
-                        if (pbits[j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
-                            extra += value_res[b, h, j, t]
-                    out[t] = out[t] + extra * p_alpha
+                        row[r, j] = row[r, j] * scaling + kadd[j]
+            else:
+                for r in range(n):
+                    for j in range(L):
+                        row[r, j] = np.float32((d - 2 * cnt[r, j]) * qk_coef) * scaling + kadd[j]
+            for r in range(n):
+                if mode == ELASTIC and not by_table:
+                    softmax_inplace(row[r:r + 1], L)
+                if mode == ELASTIC:
+                    for w in range(Lw):
+                        if p_divide:
+                            pbits[r, w] = mask64(row, r, 64 * w, betas, rule_alpha, p_thr, True) & kbits[w]
+                        else:
+                            pbits[r, w] = mask64(row, r, 64 * w, betas, rule_alpha, p_thr, False) & kbits[w]
+                elif mode == BOOL:
+                    for w in range(Lw):
+                        pbits[r, w] = mask64(row, r, 64 * w, betas, np.float32(1.0), np.float32(0.0), False) & kbits[w]
+                else:  # softmax then sign: every kept key is +1
+                    for w in range(Lw):
+                        pbits[r, w] = kbits[w]
+            for r in range(n):
+                _popcount_row(pbits[r, 0], v2[0], acc[r], True, True)
+                for w in range(1, Lw):
+                    _popcount_row(pbits[r, w], v2[w], acc[r], True, False)
+            for r in range(n):
+                ones = np.int32(0)
+                for w in range(Lw):
+                    ones += np.int32(popcount64(pbits[r, w]))
+                out = ctx[b * L + i0 + r, h * d:(h + 1) * d]
+                for t in range(d):
+                    out[t] = np.float32((2 * acc[r, t] - ones) * pv_coef)
+                if has_vres:  # a separate loop: the branch inside the one above stops its vectorisation
+                    for t in range(d):
+                        extra = np.float32(0.0)
+                        for j in range(L):
+                            if (pbits[r, j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
+                                extra += value_res[b, h, j, t]
+                        out[t] = out[t] + extra * p_alpha
     return ctx
 
 @njit(inline="always")
@@ -169,10 +224,6 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
                     ctx[b * L + i, h * d + t] = ctx[b * L + i, h * d + t] + extra * p_alpha
     return ctx
 
-def _key_add(key_mask: np.ndarray) -> np.ndarray:
-    """The additive mask: 0 for kept keys, float32's minimum for masked ones."""
-    return np.where(key_mask, np.float32(0.0), _F32_MIN).astype(np.float32)
-
 def _residual_operand(res: np.ndarray | None) -> np.ndarray:
     """BiPFT's score / value residual for the attention kernels, or an empty array (none)."""
     return np.zeros((0, 0, 0, 0), np.float32) if res is None else np.ascontiguousarray(res, np.float32)
@@ -190,23 +241,49 @@ class BinaryAttention:
     p: tuple[float, float] = (1.0, 0.0)  # (α_p, β_p) of BiT's map binarizer
 
     def __call__(self, q: BinaryLinear, k: BinaryLinear, v: BinaryLinear, inputs: tuple[np.ndarray, ...], batch: int,
-                 key_mask: np.ndarray, threads: int, score_res: np.ndarray | None = None,
+                 keys: KeyMask, threads: int, score_res: np.ndarray | None = None,
                  value_res: np.ndarray | None = None) -> np.ndarray:
         """The context (B*L, heads*d) float32 of the Q, K, V linears on their packed inputs (each
         linear's quantizer's bits of the layer input, B*L rows), their outputs binarized as they are
-        produced; key_mask (B, L) bool; score_res (B, heads, L, L) and value_res (B, heads, L, d):
-        BiPFT's residual terms, or None."""
+        produced; score_res (B, heads, L, L) and value_res (B, heads, L, d): BiPFT's residual terms,
+        or None."""
+        return binary_attention(*inputs, q.params, k.params, v.params, batch, self.consts, keys.add, keys.bits,
+                                _residual_operand(score_res), _residual_operand(value_res), threads)
+
+    @property
+    def consts(self) -> tuple:
+        """What `binary_attention` takes: (heads, scaling, map code, α_q α_k, β_q, β_k, β_v, α_p, β_p,
+        mask64's elastic rule of α_p (alpha, threshold, divide), α_p α_v)."""
         (aq, bq), (ak, bk), (av, bv) = self.q, self.k, self.v
         pa, pb = self.p
-        M, hidden = key_mask.size, q.weights.n
-        d, L = hidden // self.heads, M // batch
-        vrows = v.heads(inputs[2], bv, batch, self.heads, threads)
-        vt = heads_along_tokens(vrows, d, np.empty((batch, self.heads, (L + 63) // 64, d), np.uint64))
-        return attention_kernel(q.heads(inputs[0], bq, batch, self.heads, threads),
-                                k.heads(inputs[1], bk, batch, self.heads, threads, keys_major=True),
-                                vt, aq * ak, self.scaling, _key_add(key_mask), pack_bits(key_mask), self.code,
-                                np.float32(pa), np.float32(pb), *elastic_rule(pa), pa * av, _residual_operand(score_res),
-                                _residual_operand(value_res), np.empty((M, hidden), np.float32))
+        return (self.heads, self.scaling, self.code, aq * ak, np.float32(bq), np.float32(bk), np.float32(bv),
+                np.float32(pa), np.float32(pb), *elastic_rule(pa), pa * av)
+
+@njit(cache=True)
+def binary_heads(bits, linear, beta, batch, heads, keys_major, threads):
+    """A 1-bit linear's output bits (output − beta ≥ 0) for its packed input bits, packed per head:
+    (B, heads, L, ceil(d/64)) uint64, or keys-major (B, heads, ceil(d/64), L); attention's 1-bit
+    Q, K, V without their float rows. linear: `BinaryLinear.params`."""
+    panels, n, k, use_and, coef, bias, dot_thr, dot_flip = linear
+    dot = gemm_into(bits, _NO_ROWS, panels, k, np.empty((bits.shape[0], n), np.int32), use_and, threads)
+    L, d = dot.shape[0] // batch, n // heads
+    shape = (batch, heads, (d + 63) // 64, L) if keys_major else (batch, heads, L, (d + 63) // 64)
+    return affine_pack_heads(dot, coef, bias, beta, heads, keys_major, dot_thr, dot_flip, np.empty(shape, np.uint64),
+                             threads)
+
+@njit(cache=True)
+def binary_attention(q_in, k_in, v_in, q, k, v, batch, consts, key_add, key_bits, score_res, value_res, threads):
+    """BinaryAttention's context from the packed inputs of its Q, K, V linears (their `params`) and
+    its `consts`; key_add / key_bits: the key mask as `key_add` and packed bits (B, ceil(L/64))."""
+    heads, scaling, code, qk_coef, bq, bk, bv, pa, pb, rule_alpha, p_thr, p_divide, pv_coef = consts
+    M, hidden = q_in.shape[0], q[1]
+    d, L = hidden // heads, M // batch
+    vrows = binary_heads(v_in, v, bv, batch, heads, False, threads)
+    vt = heads_along_tokens(vrows, d, np.empty((batch, heads, (L + 63) // 64, d), np.uint64))
+    return attention_kernel(binary_heads(q_in, q, bq, batch, heads, False, threads),
+                            binary_heads(k_in, k, bk, batch, heads, True, threads), vt, qk_coef, scaling, key_add,
+                            key_bits, code, pa, pb, rule_alpha, p_thr, p_divide, pv_coef, score_res, value_res,
+                            np.empty((M, hidden), np.float32))
 
 @dataclass(frozen=True)
 class LevelsAttention:
@@ -227,7 +304,7 @@ class LevelsAttention:
     p: tuple[float, float, int] = (1.0, 0.0, 1)  # (α_p, β_p, top level) of the map
 
     def __call__(self, q_linear: BinaryLinear, k_linear: BinaryLinear, v_linear: BinaryLinear,
-                 inputs: tuple[np.ndarray, ...], batch: int, key_mask: np.ndarray, threads: int,
+                 inputs: tuple[np.ndarray, ...], batch: int, keys: KeyMask, threads: int,
                  score_res: np.ndarray | None = None, value_res: np.ndarray | None = None) -> np.ndarray:
         """As `BinaryAttention.__call__` (Q, K, V leave their linears as floats: multi-bit levels)."""
         q, k, v = (lin.of_bits(bits, threads) for lin, bits in zip((q_linear, k_linear, v_linear), inputs))
@@ -240,7 +317,7 @@ class LevelsAttention:
             for t, quant, is_v in ((q, self.q, False), (k, self.k, False), (v, self.v, True)))
         kp = np.ascontiguousarray(kp.transpose(0, 1, 2, 4, 3))  # word-major: the score loop's keys contiguous
         return attention_levels_kernel(qp, qsum, kp, ksum, vp, np.int64(lo), self.q.alpha * self.k.alpha,
-                                       self.scaling, _key_add(key_mask), key_mask, self.code, np.float32(pa),
+                                       self.scaling, keys.add, keys.keep, self.code, np.float32(pa),
                                        np.float32(pb), p_top, max(1, p_top.bit_length()), pa * self.v.alpha,
                                        _residual_operand(score_res), _residual_operand(value_res),
                                        np.empty((M, hidden), np.float32))

@@ -3,15 +3,19 @@
 `Encoder`; nothing is written into a half-built engine."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ...core.packed_schema import EmbeddingRecord, LayerRecord, LinearRecord, ModelSpec, QuantizerRecord
 from ..kernels import PackedWeights, row_sums, unpack_bits
 from ..packing import PackedModel
-from .attention import attention_for
+from .attention import BinaryAttention, attention_for
 from .errors import EngineError
+from .fused import binary_layer, layer_params
 from .layers import BinaryLinear, Embeddings, Encoder, FloatLinear, InputQuant, Layer, Linear, Residual
 from .rows import ACTIVATIONS
+from .thresholds import NONE, heads_thresholds, pack_thresholds
 
 MAX_ACT_BITS = 8  # bit-serial: a linear costs one GEMM per activation bit, attention bits² popcount passes
 
@@ -64,9 +68,27 @@ def layer(record: LayerRecord, spec: ModelSpec, where: str) -> Layer:
                for name in ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")}
     ln = lambda r: (_f32(r.weight), _f32(r.bias))  # noqa: E731
     q, k, v = linears["query"], linears["key"], linears["value"]
-    return Layer(q, k, v, linears["attn_out"], linears["ffn_in"], linears["ffn_out"], attention_for(att, spec),
-                 ln(record.ln_attn), ln(record.ln_ffn), residual, ACTIVATIONS[spec.activation], np.float32(spec.eps),
-                 qkv_one_input=q.quant.same_bits(k.quant) and q.quant.same_bits(v.quant))
+    attention, activation = attention_for(att, spec), ACTIVATIONS[spec.activation]
+    _binarized_outputs(q, k, v, attention, linears["ffn_in"], linears["ffn_out"], activation, spec.heads)
+    steps = Layer(q, k, v, linears["attn_out"], linears["ffn_in"], linears["ffn_out"], attention,
+                  ln(record.ln_attn), ln(record.ln_ffn), residual, activation, np.float32(spec.eps),
+                  qkv_one_input=q.quant.same_bits(k.quant) and q.quant.same_bits(v.quant))
+    params = layer_params(steps)
+    return steps if params is None else dataclasses.replace(steps, compiled=binary_layer, compiled_params=params)
+
+
+def _binarized_outputs(q: BinaryLinear, k: BinaryLinear, v: BinaryLinear, attention, ffn_in: BinaryLinear,
+                       ffn_out: BinaryLinear, activation: int, heads: int) -> None:
+    """Give the linears whose output is only binarized (1-bit Q, K, V; the FFN's hidden layer when
+    the second FFN linear takes 1-bit input) their bits as dot thresholds, where the float
+    epilogue's bits are monotone in the dot. A 1-bit input keeps the dot in [−K, K]."""
+    if isinstance(attention, BinaryAttention):
+        for linear, (_, beta) in ((q, attention.q), (k, attention.k), (v, attention.v)):
+            if linear.quant.bits == 1:
+                linear.by_dot = heads_thresholds(linear.coef, linear.bias, beta, heads, linear.weights.k) or NONE
+    if ffn_in.quant.bits == 1 and ffn_out.quant.bits == 1:
+        ffn_in.by_dot = pack_thresholds(ffn_in.coef, ffn_in.bias, activation, ffn_out.quant.rule,
+                                        ffn_in.weights.k) or NONE
 
 
 def _check_supported(packed: PackedModel) -> None:

@@ -127,64 +127,112 @@ def gelu(x):
     e = fma32(-expf(-(z * z)) * t, r, np.float32(1.0))
     return x * np.float32(0.5) * (np.float32(1.0) + sign_xor(e, z))
 
+def _gelu_ir(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """`gelu` on a vector of floats, the same operations lane by lane."""
+    lanes = x.type.count
+    f, i32 = ir.VectorType(ir.FloatType(), lanes), ir.VectorType(ir.IntType(32), lanes)
+    fma_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f, [f, f, f]), f"llvm.fma.v{lanes}f32")
+    fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f, [f]), f"llvm.fabs.v{lanes}f32")
+    fma = lambda a, b, c_: builder.call(fma_fn, [a, b, c_])  # noqa: E731
+    c = lambda v: ir.Constant(f, [float(np.float32(v))] * lanes)  # noqa: E731
+    z = builder.fmul(x, c(0.7071067811865476))
+    t = builder.fdiv(c(1.0), fma(c(0.3275911), builder.call(fabs, [z]), c(1.0)))
+    r = fma(c(1.061405429), t, c(-1.453152027))
+    for coef in (1.421413741, -0.284496736, 0.254829592):
+        r = fma(r, t, c(coef))
+    e = fma(builder.fmul(builder.fneg(_sleef_expf(builder, builder.fneg(builder.fmul(z, z)))), t), r, c(1.0))
+    sign = builder.and_(builder.bitcast(z, i32), ir.Constant(i32, [-0x80000000] * lanes))
+    erf = builder.bitcast(builder.xor(builder.bitcast(e, i32), sign), f)
+    return builder.fmul(builder.fmul(x, c(0.5)), builder.fadd(c(1.0), erf))
+
+@intrinsic
+def gelu16(typingctx, row):
+    """row[k] = gelu(row[k]) in place for k < len(row) rounded down to 16, 16 lanes per instruction
+    (LLVM vectorises `gelu`'s loop only 8 wide); returns that count (the caller does the rest)."""
+    sig = types.intp(row)
+
+    def codegen(context, builder, sig, args):
+        ra = context.make_array(sig.args[0])(context, builder, args[0])
+        n = cgutils.unpack_tuple(builder, ra.shape, 1)[0]
+        v16 = ir.VectorType(ir.FloatType(), 16)
+        blocks = builder.sdiv(n, ir.Constant(n.type, 16))
+        with cgutils.for_range(builder, blocks) as loop:
+            ptr = _vec_ptr(builder, ra.data, builder.mul(loop.index, ir.Constant(n.type, 16)), v16)
+            builder.store(_gelu_ir(builder, builder.load(ptr, align=4)), ptr, align=4)
+        return builder.mul(blocks, ir.Constant(n.type, 16))
+
+    return sig, codegen
+
 _LANES = 8  # PyTorch's LayerNorm moments run in its AVX2 kernel: 8-lane Welford, chunks of 16 vectors
+# LayerNorm rows whose moments are computed together: every step (a chunk's Welford, a cascade
+# merge) for all of them in turn, so their latency chains overlap (one row alone waits on its FMAs)
+LN_ROWS = 4
 
 @njit(inline="always")
 def _add_moments(n_add, m1_add, m2_add, n, m1, m2):
-    """AddMomentsVec: merge lane moments (n_add, m1_add, m2_add) into (n, m1, m2) in place."""
+    """AddMomentsVec: merge lane moments (n_add, m1_add, m2_add) into (n, m1, m2) in place, for
+    every row: (LN_ROWS, 8) lanes, one count (rows of one length have the same counts)."""
     total = n + n_add
     c = np.float32(0.0) if total == 0 else np.float32(n_add) / np.float32(total)
-    for lane in range(_LANES):
-        delta = m1_add[lane] - m1[lane]
-        m2_tmp = m2[lane] + m2_add[lane]
-        c_delta = c * delta
-        m0_delta = delta * np.float32(n)
-        m1[lane] = m1[lane] + c_delta
-        m2[lane] = fma32(m0_delta, c_delta, m2_tmp)
+    for r in range(LN_ROWS):
+        for lane in range(_LANES):
+            delta = m1_add[r, lane] - m1[r, lane]
+            m2_tmp = m2[r, lane] + m2_add[r, lane]
+            c_delta = c * delta
+            m0_delta = delta * np.float32(n)
+            m1[r, lane] = m1[r, lane] + c_delta
+            m2[r, lane] = fma32(m0_delta, c_delta, m2_tmp)
     return total
 
 @intrinsic
-def _welford_vectors(typingctx, x, m, base, nvec, out):
-    """Welford over nvec consecutive 8-float vectors of row x[m] from column base, per lane:
-    m1 += (x − m1)/(j+1), m2 += (x − m1_old)(x − m1_new), with PyTorch's FMAs (UpdateMomentsVec).
-    Writes m1 to out[0, :8] and m2 to out[1, :8]. Kept in <8 x float> registers (an IR loop: numba
-    source keeps the lane arrays in memory and runs ~4x slower)."""
-    sig = types.void(x, m, base, nvec, out)
+def _welford_vectors(typingctx, x, m, last, base, nvec, out):
+    """Welford over nvec consecutive 8-float vectors from column base of each of the LN_ROWS rows
+    x[m + r] (rows past ``last`` read row ``last``), per lane: m1 += (x − m1)/(j+1),
+    m2 += (x − m1_old)(x − m1_new), with PyTorch's FMAs (UpdateMomentsVec). Writes row r's m1 to
+    out[0, r, :8] and m2 to out[1, r, :8]. Kept in <8 x float> registers (an IR loop: numba source
+    keeps the lane arrays in memory and runs ~4x slower)."""
+    sig = types.void(x, m, last, base, nvec, out)
 
     def codegen(context, builder, sig, args):
-        x_v, m_v, base_v, n_v, out_v = args
+        x_v, m_v, last_v, base_v, n_v, out_v = args
         xa = context.make_array(sig.args[0])(context, builder, x_v)
-        oa = context.make_array(sig.args[4])(context, builder, out_v)
+        oa = context.make_array(sig.args[5])(context, builder, out_v)
         cols = cgutils.unpack_tuple(builder, xa.shape, 2)[1]
-        m_v, base_v, n_v = (context.cast(builder, v, sig.args[i], types.intp)
-                            for v, i in ((m_v, 1), (base_v, 2), (n_v, 3)))
+        m_v, last_v, base_v, n_v = (context.cast(builder, v, sig.args[i], types.intp)
+                                    for v, i in ((m_v, 1), (last_v, 2), (base_v, 3), (n_v, 4)))
         f, v8 = ir.FloatType(), ir.VectorType(ir.FloatType(), _LANES)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fma.v8f32")
         table = ir.Constant(ir.ArrayType(f, 16), [float(np.float32(1.0) / np.float32(k + 1)) for k in range(16)])
         inv = cgutils.global_constant(builder, "bitbert_welford_inv", table)
-        m1 = cgutils.alloca_once_value(builder, ir.Constant(v8, None))
-        m2 = cgutils.alloca_once_value(builder, ir.Constant(v8, None))
-        start = builder.add(builder.mul(m_v, cols), base_v)
+        starts, m1, m2 = [], [], []
+        for r in range(LN_ROWS):
+            row = builder.add(m_v, ir.Constant(m_v.type, r))
+            row = builder.select(builder.icmp_signed(">", row, last_v), last_v, row)
+            starts.append(builder.add(builder.mul(row, cols), base_v))
+            m1.append(cgutils.alloca_once_value(builder, ir.Constant(v8, None)))
+            m2.append(cgutils.alloca_once_value(builder, ir.Constant(v8, None)))
         with cgutils.for_range(builder, n_v) as loop:
             j = loop.index
-            ptr = builder.gep(xa.data, [builder.add(start, builder.mul(j, ir.Constant(j.type, _LANES)))])
-            xv = builder.load(builder.bitcast(ptr, v8.as_pointer()), align=4)
-            c = builder.load(builder.gep(inv, [ir.Constant(ir.IntType(32), 0), j]))  # 1/(j+1), j < 16
-            old = builder.load(m1)
-            delta = builder.fsub(xv, old)
-            new = builder.call(fma, [_splat(builder, c, _LANES), delta, old])
-            builder.store(new, m1)
-            builder.store(builder.call(fma, [delta, builder.fsub(xv, new), builder.load(m2)]), m2)
-        ocols = cgutils.unpack_tuple(builder, oa.shape, 2)[1]
-        for r, acc in ((0, m1), (1, m2)):
-            dst = builder.gep(oa.data, [builder.mul(ir.Constant(ocols.type, r), ocols)])
-            builder.store(builder.load(acc), builder.bitcast(dst, v8.as_pointer()), align=4)
+            c = _splat(builder, builder.load(builder.gep(inv, [ir.Constant(ir.IntType(32), 0), j])), _LANES)  # 1/(j+1)
+            for r in range(LN_ROWS):
+                ptr = builder.gep(xa.data, [builder.add(starts[r], builder.mul(j, ir.Constant(j.type, _LANES)))])
+                xv = builder.load(builder.bitcast(ptr, v8.as_pointer()), align=4)
+                old = builder.load(m1[r])
+                delta = builder.fsub(xv, old)
+                new = builder.call(fma, [c, delta, old])
+                builder.store(new, m1[r])
+                builder.store(builder.call(fma, [delta, builder.fsub(xv, new), builder.load(m2[r])]), m2[r])
+        for r in range(LN_ROWS):
+            for which, acc in ((0, m1[r]), (1, m2[r])):
+                dst = builder.gep(oa.data, [ir.Constant(cols.type, (which * LN_ROWS + r) * _LANES)])
+                builder.store(builder.load(acc), builder.bitcast(dst, v8.as_pointer()), align=4)
 
     return sig, codegen
 
 @njit(inline="always")
-def _moments(x, m, scratch, counts):
-    """(mean, biased variance) of row x[m] exactly as PyTorch's RowwiseMoments (Welford + cascade)."""
+def _moments(x, m, last, scratch, counts, stats):
+    """(mean, biased variance) of each row x[m + r], r < LN_ROWS (rows past ``last`` repeat row
+    ``last``) into stats[0, r], stats[1, r], exactly as PyTorch's RowwiseMoments (Welford + cascade)."""
     N = x.shape[1]
     n = N // _LANES
     chunks = (n + 15) // 16
@@ -195,7 +243,7 @@ def _moments(x, m, scratch, counts):
     counts[:depth] = 0
     for i in range(chunks):
         m0 = min(16, n - i * 16)
-        _welford_vectors(x, m, i * 16 * _LANES, m0, v)
+        _welford_vectors(x, m, last, i * 16 * _LANES, m0, v)
         counts[0] = _add_moments(m0, v[0], v[1], counts[0], stack1[0], stack2[0])
         mask = i + 1
         j = 1
@@ -208,38 +256,47 @@ def _moments(x, m, scratch, counts):
             j += 1
     for j in range(1, depth):
         counts[0] = _add_moments(counts[j], stack1[j], stack2[j], counts[0], stack1[0], stack2[0])
+    mean, m2 = stats[0], stats[1]
+    mean[:] = 0
+    m2[:] = 0
     count = 0
-    mean = np.float32(0.0)
-    m2 = np.float32(0.0)
     for k in range(n * _LANES, N):  # scalar tail
-        xv = x[m, k]
-        delta = xv - mean
         count += 1
-        mean += delta / np.float32(count)
-        m2 = fma32(delta, xv - mean, m2)
+        for r in range(LN_ROWS):
+            xv = x[min(m + r, last), k]
+            delta = xv - mean[r]
+            mean[r] += delta / np.float32(count)
+            m2[r] = fma32(delta, xv - mean[r], m2[r])
     for lane in range(_LANES):  # AddMoments, as compiled (contracted to FMAs)
         total = count + n
         c = np.float32(n) / np.float32(total)
-        delta = stack1[0, lane] - mean
-        mean = fma32(c, delta, mean)
-        m2 = m2 + fma32(delta * delta * c, np.float32(count), stack2[0, lane])
+        for r in range(LN_ROWS):
+            delta = stack1[0, r, lane] - mean[r]
+            mean[r] = fma32(c, delta, mean[r])
+            m2[r] = m2[r] + fma32(delta * delta * c, np.float32(count), stack2[0, r, lane])
         count = total
-    return mean, m2 / np.float32(N)
+    for r in range(LN_ROWS):
+        m2[r] = m2[r] / np.float32(N)
 
 @njit(cache=True)  # compiled once, shared by its callers
-def layernorm_row(x, m, gamma, beta, eps, scratch, counts):
-    """Row x[m] normalised in place. In place on purpose: with a second output array that is the
-    same array, LLVM's runtime overlap check fails and the loop runs scalar (4x slower)."""
-    mean, var = _moments(x, m, scratch, counts)
-    rstd = np.float32(1.0) / np.sqrt(max(var, np.float32(0.0)) + eps)
-    row = x[m]
-    for k in range(row.shape[0]):
-        row[k] = fma32((row[k] - mean) * rstd, gamma[k], beta[k])
+def layernorm_rows(x, m, rows, gamma, beta, eps, scratch, counts, stats):
+    """Rows x[m : m + rows] (rows <= LN_ROWS) normalised in place. In place on purpose: with a
+    second output array that is the same array, LLVM's runtime overlap check fails and the loop
+    runs scalar (4x slower)."""
+    _moments(x, m, m + rows - 1, scratch, counts, stats)
+    for r in range(rows):
+        mean, var = stats[0, r], stats[1, r]
+        rstd = np.float32(1.0) / np.sqrt(max(var, np.float32(0.0)) + eps)
+        row = x[m + r]
+        for k in range(row.shape[0]):
+            row[k] = fma32((row[k] - mean) * rstd, gamma[k], beta[k])
 
 @njit(inline="always")
 def ln_scratch():
-    """Per-task buffers of _moments: cascade stacks of m1 and m2 (64 levels) and one (m1, m2) pair."""
-    return np.zeros((130, _LANES), np.float32), np.zeros(64, np.int64)
+    """Per-task buffers of layernorm_rows: cascade stacks of m1 and m2 (64 levels), one (m1, m2)
+    pair per row, the counts, and the rows' (mean, variance)."""
+    return (np.zeros((130, LN_ROWS, _LANES), np.float32), np.zeros(64, np.int64),
+            np.zeros((2, LN_ROWS), np.float32))
 
 @njit(inline="always")
 def row_range(task, tasks, M):
@@ -285,6 +342,19 @@ def _reduce16(typingctx, row, n, is_sum):
 
     return sig, codegen
 
+@njit(inline="always")
+def normalize_inplace(row, L):
+    """The second half of `softmax_inplace`: row[0, :L] times 1 / (its sum in PyTorch's order)."""
+    if L < 16:
+        total = row[0, 0]
+        for j in range(1, L):
+            total += row[0, j]
+    else:
+        total = _reduce16(row, L, True)
+    inv = np.float32(1.0) / total
+    for j in range(L):
+        row[0, j] = row[0, j] * inv
+
 @njit(cache=True)  # compiled once, shared by its callers
 def softmax_inplace(row, L):
     """PyTorch's CPU softmax of row[0, :L] (its AVX-512 kernel): max, SLEEF exp(x − max), the sum
@@ -297,13 +367,4 @@ def softmax_inplace(row, L):
     else:
         mx = _reduce16(row, L, False)
     _exp_shifted16(row, L, mx)
-    if L < 16:
-        total = row[0, 0]
-        for j in range(1, L):
-            total += row[0, j]
-    else:
-        total = _reduce16(row, L, True)
-    inv = np.float32(1.0) / total
-    for j in range(L):
-        row[0, j] = row[0, j] * inv
-
+    normalize_inplace(row, L)

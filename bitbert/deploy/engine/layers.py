@@ -12,7 +12,8 @@ from ...core.config import levels
 from ...core.packed_schema import ModelSpec, QuantizerRecord
 from ..kernels import (PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, bitserial_gemm,
                        elastic_rule, quantize_pack_planes, xnor_gemm)
-from .rows import NO_ACT, affine, affine_pack, affine_pack_heads, affine_residual_layernorm, embed
+from .rows import NO_ACT, KeyMask, affine, affine_pack, affine_residual_layernorm, embed
+from .thresholds import NONE, DotThresholds
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,21 @@ class InputQuant:
             return binarize_pack_signed(x, self.beta, threads=threads)
         return binarize_pack_elastic(x, self.beta, self.alpha, threads=threads)
 
-    def pack_affine(self, dot: np.ndarray, coef: np.ndarray, bias: np.ndarray, act: int, threads: int) -> np.ndarray:
-        """``pack(affine(dot, coef, bias, act))`` without the float rows in between (1-bit only; the
-        rules are those of binarize_pack_signed / binarize_pack_elastic)."""
+    @property
+    def rule(self) -> tuple[np.ndarray, np.float32, np.float32, bool]:
+        """(β, α, threshold, divide) of the 1-bit rule, as `affine_pack` takes it (those of
+        binarize_pack_signed / binarize_pack_elastic)."""
+        alpha, thr, divide = (np.float32(1.0), np.float32(0.0), False) if self.signed else elastic_rule(self.alpha)
+        return self.beta, alpha, thr, divide
+
+    def pack_affine(self, dot: np.ndarray, coef: np.ndarray, bias: np.ndarray, act: int, threads: int,
+                    by_dot: DotThresholds = NONE) -> np.ndarray:
+        """``pack(affine(dot, coef, bias, act))`` without the float rows in between (1-bit only), or
+        with ``by_dot`` (this rule's thresholds for that epilogue) by integer compares on dot."""
         if self.bits > 1:
             return self.pack(affine(dot, coef, bias, act, np.empty(dot.shape, np.float32)), threads)
         out = np.empty((dot.shape[0], (dot.shape[1] + 63) // 64), np.uint64)
-        alpha, thr, divide = (np.float32(1.0), np.float32(0.0), False) if self.signed else elastic_rule(self.alpha)
-        return affine_pack(dot, coef, bias, act, self.beta, alpha, thr, divide, out, threads)
+        return affine_pack(dot, coef, bias, act, *self.rule, by_dot.thr, by_dot.flip, out, threads)
 
 
 class BinaryLinear:
@@ -77,6 +85,9 @@ class BinaryLinear:
         self.weights, self.quant, self.row_sum = weights, quant, row_sum
         self.coef = np.ascontiguousarray(np.float64(quant.alpha) * scale.astype(np.float64) * np.ones(weights.n))
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+        # Where the output is only binarized, its bits as thresholds on the dot (set by the builder,
+        # which knows the consumer: `bitbert.deploy.engine.thresholds`); NONE: the float epilogue.
+        self.by_dot = NONE
 
     def dot(self, x: np.ndarray, threads: int) -> np.ndarray:
         return self.gemm(self.quant.pack(x, threads), threads)
@@ -99,20 +110,15 @@ class BinaryLinear:
     def into(self, x: np.ndarray, act: int, following: BinaryLinear, threads: int) -> np.ndarray:
         """``following.dot(self(x, act))``, the output quantized and packed for ``following`` as it
         is produced."""
-        bits = following.quant.pack_affine(self.dot(x, threads), self.coef, self.bias, act, threads)
+        bits = following.quant.pack_affine(self.dot(x, threads), self.coef, self.bias, act, threads, self.by_dot)
         return following.gemm(bits, threads)
 
-    def heads(self, bits: np.ndarray, beta: float, batch: int, heads: int, threads: int,
-              keys_major: bool = False) -> np.ndarray:
-        """The output's bits (output − beta ≥ 0) for input bits packed by ``quant``, packed per head:
-        (B, heads, L, ceil(d/64)) uint64, or keys-major (B, heads, ceil(d/64), L); attention's 1-bit
-        Q, K, V without their float rows."""
-        dot = self.gemm(bits, threads)
-        L, d = dot.shape[0] // batch, self.weights.n // heads
-        assert heads * d == self.weights.n and batch * L == dot.shape[0]  # the validated spec's head_dim, whole rows
-        shape = (batch, heads, (d + 63) // 64, L) if keys_major else (batch, heads, L, (d + 63) // 64)
-        return affine_pack_heads(dot, self.coef, self.bias, np.float32(beta), heads, keys_major,
-                                 np.empty(shape, np.uint64), threads)
+    @property
+    def params(self) -> tuple:
+        """What the compiled 1-bit paths (`attention.binary_heads`, `fused.binary_layer`) take of a
+        linear with 1-bit input: (panels, N, K, use_and, coef, bias, dot thresholds, flips)."""
+        return (self.weights.panels, self.weights.n, self.weights.k, not self.quant.signed, self.coef, self.bias,
+                self.by_dot.thr, self.by_dot.flip)
 
 
 class FloatLinear:
@@ -149,7 +155,7 @@ class Residual:
         return scores.astype(np.float32), split(values, values.shape[1] // self.heads).astype(np.float32)
 
 
-# attention(q_linear, k_linear, v_linear, their packed inputs, batch, key_mask, threads, score_res, value_res)
+# attention(q_linear, k_linear, v_linear, their packed inputs, batch, keys (KeyMask), threads, score_res, value_res)
 # -> context: a kernel
 # chosen at build time, which also chooses how Q, K and V leave their linears (bits or floats)
 AttentionFn = Callable[..., np.ndarray]
@@ -172,15 +178,21 @@ class Layer:
     activation: int
     eps: np.float32
     qkv_one_input: bool = False  # Q, K and V quantize their input alike: it is packed once
+    # An all-1-bit layer runs as one compiled call, compiled(x, batch, key_add, key_bits, threads,
+    # compiled_params) (`bitbert.deploy.engine.fused`, set by the builder); None: the steps below.
+    compiled: Callable | None = None
+    compiled_params: tuple = ()
 
-    def __call__(self, x: np.ndarray, batch: int, key_mask: np.ndarray, threads: int) -> np.ndarray:
+    def __call__(self, x: np.ndarray, batch: int, keys: KeyMask, threads: int) -> np.ndarray:
+        if self.compiled is not None:
+            return self.compiled(x, batch, keys.add, keys.bits, threads, self.compiled_params)
         sres = vres = None
         if self.residual is not None:
             sres, vres = self.residual.terms(x, batch)
         q_in = self.q.quant.pack(x, threads)
         k_in, v_in = (q_in, q_in) if self.qkv_one_input else (self.k.quant.pack(x, threads),
                                                               self.v.quant.pack(x, threads))
-        ctx = self.attention(self.q, self.k, self.v, (q_in, k_in, v_in), batch, key_mask, threads, sres, vres)
+        ctx = self.attention(self.q, self.k, self.v, (q_in, k_in, v_in), batch, keys, threads, sres, vres)
         x = self._add_norm(self.out, self.out.dot(ctx, threads), x, self.ln_attn, threads)
         hidden = self.ffn_in.into(x, self.activation, self.ffn_out, threads)
         return self._add_norm(self.ffn_out, hidden, x, self.ln_ffn, threads)
@@ -237,7 +249,8 @@ class Encoder:
         """(B, num_labels) logits for validated ids (B, L) int64, mask (B, L) bool, token types."""
         B, L = ids.shape
         x = self.embeddings(ids, self.positions(ids), types_, self.spec.hidden, threads)
+        keys = KeyMask.of(mask)
         for layer in self.layers:
-            x = layer(x, B, mask, threads)
+            x = layer(x, B, keys, threads)
         cls = np.ascontiguousarray(x.reshape(B, L, -1)[:, 0])
         return self.head_out(np.tanh(self.head_dense(cls, threads)), threads).astype(np.float32)

@@ -1,8 +1,10 @@
 """Where the packed engine's forward spends its time, per phase: embeddings, activation
 quantize-and-pack, the popcount GEMMs, their scale/bias/activation epilogue (alone, or fused with
-the next quantize-pack), attention (its score, map and context kernel and V's re-packing; the Q,
-K, V linears it runs count in their own phases), LayerNorm + residual, and the rest (Python
-dispatch, the head, glue) as overhead.
+the next quantize-pack), attention (its score, map and context kernel and V's re-packing; 1-bit
+attention's Q, K, V linears, GEMM and epilogue, run inside it and count in it; multi-bit ones
+count in their own phases), LayerNorm + residual, and the rest (Python dispatch, the head, glue)
+as overhead. All-1-bit layers, which normally run as one compiled call (`fused`), run their
+kernels step by step while profiled.
 
 The timers are installed only for the profiled calls, by swapping the kernel names the layer code
 looks up (and each layer's attention function) for timing wrappers, and removed after: the engine's
@@ -11,6 +13,7 @@ includes its own call overhead."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -28,7 +31,6 @@ PHASES: dict[str, str] = {
     "xnor_gemm": "GEMMs", "and_gemm": "GEMMs", "bitserial_gemm": "GEMMs",
     "affine": "GEMM epilogue (scale, bias, activation)",
     "affine_pack": "GEMM epilogue fused with the next quantize-pack",
-    "affine_pack_heads": "GEMM epilogue fused with the next quantize-pack",
     "affine_residual_layernorm": "LayerNorm + residual (with the epilogue)",
 }
 ATTENTION = "attention"
@@ -55,6 +57,9 @@ def _timing(fn: Callable, phase: str, totals: dict[str, float], nested: list[flo
 @contextlib.contextmanager
 def _instrumented(encoder, totals: dict[str, float]) -> Iterator[None]:
     originals = {name: getattr(layers, name) for name in PHASES}
+    compiled = encoder.layers
+    # all-1-bit layers run as one compiled call (`fused`): profiled, they run the same kernels step by step
+    object.__setattr__(encoder, "layers", tuple(dataclasses.replace(layer, compiled=None) for layer in compiled))
     attention = [layer.attention for layer in encoder.layers]
     nested: list[float] = []
     try:
@@ -68,14 +73,16 @@ def _instrumented(encoder, totals: dict[str, float]) -> Iterator[None]:
             setattr(layers, name, fn)
         for layer, fn in zip(encoder.layers, attention):
             object.__setattr__(layer, "attention", fn)
+        object.__setattr__(encoder, "layers", compiled)
 
 
 def profile_phases(engine, input_ids: np.ndarray, repeats: int = 5) -> dict[str, dict[str, float]]:
     """{phase: {"ms", "percent"}} of one ``engine.logits(input_ids)`` call, means over ``repeats``
     profiled calls after one warm-up; "forward" holds the total."""
-    engine.logits(input_ids)
     totals: dict[str, float] = defaultdict(float)
     with _instrumented(engine.model, totals):
+        engine.logits(input_ids)  # warm-up of the step-by-step path (its kernels' first calls load them)
+        totals.clear()
         t0 = time.perf_counter()
         for _ in range(max(1, repeats)):
             engine.logits(input_ids)

@@ -1,0 +1,185 @@
+"""16-lane loops of the engine's kernels as LLVM IR, where numba source leaves them scalar or LLVM's
+vectoriser makes them 8 lanes wide: the attention kernel's tabled softmax (an int32 min/max with a
+clamp, which numba widens to int64; a table look-up by index) and a linear's epilogue."""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..kernels import _splat, _vec_ptr
+
+
+def _blocks16(builder: ir.IRBuilder, n: ir.Value) -> ir.Value:
+    return builder.sdiv(builder.add(n, ir.Constant(n.type, 15)), ir.Constant(n.type, 16))
+
+
+@intrinsic
+def clamp_index16(typingctx, idx, add, n, cap):
+    """idx[j] = min(idx[j] + add[j], cap) for j < n rounded up to 16 (int32 1-D arrays with that
+    room); returns (the smallest entry, the largest entry below cap or 0) as int32."""
+    sig = types.UniTuple(types.int32, 2)(idx, add, n, cap)
+
+    def codegen(context, builder, sig, args):
+        idx_v, add_v, n_v, cap_v = args
+        ia = context.make_array(sig.args[0])(context, builder, idx_v)
+        aa = context.make_array(sig.args[1])(context, builder, add_v)
+        n_v = context.cast(builder, n_v, sig.args[2], types.intp)
+        i32 = ir.IntType(32)
+        v16 = ir.VectorType(i32, 16)
+        capv = _splat(builder, context.cast(builder, cap_v, sig.args[3], types.int32), 16)
+        zero = ir.Constant(v16, None)
+        lo = cgutils.alloca_once_value(builder, capv)
+        hi = cgutils.alloca_once_value(builder, zero)
+        with cgutils.for_range(builder, _blocks16(builder, n_v)) as loop:
+            off = builder.mul(loop.index, ir.Constant(n_v.type, 16))
+            ptr = _vec_ptr(builder, ia.data, off, v16)
+            c = builder.add(builder.load(ptr, align=4), builder.load(_vec_ptr(builder, aa.data, off, v16), align=4))
+            below = builder.icmp_signed("<", c, capv)
+            c = builder.select(below, c, capv)
+            builder.store(c, ptr, align=4)
+            old = builder.load(lo)
+            builder.store(builder.select(builder.icmp_signed("<", c, old), c, old), lo)
+            kept, old = builder.select(below, c, zero), builder.load(hi)
+            builder.store(builder.select(builder.icmp_signed(">", kept, old), kept, old), hi)
+        reduce = ir.FunctionType(i32, [v16])
+        fn = lambda name: cgutils.get_or_insert_function(builder.module, reduce, name)  # noqa: E731
+        return context.make_tuple(builder, sig.return_type,
+                                  [builder.call(fn("llvm.vector.reduce.smin.v16i32"), [builder.load(lo)]),
+                                   builder.call(fn("llvm.vector.reduce.smax.v16i32"), [builder.load(hi)])])
+
+    return sig, codegen
+
+
+def _has_avx512(context) -> bool:
+    """Whether numba compiles for AVX-512 (the target's features, NUMBA_CPU_FEATURES included)."""
+    return "+avx512f" in getattr(context.codegen(), "_tm_features", "").split(",")
+
+
+@intrinsic
+def gather16(typingctx, row, table, idx, n):
+    """row[0, j] = table[idx[j]] for j < n rounded up to 16 (row and idx with that room, every
+    index of those lanes below len(table), a multiple of 32: the caller's promise, nothing is checked).
+
+    On AVX-512, a two-register permute (VPERMI2PS) per 32 entries of the table, which is small
+    (the attention tables have d + 2 entries), instead of a memory gather (~3x slower here)."""
+    sig = types.void(row, table, idx, n)
+
+    def codegen(context, builder, sig, args):
+        row_v, tab_v, idx_v, n_v = args
+        ra = context.make_array(sig.args[0])(context, builder, row_v)
+        ta = context.make_array(sig.args[1])(context, builder, tab_v)
+        ia = context.make_array(sig.args[2])(context, builder, idx_v)
+        n_v = context.cast(builder, n_v, sig.args[3], types.intp)
+        entries = cgutils.unpack_tuple(builder, ta.shape, 1)[0]
+        f, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+        f16, i16 = ir.VectorType(f, 16), ir.VectorType(i32, 16)
+        table = lambda at: builder.load(_vec_ptr(builder, ta.data, at, f16), align=4)  # noqa: E731
+
+        def blocks(lookup):  # row[0, 16b : 16b + 16] = lookup(idx[16b : 16b + 16]) for each block b
+            with cgutils.for_range(builder, _blocks16(builder, n_v)) as loop:
+                off = builder.mul(loop.index, ir.Constant(n_v.type, 16))
+                ix = builder.load(_vec_ptr(builder, ia.data, off, i16), align=4)
+                builder.store(lookup(ix), _vec_ptr(builder, ra.data, off, f16), align=4)
+
+        if not _has_avx512(context):
+            p16 = ir.VectorType(f.as_pointer(), 16)
+            gather = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(f16, [p16, i32, ir.VectorType(ir.IntType(1), 16), f16]),
+                "llvm.masked.gather.v16f32.v16p0f32")
+            every = ir.Constant(ir.VectorType(ir.IntType(1), 16), [1] * 16)
+            base = _splat(builder, builder.ptrtoint(ta.data, i64), 16)
+
+            def by_gather(ix):
+                offs = builder.shl(builder.sext(ix, ir.VectorType(i64, 16)), _splat(builder, ir.Constant(i64, 2), 16))
+                return builder.call(gather, [builder.inttoptr(builder.add(base, offs), p16), ir.Constant(i32, 4), every,
+                                             ir.Constant(f16, None)])
+
+            blocks(by_gather)
+            return
+        permute = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16, i16, f16]),
+                                                 "llvm.x86.avx512.vpermi2var.ps.512")
+        pairs = builder.sdiv(entries, ir.Constant(entries.type, 32))
+
+        def by_pairs(ix, halves):  # halves: each pair's two 16-entry vectors
+            part = builder.ashr(ix, _splat(builder, ir.Constant(i32, 5), 16))
+            got = builder.call(permute, [halves[0][0], ix, halves[0][1]])
+            for p, (lo, hi) in enumerate(halves[1:], 1):
+                here = builder.icmp_signed("==", part, _splat(builder, ir.Constant(i32, p), 16))
+                got = builder.select(here, builder.call(permute, [lo, ix, hi]), got)
+            return got
+
+        # Tables of up to _PAIRS_IN_REGISTERS pairs: loaded once, the block loop unrolled over them.
+        done = builder.append_basic_block("gather16.done")
+        for count in range(1, _PAIRS_IN_REGISTERS + 1):
+            with builder.if_then(builder.icmp_signed("==", pairs, ir.Constant(pairs.type, count))):
+                halves = [(table(ir.Constant(entries.type, 32 * p)), table(ir.Constant(entries.type, 32 * p + 16)))
+                          for p in range(count)]
+                blocks(lambda ix: by_pairs(ix, halves))
+                builder.branch(done)
+        got = cgutils.alloca_once(builder, f16)
+
+        def by_pair_loop(ix):  # larger tables: one pair at a time from memory
+            builder.store(ir.Constant(f16, None), got)
+            part = builder.ashr(ix, _splat(builder, ir.Constant(i32, 5), 16))
+            with cgutils.for_range(builder, pairs) as pair:
+                at = builder.mul(pair.index, ir.Constant(entries.type, 32))
+                here = builder.icmp_signed("==", part, _splat(builder, builder.trunc(pair.index, i32), 16))
+                found = builder.call(permute, [table(at), ix, table(builder.add(at, ir.Constant(entries.type, 16)))])
+                builder.store(builder.select(here, found, builder.load(got)), got)
+            return builder.load(got)
+
+        blocks(by_pair_loop)
+        builder.branch(done)
+        builder.position_at_end(done)
+
+    return sig, codegen
+
+
+_PAIRS_IN_REGISTERS = 4  # up to 128 entries (d up to 126): 8 zmm registers
+
+
+@intrinsic
+def affine16(typingctx, dot, coef, bias, residual, out):
+    """out[n] = float32(dot[n] · coef[n]) + bias[n] (int32 dot, float64 coef: the exact dot rounded
+    once), then + residual[n] unless residual is None, for n < len(out) rounded down to 16; returns
+    that count (the caller does the rest)."""
+    sig = types.intp(dot, coef, bias, residual, out)
+    has_residual = not isinstance(residual, types.NoneType)
+
+    def codegen(context, builder, sig, args):
+        da, ca, ba, oa = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 1, 2, 4))
+        n = cgutils.unpack_tuple(builder, oa.shape, 1)[0]
+        f16, d16, i16 = (ir.VectorType(t, 16) for t in (ir.FloatType(), ir.DoubleType(), ir.IntType(32)))
+        blocks = builder.sdiv(n, ir.Constant(n.type, 16))
+        with cgutils.for_range(builder, blocks) as loop:
+            off = builder.mul(loop.index, ir.Constant(n.type, 16))
+            dots = builder.sitofp(builder.load(_vec_ptr(builder, da.data, off, i16), align=4), d16)
+            scaled = builder.fptrunc(builder.fmul(dots, builder.load(_vec_ptr(builder, ca.data, off, d16), align=8)),
+                                     f16)
+            res = builder.fadd(scaled, builder.load(_vec_ptr(builder, ba.data, off, f16), align=4))
+            if has_residual:
+                ra = context.make_array(sig.args[3])(context, builder, args[3])
+                res = builder.fadd(res, builder.load(_vec_ptr(builder, ra.data, off, f16), align=4))
+            builder.store(res, _vec_ptr(builder, oa.data, off, f16), align=4)
+        return builder.mul(blocks, ir.Constant(n.type, 16))
+
+    return sig, codegen
+
+
+@intrinsic
+def dot_mask64(typingctx, dot, k0, thr, flip):
+    """uint64 whose bit b is (dot[k0 + b] XOR flip[k0 + b]) >= thr[k0 + b], b < 64: int32 1-D arrays
+    with room for 64 entries from k0 (the caller's promise); see `thresholds.DotThresholds`."""
+    sig = types.uint64(dot, k0, thr, flip)
+
+    def codegen(context, builder, sig, args):
+        da, ta, fa = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 2, 3))
+        k0 = context.cast(builder, args[1], sig.args[1], types.intp)
+        i64 = ir.VectorType(ir.IntType(32), 64)
+        load = lambda a: builder.load(_vec_ptr(builder, a.data, k0, i64), align=4)  # noqa: E731
+        bits = builder.icmp_signed(">=", builder.xor(load(da), load(fa)), load(ta))
+        return builder.bitcast(bits, ir.IntType(64))
+
+    return sig, codegen
