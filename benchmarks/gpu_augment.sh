@@ -50,7 +50,7 @@ fi
 pids+=($!)
 if [ -n "${PAIRS:-}" ] && [ -z "$SMOKE" ] && [ ! -f runs/pairs.done ]; then  # PAIRS=1: issue 26's probes too
   ( PAIRS_TIMEOUT=$(( $(rem) - 20 )) SEEDS='42 43' \
-    PROBES=${PAIR_PROBES:-'long|--runs bit:1-1-1 --epochs 10;longqlr|--runs bit:1-1-1 --epochs 10 --quant-lr 1e-3;longfpqk|--runs bit:1-1-1 --epochs 10 --quant binarize_qkv=false;longbs16|--runs bit:1-1-1 --epochs 10 --batch-size 16'} \
+    PROBES=${PAIR_PROBES:-'long30|--runs bit:1-1-1 --epochs 30;longresid|--runs bit:1-1-1 --epochs 10 --quant residual_rank=4;multi10|--runs bit:1-1-2,1-1-1 --epochs 10'} \
     bash benchmarks/gpu_pairs.sh runs/out-pairs > runs/logs/pairs.log 2>&1 && touch runs/pairs.done ) &
   pids+=($!)
 fi
