@@ -86,7 +86,7 @@ def merge(existing: list[dict], returned: list[dict], call: int, note: str,
 def _merge_into(into: Path, returned: list[dict], key: tuple, call: int, note: str) -> None:
     existing = json.loads(into.read_text()) if into.is_file() else []
     merged, n = merge(existing, returned, call, note, key)
-    atomic_write(into, lambda p: p.write_text(json.dumps(merged, indent=2) + "\n"))
+    atomic_write(into, lambda p: p.write_text(json.dumps(merged, indent=1) + "\n"))
     print(f"{into}: {n} records added, {len(returned) - n} already there")
 
 
