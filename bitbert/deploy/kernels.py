@@ -61,6 +61,7 @@ __all__ = [
     "quantize_pack_planes",
     "row_sums",
     "bitserial_gemm",
+    "planes_offset",
     "popcount64",
     "plane_mask64",
     "quantize_pack_heads",
@@ -165,7 +166,7 @@ def plane_mask64(typingctx, lv, k0, p):
 
 
 @intrinsic
-def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and):
+def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and, planes, col_add):
     """One _MR x _NB output tile: dst[d0 + i, d1 + j] for rows m0 + i of `a` and panel column j.
 
     a: (M, Kw) uint64 C, read as 2·Kw 32-bit half-words per row (little-endian: the low half first);
@@ -175,14 +176,22 @@ def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and):
     use_and (literal): False -> K - 2 popcount(a ^ w); True -> 2 popcount(a & w) - popcount(a).
     Popcounts on 32-bit lanes (VPOPCNTD) keep the sums in int32 lanes: the tile's epilogue is a
     shift, a subtraction and a store per 16 outputs, not also a narrowing per 8 (K = 384: +10-15%).
+
+    planes (literal, 1 or 2; 2 only with use_and): the bit-serial dot of 2-bit levels o = o_0 + 2 o_1
+    given as planes stacked in a (planes·M, Kw) (plane p of row m at row p·M + m): each weight load
+    serves both planes, whose popcounts go to their own accumulators (16 zmm) and are combined once,
+    2 (acc_0 + 2 acc_1) − rowpop + col_add[j], rowpop[m] = Σ_p 2^p popcount(plane p of row m) and
+    col_add (_NB,) int32 the panel's offset · Σ_k w (`bitserial_gemm`'s). Not read for 1 plane.
     """
-    if not isinstance(use_and, types.BooleanLiteral):
+    if not isinstance(use_and, types.BooleanLiteral) or not isinstance(planes, types.IntegerLiteral):
         return None
-    is_and = use_and.literal_value
-    sig = types.void(a, rowpop, m0, panel, K, dst, d0, d1, use_and)
+    is_and, nplanes = use_and.literal_value, planes.literal_value
+    if nplanes not in (1, 2) or (nplanes == 2 and not is_and):
+        raise TypeError("_tile: planes must be 1, or 2 with use_and")
+    sig = types.void(a, rowpop, m0, panel, K, dst, d0, d1, use_and, planes, col_add)
 
     def codegen(context, builder, sig, args):
-        a_v, rowpop_v, m0_v, panel_v, K_v, dst_v, d0_v, d1_v, _ = args
+        a_v, rowpop_v, m0_v, panel_v, K_v, dst_v, d0_v, d1_v, _, _, col_v = args
         intp = context.get_value_type(types.intp)
         as_intp = lambda v, ty: context.cast(builder, v, ty, types.intp)  # noqa: E731
         m0_v, K_v, d0_v, d1_v = (as_intp(v, sig.args[i]) for v, i in ((m0_v, 2), (K_v, 4), (d0_v, 6), (d1_v, 7)))
@@ -190,7 +199,8 @@ def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and):
         ra = context.make_array(sig.args[1])(context, builder, rowpop_v)
         pa = context.make_array(sig.args[3])(context, builder, panel_v)
         da = context.make_array(sig.args[5])(context, builder, dst_v)
-        M, Kw = cgutils.unpack_tuple(builder, aa.shape, 2)
+        rows_all, Kw = cgutils.unpack_tuple(builder, aa.shape, 2)
+        M = builder.sdiv(rows_all, ir.Constant(intp, nplanes))
         halves = builder.mul(Kw, ir.Constant(intp, 2))
         ldd = cgutils.unpack_tuple(builder, da.shape, 2)[1]
         i32 = ir.IntType(32)
@@ -199,34 +209,50 @@ def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and):
         a32 = builder.bitcast(aa.data, i32.as_pointer())
 
         last = builder.sub(M, ir.Constant(intp, 1))
-        rows, pops = [], []
+        rows, pops = [], []  # rows[p][i]: plane p of tile row i
         for i in range(_MR):
             r = builder.add(m0_v, ir.Constant(intp, i))
             r = builder.select(builder.icmp_signed("<", r, M), r, last)
-            rows.append(builder.gep(a32, [builder.mul(r, halves)]))
             pops.append(builder.gep(ra.data, [r]))
+            for p in range(nplanes):
+                if i == 0:
+                    rows.append([])
+                rp = builder.add(r, builder.mul(M, ir.Constant(intp, p)))
+                rows[p].append(builder.gep(a32, [builder.mul(rp, halves)]))
         # Accumulators live in allocas that SROA promotes to registers: the canonical numba pattern.
-        acc = [[cgutils.alloca_once_value(builder, zero_v) for _ in range(_NV)] for _ in range(_MR)]
+        acc = [[[cgutils.alloca_once_value(builder, zero_v) for _ in range(_NV)] for _ in range(_MR)]
+               for _ in range(nplanes)]
 
         with cgutils.for_range(builder, halves) as loop:
             q = loop.index
             prow = builder.mul(q, ir.Constant(intp, _NB))
             wv = [builder.load(_vec_ptr(builder, pa.data, builder.add(prow, ir.Constant(intp, _LANES32 * v)), v16),
                                align=4) for v in range(_NV)]
-            for i in range(_MR):
-                sv = _splat(builder, builder.load(builder.gep(rows[i], [q])), _LANES32)
-                for v in range(_NV):
-                    x = builder.and_(sv, wv[v]) if is_and else builder.xor(sv, wv[v])
-                    builder.store(builder.add(builder.load(acc[i][v]), _ctpop(builder, x)), acc[i][v])
+            for p in range(nplanes):
+                for i in range(_MR):
+                    sv = _splat(builder, builder.load(builder.gep(rows[p][i], [q])), _LANES32)
+                    for v in range(_NV):
+                        x = builder.and_(sv, wv[v]) if is_and else builder.xor(sv, wv[v])
+                        builder.store(builder.add(builder.load(acc[p][i][v]), _ctpop(builder, x)), acc[p][i][v])
 
+        one = _splat(builder, ir.Constant(i32, 1), _LANES32)
+        if nplanes == 2:
+            ca = context.make_array(sig.args[10])(context, builder, col_v)
+            col = [builder.load(_vec_ptr(builder, ca.data, ir.Constant(intp, _LANES32 * v), v16), align=4)
+                   for v in range(_NV)]
         for i in range(_MR):
             drow = builder.mul(builder.add(d0_v, ir.Constant(intp, i)), ldd)
             for v in range(_NV):
-                twice = builder.shl(builder.load(acc[i][v]), _splat(builder, ir.Constant(i32, 1), _LANES32))
+                total = builder.load(acc[0][i][v])
+                if nplanes == 2:
+                    total = builder.add(total, builder.shl(builder.load(acc[1][i][v]), one))
+                twice = builder.shl(total, one)
                 if is_and:
                     res = builder.sub(twice, _splat(builder, builder.trunc(builder.load(pops[i]), i32), _LANES32))
                 else:
                     res = builder.sub(_splat(builder, builder.trunc(K_v, i32), _LANES32), twice)
+                if nplanes == 2:
+                    res = builder.add(res, col[v])
                 off = builder.add(drow, builder.add(d1_v, ir.Constant(intp, _LANES32 * v)))
                 builder.store(res, _vec_ptr(builder, da.data, off, v16), align=4)
 
@@ -275,22 +301,26 @@ def _binarize_pack_parallel(x, beta, alpha, thr, out, divide, nthreads):
 
 
 @njit(inline="always")
-def _gemm_panels(a, w, panels, K, out, p_lo, p_hi, use_and):
+def _gemm_panels(a, w, panels, K, out, p_lo, p_hi, use_and, planes, col_add):
     """Output columns of panels [p_lo, p_hi): out[:, p*_NB : (p+1)*_NB].
 
     Weights come either as rows w (N, Kw), re-laid out here one panel at a time (panels is empty),
-    or as panels (npan, 2·Kw, _NB) uint32 laid out once by `prepack` (w is empty).
+    or as panels (npan, 2·Kw, _NB) uint32 laid out once by `prepack` (w is empty). planes (literal):
+    a's bit planes stacked along its rows, col_add (npan·_NB,) int32 the offset term (see `_tile`).
     """
-    M, Kw = a.shape
+    M, Kw = a.shape[0] // planes, a.shape[1]
     N = out.shape[1]
     relayout = panels.shape[0] == 0
-    # popcount(a) per row for the AND form, once per call: inside the tile it would cost a
-    # scalar popcount and a GPR->vector broadcast per word (measured -20%).
+    # popcount(a) per row for the AND form (Σ_p 2^p of the planes'), once per call: inside the tile
+    # it would cost a scalar popcount and a GPR->vector broadcast per word (measured -20%).
     rowpop = np.zeros(M, np.int64)
     if use_and:
-        for m in range(M):
-            for q in range(Kw):
-                rowpop[m] += popcount64(a[m, q])
+        for p in range(planes):
+            for m in range(M):
+                c = np.int64(0)
+                for q in range(Kw):
+                    c += popcount64(a[p * M + m, q])
+                rowpop[m] += c << p
     scratch = np.zeros((2 * Kw, _NB), np.uint32)  # columns past N (last panel) only feed discarded outputs
     edge = np.empty((_MR, _NB), np.int32)  # landing tile for partial tiles at the M / N borders
     for p in range(p_lo, p_hi):
@@ -303,28 +333,31 @@ def _gemm_panels(a, w, panels, K, out, p_lo, p_hi, use_and):
             panel = scratch
         else:
             panel = panels[p]
+        cols = col_add[n0:n0 + _NB]
         for m0 in range(0, M, _MR):
             if nn == _NB and m0 + _MR <= M:
-                _tile(a, rowpop, m0, panel, K, out, m0, n0, use_and)
+                _tile(a, rowpop, m0, panel, K, out, m0, n0, use_and, planes, cols)
             else:
-                _tile(a, rowpop, m0, panel, K, edge, 0, 0, use_and)
+                _tile(a, rowpop, m0, panel, K, edge, 0, 0, use_and, planes, cols)
                 for i in range(min(_MR, M - m0)):
                     for j in range(nn):
                         out[m0 + i, n0 + j] = edge[i, j]
 
 
 @njit(cache=True)
-def _gemm_serial(a, w, panels, K, out, use_and):
+def _gemm_serial(a, w, panels, K, out, use_and, col_add):
     npan = (out.shape[1] + _NB - 1) // _NB
-    if use_and:
-        _gemm_panels(a, w, panels, K, out, 0, npan, True)
+    if col_add.shape[0] > 0:  # 2-bit planes (AND form)
+        _gemm_panels(a, w, panels, K, out, 0, npan, True, 2, col_add)
+    elif use_and:
+        _gemm_panels(a, w, panels, K, out, 0, npan, True, 1, col_add)
     else:
-        _gemm_panels(a, w, panels, K, out, 0, npan, False)
+        _gemm_panels(a, w, panels, K, out, 0, npan, False, 1, col_add)
     return out
 
 
 @njit(cache=True, parallel=True)
-def _gemm_parallel(a, w, panels, K, out, use_and, nthreads):
+def _gemm_parallel(a, w, panels, K, out, use_and, col_add, nthreads):
     # Parallel over column panels: each weight panel is re-laid out once and shared by all rows,
     # and this also splits work at M = 1 (one token), where row-parallelism could not.
     npan = (out.shape[1] + _NB - 1) // _NB
@@ -332,10 +365,12 @@ def _gemm_parallel(a, w, panels, K, out, use_and, nthreads):
     for c in prange(nchunks):
         lo = c * npan // nchunks
         hi = (c + 1) * npan // nchunks
-        if use_and:
-            _gemm_panels(a, w, panels, K, out, lo, hi, True)
+        if col_add.shape[0] > 0:
+            _gemm_panels(a, w, panels, K, out, lo, hi, True, 2, col_add)
+        elif use_and:
+            _gemm_panels(a, w, panels, K, out, lo, hi, True, 1, col_add)
         else:
-            _gemm_panels(a, w, panels, K, out, lo, hi, False)
+            _gemm_panels(a, w, panels, K, out, lo, hi, False, 1, col_add)
     return out
 
 
@@ -498,12 +533,14 @@ def pack_into(x, beta, alpha, thr, divide, out, threads):
 
 
 @njit(cache=True)
-def gemm_into(a, rows, panels, K, out, use_and, threads):
+def gemm_into(a, rows, panels, K, out, use_and, threads, col_add):
     """out = the XNOR (or with use_and, AND) popcount GEMM of a with the weights (rows, or panels
-    laid out by prepack), threads splitting the column panels when > 1 and there are several."""
+    laid out by prepack), threads splitting the column panels when > 1 and there are several.
+    col_add empty (`NO_COLS`): a holds 1-bit rows. Not empty (`planes_offset`): a holds 2-bit levels as two stacked bit planes
+    (2·M, Kw) and out (M, N) their bit-serial dot (`bitserial_gemm`), both planes in one pass."""
     if threads > 1 and out.shape[1] > _NB:
-        return _gemm_parallel(a, rows, panels, K, out, use_and, threads)
-    return _gemm_serial(a, rows, panels, K, out, use_and)
+        return _gemm_parallel(a, rows, panels, K, out, use_and, col_add, threads)
+    return _gemm_serial(a, rows, panels, K, out, use_and, col_add)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -621,7 +658,7 @@ def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray 
         raise ValueError(f"out must be a C-contiguous int32 array of shape {(M, N)}")
     if M == 0 or N == 0:
         return out
-    return gemm_into(a, rows, panels, K, out, use_and, _threads(threads))
+    return gemm_into(a, rows, panels, K, out, use_and, _threads(threads), NO_COLS)
 
 
 def xnor_gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None,
@@ -694,9 +731,22 @@ def bitserial_gemm(planes: np.ndarray, w: PackedWeights, offset: int, wsum: np.n
     planes (b, M, ceil(K/64)) (`pack_planes`) and wsum = `row_sums` of w: Σ_p 2^p and_gemm(plane_p, w)
     + offset · wsum. Exact in int32 for b ≤ 8 and K < 2^22."""
     b, M = planes.shape[0], planes.shape[1]
+    if b == 2:  # both planes in one pass of the register tile (`_tile`)
+        a = np.ascontiguousarray(planes).reshape(2 * M, -1)
+        return gemm_into(a, _NO_ROWS, w.panels, w.k, np.empty((M, w.n), np.int32), True, _threads(threads),
+                         planes_offset(wsum, offset))
     # every plane in one GEMM (the planes are rows of one (b·M, Kw) operand), combined in one pass
     parts = and_gemm(np.ascontiguousarray(planes).reshape(b * M, -1), w, w.k, threads=threads).reshape(b, M, w.n)
     return _combine_planes(parts, np.int32(offset), np.ascontiguousarray(wsum, np.int32), np.empty((M, w.n), np.int32))
+
+
+def planes_offset(wsum: np.ndarray, offset: int) -> np.ndarray:
+    """The bit-serial dot's per-column term offset · Σ_k w[n, k] (int32), padded to whole panels:
+    `gemm_into`'s col_add for 2-bit planes."""
+    n = wsum.shape[0]
+    out = np.zeros((n + _NB - 1) // _NB * _NB, np.int32)
+    out[:n] = np.int32(offset) * np.asarray(wsum, np.int32)
+    return out
 
 
 @njit(cache=True)
@@ -742,6 +792,7 @@ def pack_heads_transposed(x: np.ndarray, beta: float, batch: int, heads: int) ->
 
 
 _NO_ROWS = np.zeros((0, 1), np.uint64)
+NO_COLS = np.zeros(0, np.int32)  # gemm_into's col_add for 1-bit rows
 _NO_PANELS = np.zeros((0, 1, _NB), np.uint32)
 # Below this many elements a parallel binarize-and-pack costs more in thread wake-up than it saves.
 _PARALLEL_MIN_ELEMENTS = 1 << 16

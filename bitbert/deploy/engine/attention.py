@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from ...core.packed_schema import AttentionRecord, ModelSpec
-from ..kernels import (_NO_ROWS, elastic_rule, gemm_into, heads_along_tokens, mask64, plane_mask64,
+from ..kernels import (_NO_ROWS, NO_COLS, elastic_rule, gemm_into, heads_along_tokens, mask64, plane_mask64,
                        popcount64, quantize_pack_heads)
 from .errors import EngineError
 from .floatmath import _exp_shifted16, normalize_inplace, softmax_inplace
@@ -265,7 +265,7 @@ def binary_heads(bits, linear, beta, batch, heads, keys_major, threads):
     (B, heads, L, ceil(d/64)) uint64, or keys-major (B, heads, ceil(d/64), L); attention's 1-bit
     Q, K, V without their float rows. linear: `BinaryLinear.params`."""
     panels, n, k, use_and, coef, bias, dot_thr, dot_flip = linear
-    dot = gemm_into(bits, _NO_ROWS, panels, k, np.empty((bits.shape[0], n), np.int32), use_and, threads)
+    dot = gemm_into(bits, _NO_ROWS, panels, k, np.empty((bits.shape[0], n), np.int32), use_and, threads, NO_COLS)
     L, d = dot.shape[0] // batch, n // heads
     shape = (batch, heads, (d + 63) // 64, L) if keys_major else (batch, heads, L, (d + 63) // 64)
     return affine_pack_heads(dot, coef, bias, beta, heads, keys_major, dot_thr, dot_flip, np.empty(shape, np.uint64),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..kernels import _NO_ROWS, gemm_into, pack_into
+from ..kernels import _NO_ROWS, NO_COLS, gemm_into, pack_into
 from .attention import BinaryAttention, binary_attention
 from .layers import BinaryLinear, Layer
 from .rows import affine_pack, affine_residual_layernorm
@@ -41,7 +41,7 @@ def _pack(x, rule, threads):
 @njit(inline="always")
 def _dot(bits, linear, threads):
     panels, n, k, use_and = linear[0], linear[1], linear[2], linear[3]
-    return gemm_into(bits, _NO_ROWS, panels, k, np.empty((bits.shape[0], n), np.int32), use_and, threads)
+    return gemm_into(bits, _NO_ROWS, panels, k, np.empty((bits.shape[0], n), np.int32), use_and, threads, NO_COLS)
 
 
 @njit(cache=True)
