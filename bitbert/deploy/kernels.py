@@ -65,6 +65,8 @@ __all__ = [
     "popcount64",
     "plane_mask64",
     "quantize_pack_heads",
+    "levels_pack_planes",
+    "levels_pack_heads",
     "transpose64",
     "heads_along_tokens",
     "set_num_threads",
@@ -398,21 +400,47 @@ def _level(x, beta, alpha, lo, hi):
     return np.int32(min(max(np.rint((x - beta) / alpha), lo), hi) - lo)
 
 
+@njit(inline="always")
+def _dot_levels(dot, k0, n, thr, flip, lv):
+    """lv[k] = #{l : (dot[k0 + k] XOR flip[k0 + k]) ≥ thr[l, k0 + k]} for k < n: levels from their
+    integer dots (one row of dot; see `engine.thresholds.LevelThresholds`). A pass per level, each
+    vectorised over the channels."""
+    d, f = dot[k0:k0 + n], flip[k0:k0 + n]
+    lv[:n] = 0
+    for level in range(thr.shape[0]):
+        t = thr[level, k0:k0 + n]
+        for k in range(n):
+            lv[k] += np.uint8((d[k] ^ f[k]) >= t[k])
+
+
+@njit(inline="always")
+def _row_levels(x, dot, thr, flip, m, k0, n, beta, alpha, lo, hi, lv):
+    """lv[:n] = the levels of channels k0.. of row m: by integer compares on dot when thr is not
+    empty, else of the floats x (β of those channels)."""
+    if thr.shape[0] > 0:
+        _dot_levels(dot[m], k0, n, thr, flip, lv)
+    else:
+        row = x[m, k0:k0 + n]
+        for t in range(n):  # vectorises (rint is VROUNDPS)
+            lv[t] = _level(row[t], beta[t], alpha, lo, hi)
+
+
 @njit(cache=True, parallel=True)
-def _quantize_pack_heads(x, beta, alpha, lo, hi, heads, along_tokens, out, sums):
+def _quantize_pack_heads(x, beta, alpha, lo, hi, heads, along_tokens, out, sums, dot, thr, flip):
     """Each head's levels of x (B*L, H*d) as bit planes: out (B, H, b, L, dw) packed along d, or with
-    along_tokens (B, H, b, Lw, d) packed along the tokens; sums (B, H, L) = Σ_d levels."""
+    along_tokens (B, H, b, Lw, d) packed along the tokens; sums (B, H, L) = Σ_d levels. With thr
+    (not empty) the levels by integer compares on dot (B*L, H*d) instead (x unused; `_dot_levels`)."""
     B, H, planes = out.shape[0], out.shape[1], out.shape[2]
-    L, d = x.shape[0] // B, x.shape[1] // heads
+    by_dot = thr.shape[0] > 0
+    M, N = (dot.shape[0], dot.shape[1]) if by_dot else (x.shape[0], x.shape[1])
+    L, d = M // B, N // heads
     for bh in prange(B * H):
         b, h = bh // H, bh % H
-        bh_beta = beta[h * d:(h + 1) * d]
+        bh_beta = beta[h * d:(h + 1) * d] if not by_dot else beta
         lv = np.zeros((d + 63) // 64 * 64, np.uint8)  # one token's levels; entries past d stay 0 (padding)
         lvt = np.zeros((d, out.shape[3] * 64 if along_tokens else 0), np.uint8)  # (d, tokens) for V
         for i in range(L):
-            row = x[b * L + i, h * d:(h + 1) * d]
-            for t in range(d):  # vectorises (rint is VROUNDPS)
-                lv[t] = _level(row[t], bh_beta[t], alpha, lo, hi)
+            _row_levels(x, dot, thr, flip, b * L + i, h * d, d, bh_beta, alpha, lo, hi, lv)
             s = 0
             for t in range(d):
                 s += np.int64(lv[t])
@@ -681,19 +709,24 @@ def and_gemm(a01: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.nda
 
 
 @njit(cache=True, parallel=True)
-def _quantize_pack_planes(x, beta, alpha, qn, qp, out):
-    """out[p, m, w] bit jj = bit p of clamp(round((x[m, 64w + jj] − β) / α), qn, qp) − qn."""
+def _quantize_pack_planes(x, beta, alpha, qn, qp, out, dot, thr, flip):
+    """out[p, m, w] bit jj = bit p of clamp(round((x[m, 64w + jj] − β) / α), qn, qp) − qn, or with
+    thr (not empty) of the level that integer compares on dot give (x unused; see `_dot_levels`)."""
     planes, M, Kw = out.shape
-    K = x.shape[1]
+    K = dot.shape[1] if thr.shape[0] > 0 else x.shape[1]
     lo, hi = np.float32(qn), np.float32(qp)
     for m in prange(M):
         lv = np.zeros(Kw * 64, np.uint8)  # padding levels stay 0
-        for k in range(K):  # vectorises (rint is VROUNDPS)
-            lv[k] = _level(x[m, k], beta[k], alpha, lo, hi)
+        _row_levels(x, dot, thr, flip, m, 0, K, beta, alpha, lo, hi, lv)
         for p in range(planes):
             for w in range(Kw):
                 out[p, m, w] = plane_mask64(lv, 64 * w, p)
     return out
+
+
+# The level kernels' "no integer dot" (the float path) and "no float rows" (the dot path).
+NO_DOT, NO_THR, NO_FLIP = np.zeros((0, 0), np.int32), np.zeros((0, 0), np.int32), np.zeros(0, np.int32)
+NO_X = np.zeros((0, 0), np.float32)
 
 
 def quantize_pack_planes(x: np.ndarray, beta: np.ndarray, alpha: float, qn: int, qp: int, planes: int) -> np.ndarray:
@@ -701,7 +734,14 @@ def quantize_pack_planes(x: np.ndarray, beta: np.ndarray, alpha: float, qn: int,
     -> (planes, M, ceil(K/64)) uint64, in one pass without the levels array."""
     x, beta = _check_rows(x, beta)
     out = np.empty((planes, x.shape[0], _words(x.shape[1])), np.uint64)
-    return _quantize_pack_planes(x, beta, np.float32(alpha), qn, qp, out)
+    return _quantize_pack_planes(x, beta, np.float32(alpha), qn, qp, out, NO_DOT, NO_THR, NO_FLIP)
+
+
+def levels_pack_planes(dot: np.ndarray, thr: np.ndarray, flip: np.ndarray, planes: int) -> np.ndarray:
+    """`quantize_pack_planes`' layout of the levels #{l : (dot[m, k] XOR flip[k]) ≥ thr[l, k]} of an
+    int32 dot (M, K): a quantized linear output from its integer dot (`engine.thresholds`)."""
+    out = np.empty((planes, dot.shape[0], _words(dot.shape[1])), np.uint64)
+    return _quantize_pack_planes(NO_X, np.zeros(0, np.float32), np.float32(1.0), 0, 0, out, dot, thr, flip)
 
 
 def quantize_levels(x: np.ndarray, beta: np.ndarray | float, alpha: float, qn: int, qp: int) -> np.ndarray:
@@ -772,7 +812,19 @@ def quantize_pack_heads(x: np.ndarray, beta: np.ndarray | float, alpha: float, q
     L, d = x.shape[0] // batch, x.shape[1] // heads
     shape = (batch, heads, planes, _words(L), d) if along_tokens else (batch, heads, planes, L, _words(d))
     return _quantize_pack_heads(x, beta, np.float32(alpha), np.float32(qn), np.float32(qp), heads, along_tokens,
-                                np.empty(shape, np.uint64), np.empty((batch, heads, L), np.int64))
+                                np.empty(shape, np.uint64), np.empty((batch, heads, L), np.int64), NO_DOT, NO_THR,
+                                NO_FLIP)
+
+
+def levels_pack_heads(dot: np.ndarray, thr: np.ndarray, flip: np.ndarray, planes: int, batch: int, heads: int,
+                      along_tokens: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`quantize_pack_heads` of the levels that integer compares on an int32 dot (B*L, heads*d) give
+    (as `levels_pack_planes`)."""
+    L, d = dot.shape[0] // batch, dot.shape[1] // heads
+    shape = (batch, heads, planes, _words(L), d) if along_tokens else (batch, heads, planes, L, _words(d))
+    return _quantize_pack_heads(NO_X, np.zeros(0, np.float32), np.float32(1.0), np.float32(0.0), np.float32(0.0),
+                                heads, along_tokens, np.empty(shape, np.uint64), np.empty((batch, heads, L), np.int64),
+                                dot, thr, flip)
 
 
 def pack_heads(x: np.ndarray, beta: float, batch: int, heads: int) -> np.ndarray:
