@@ -771,18 +771,14 @@ def bitserial_gemm(planes: np.ndarray, w: PackedWeights, offset: int, wsum: np.n
     planes (b, M, ceil(K/64)) (`pack_planes`) and wsum = `row_sums` of w: Σ_p 2^p and_gemm(plane_p, w)
     + offset · wsum. Exact in int32 for b ≤ 8 and K < 2^22."""
     b, M = planes.shape[0], planes.shape[1]
-    if b == 2:  # both planes in one pass of the register tile (`_tile`)
-        a = np.ascontiguousarray(planes).reshape(2 * M, -1)
-        return gemm_into(a, _NO_ROWS, w.panels, w.k, np.empty((M, w.n), np.int32), True, _threads(threads),
-                         planes_offset(wsum, offset))
-    # every plane in one GEMM (the planes are rows of one (b·M, Kw) operand), combined in one pass
-    parts = and_gemm(np.ascontiguousarray(planes).reshape(b * M, -1), w, w.k, threads=threads).reshape(b, M, w.n)
-    return _combine_planes(parts, np.int32(offset), np.ascontiguousarray(wsum, np.int32), np.empty((M, w.n), np.int32))
+    a = np.ascontiguousarray(planes).reshape(b * M, -1)
+    return levels_gemm_into(a, w.panels, w.k, np.empty((M, w.n), np.int32), planes_offset(wsum, offset), b,
+                            _threads(threads))
 
 
 def planes_offset(wsum: np.ndarray, offset: int) -> np.ndarray:
     """The bit-serial dot's per-column term offset · Σ_k w[n, k] (int32), padded to whole panels:
-    `gemm_into`'s col_add for 2-bit planes."""
+    `levels_gemm_into`'s col_add."""
     n = wsum.shape[0]
     out = np.zeros((n + _NB - 1) // _NB * _NB, np.int32)
     out[:n] = np.int32(offset) * np.asarray(wsum, np.int32)
@@ -790,14 +786,20 @@ def planes_offset(wsum: np.ndarray, offset: int) -> np.ndarray:
 
 
 @njit(cache=True)
-def _combine_planes(parts, offset, wsum, out):
-    """out[m, n] = Σ_p parts[p, m, n] · 2^p + offset · wsum[n] (the bit-serial dot from its planes')."""
-    for m in range(out.shape[0]):
-        for n in range(out.shape[1]):
-            out[m, n] = offset * wsum[n]
-        for p in range(parts.shape[0]):
-            for n in range(out.shape[1]):
-                out[m, n] += parts[p, m, n] << p
+def levels_gemm_into(a, panels, K, out, col_add, planes, threads):
+    """out (M, N) = the bit-serial dot Σ_p 2^p and_gemm(plane p) + col_add of levels given as bit
+    planes stacked along a's rows (planes·M, Kw) (`bitserial_gemm`). 2 planes: one pass of the
+    register tile over both; more: one GEMM over all planes' rows, combined after."""
+    if planes == 2:
+        return gemm_into(a, _NO_ROWS, panels, K, out, True, threads, col_add)
+    M, N = out.shape
+    parts = gemm_into(a, _NO_ROWS, panels, K, np.empty((planes * M, N), np.int32), True, threads, NO_COLS)
+    for m in range(M):
+        for n in range(N):
+            out[m, n] = col_add[n]
+        for p in range(planes):
+            for n in range(N):
+                out[m, n] += parts[p * M + m, n] << p
     return out
 
 

@@ -16,7 +16,7 @@ from numba import njit, prange
 
 from ...core.packed_schema import AttentionRecord, ModelSpec
 from ..kernels import (_NO_ROWS, NO_COLS, NO_DOT, NO_THR, NO_FLIP, NO_X, _quantize_pack_heads, elastic_rule,
-                       gemm_into, heads_along_tokens, mask64, plane_mask64, popcount64)
+                       gemm_into, levels_gemm_into, heads_along_tokens, mask64, plane_mask64, popcount64)
 from .errors import EngineError
 from .floatmath import _exp_shifted16, normalize_inplace, softmax_inplace
 from .lanes import clamp_index16, gather16
@@ -323,14 +323,24 @@ class LevelsAttention:
 
 
 @njit(inline="always")
+def linear_dot(bits, linear, threads):
+    """The integer dot of a linear (`BinaryLinear.params`) with its packed input: 1-bit rows, or
+    multi-bit levels as bit planes stacked along the rows."""
+    panels, n, k, use_and, col_add, planes = linear[0], linear[1], linear[2], linear[3], linear[8], linear[9]
+    out = np.empty((bits.shape[0] // planes, n), np.int32)
+    if planes == 1:
+        return gemm_into(bits, _NO_ROWS, panels, k, out, use_and, threads, NO_COLS)
+    return levels_gemm_into(bits, panels, k, out, col_add, planes, threads)
+
+
+@njit(inline="always")
 def _levels_heads(bits, linear, rule, batch, heads, along_tokens, threads):
     """A linear's output levels (its input: stacked bit planes) packed per head as planes, and their
     sums over d (`kernels._quantize_pack_heads`): by the linear's level thresholds on the dot, or
     when it has none, of the float epilogue (rule: `InputQuant.levels_rule`, one β)."""
-    panels, n, k, use_and, coef, bias, thr, flip, col_add, planes = linear
+    _, n, _, _, coef, bias, thr, flip, _, _ = linear
     beta, alpha, lo, hi, nplanes = rule
-    dot = gemm_into(bits, _NO_ROWS, panels, k, np.empty((bits.shape[0] // planes, n), np.int32), use_and, threads,
-                    col_add)
+    dot = linear_dot(bits, linear, threads)
     L, d = dot.shape[0] // batch, n // heads
     shape = (batch, heads, nplanes, (L + 63) // 64, d) if along_tokens else (batch, heads, nplanes, L, (d + 63) // 64)
     out, sums = np.empty(shape, np.uint64), np.empty((batch, heads, L), np.int64)

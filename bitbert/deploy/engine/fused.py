@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..kernels import _NO_ROWS, NO_DOT, NO_FLIP, NO_THR, NO_X, _quantize_pack_planes, gemm_into, pack_into
-from .attention import BinaryAttention, LevelsAttention, binary_attention, levels_attention
+from ..kernels import NO_DOT, NO_FLIP, NO_THR, NO_X, _quantize_pack_planes, pack_into
+from .attention import BinaryAttention, LevelsAttention, binary_attention, levels_attention, linear_dot
 from .layers import BinaryLinear, Layer
 from .rows import affine, affine_pack, affine_residual_layernorm
 
@@ -49,10 +49,8 @@ def layer_params(layer: Layer) -> tuple | None:
 
 @njit(inline="always")
 def _dot(bits, linear, threads):
-    """A linear's integer dot of its packed input (1-bit rows, or stacked 2-bit planes)."""
-    panels, n, k, use_and, col_add, planes = linear[0], linear[1], linear[2], linear[3], linear[8], linear[9]
-    return gemm_into(bits, _NO_ROWS, panels, k, np.empty((bits.shape[0] // planes, n), np.int32), use_and, threads,
-                     col_add)
+    """A linear's integer dot of its packed input (1-bit rows, or stacked bit planes)."""
+    return linear_dot(bits, linear, threads)
 
 
 @njit(inline="always")

@@ -93,8 +93,8 @@ class BinaryLinear:
         self.weights, self.quant, self.row_sum = weights, quant, row_sum
         self.coef = np.ascontiguousarray(np.float64(quant.alpha) * scale.astype(np.float64) * np.ones(weights.n))
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
-        # 2-bit input: both planes in one GEMM pass, whose epilogue adds offset · Σ_k w (`kernels._tile`)
-        self.col_add = planes_offset(row_sum, quant.levels[0]) if quant.bits == 2 else NO_COLS
+        # multi-bit input: the bit-serial dot's offset term offset · Σ_k w (`kernels.levels_gemm_into`)
+        self.col_add = planes_offset(row_sum, quant.levels[0]) if quant.bits > 1 else NO_COLS
         # Where the output is only quantized, its bits (1-bit consumer) or levels (multi-bit) as
         # thresholds on the dot (set by the builder, which knows the consumer:
         # `bitbert.deploy.engine.thresholds`); NONE / NO_LEVELS: the float epilogue.
