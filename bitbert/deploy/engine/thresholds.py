@@ -6,7 +6,11 @@ GEMM's dot[n], always in [−K, K]. The float epilogue (× α·s, + bias, GELU, 
 monotone in the dot for almost every channel, and then bit n = dot[n] ≥ D_n (or ≤): one integer
 compare instead of ~40 float operations. Nothing here re-derives the float rule: each channel's
 bits are those the float kernels themselves give for every dot in [−K, K], computed once at build
-time; a linear with any channel whose bits are not monotone in its dot keeps the float path."""
+time; a linear with any channel whose bits are not monotone in its dot keeps the float path.
+
+A multi-bit output (BiT's W1A2 Q, K, V and FFN hidden layer) is the same idea with one threshold
+per level (`LevelThresholds`); its dots span ±K·max|level|, so each threshold is found by bisection
+where every step of the epilogue is monotone, and only GELU's channels are run at every dot."""
 from __future__ import annotations
 
 from collections.abc import Callable
