@@ -102,9 +102,10 @@ def test_engine_matches_pytorch(name, tmp_path):
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("name", ["bit", "bibert", "baseline"])
+@pytest.mark.parametrize("name", ["bit", "bibert", "baseline", "bit-1-1-2", "bibert-1-1-2", "baseline-1-1-2"])
 def test_compiled_layers_give_the_steps_bits(name, tmp_path):
-    """All-1-bit layers run as one compiled call (engine.fused); step by step they give the same bits."""
+    """All-1-bit and all-2-bit layers run as one compiled call (engine.fused); step by step they give
+    the same bits."""
     import dataclasses
 
     engine = bitbert.load_packed(bitbert.export(MODELS[name](), tmp_path / "m.bitbert"), threads=1)

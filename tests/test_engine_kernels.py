@@ -308,3 +308,78 @@ def test_avx2_attention_and_gelu(tmp_path):
                PYTHONPATH=os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", AVX2_ATTENTION], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------- multi-bit levels by dot thresholds
+
+from bitbert.deploy.engine.thresholds import level_thresholds  # noqa: E402
+from bitbert.deploy.kernels import (levels_pack_heads, levels_pack_planes, quantize_pack_heads,  # noqa: E402
+                                    quantize_pack_planes)
+
+
+@pytest.mark.parametrize("act", [NO_ACT, RELU, GELU])
+@pytest.mark.parametrize("levels", [(-2, 1), (0, 3), (-8, 7)])
+@pytest.mark.parametrize("heads, d", [(1, 1), (3, 32), (2, 100)])
+def test_levels_by_dot_are_affine_then_quantize(act, levels, heads, d):
+    """A multi-bit output's levels by integer compares on the dot (thresholds found by bisection, or
+    for GELU by every dot) are those of the float epilogue then the quantizer, at every dot in the
+    bound (as planes, and per head along d and along the tokens)."""
+    rng = np.random.default_rng(heads * d + 3 * act + levels[0] + 20)
+    n = heads * d
+    _, coef, bias = _dot(rng, 1, n)
+    coef[::7] = 0.0  # constant channels
+    dots = np.repeat(np.arange(-_K, _K + 1, dtype=np.int32)[:, None], n, axis=1)  # every dot, every channel
+    dots = np.ascontiguousarray(dots[rng.permutation(len(dots))])
+    y = affine(dots, coef, bias, act, np.empty(dots.shape, np.float32))
+    alpha, (lo, hi) = np.float32(0.6 if levels != (-8, 7) else 0.15), levels
+    planes = (hi - lo).bit_length()
+    beta = rng.standard_normal(n).astype(np.float32) * 0.1
+    by_dot = level_thresholds(coef, bias, act, beta, alpha, lo, hi, _K)
+    assert by_dot is not None or act == GELU  # only GELU's dip can make a channel not monotone
+    if by_dot is not None:
+        np.testing.assert_array_equal(levels_pack_planes(dots, by_dot.thr, by_dot.flip, planes),
+                                      quantize_pack_planes(y, beta, alpha, lo, hi, planes))
+    scalar = np.full(n, beta[0], np.float32)  # attention's Q, K, V: one β
+    by_dot = level_thresholds(coef, bias, act, scalar, alpha, lo, hi, _K)
+    if by_dot is not None:
+        batch = 1 if len(dots) % 2 else 2
+        for along_tokens in (False, True):
+            ref = quantize_pack_heads(y, beta[0], alpha, lo, hi, planes, batch, heads, along_tokens)
+            got = levels_pack_heads(dots, by_dot.thr, by_dot.flip, planes, batch, heads, along_tokens)
+            np.testing.assert_array_equal(got[0], ref[0])
+            np.testing.assert_array_equal(got[1], ref[1])
+
+
+def test_level_thresholds_refuse_what_the_float_path_would_not_order():
+    coef, bias, beta = np.full(4, 0.01), np.zeros(4, np.float32), np.zeros(4, np.float32)
+    assert level_thresholds(coef, bias, NO_ACT, beta, 0.5, -2, 1, 10) is not None
+    assert level_thresholds(coef, bias, NO_ACT, beta, 0.0, -2, 1, 10) is None
+    assert level_thresholds(coef, bias, NO_ACT, beta, -0.5, -2, 1, 10) is None
+    bad = bias.copy()
+    bad[2] = np.nan
+    assert level_thresholds(coef, bad, NO_ACT, beta, 0.5, -2, 1, 10) is None
+    # a GELU channel whose dip crosses a level boundary keeps the float path
+    assert level_thresholds(np.full(1, 0.01), np.zeros(1, np.float32), GELU, np.full(1, -0.1, np.float32),
+                            0.1, 0, 3, 300) is None
+
+
+def test_two_plane_gemm_is_the_bit_serial_dot():
+    """2-bit levels' dot with ±1 weights in one pass of the register tile (both planes, the offset
+    term in its epilogue) equals the integer product, at partial tiles and panels, 1 and 2 threads."""
+    from bitbert.deploy.kernels import bitserial_gemm, pack_bits, pack_planes, prepack, row_sums
+
+    rng = np.random.default_rng(1)
+    for M, N, K in [(1, 1, 1), (5, 33, 70), (37, 100, 384), (9, 64, 1536)]:
+        w = pack_bits(rng.integers(0, 2, (N, K)))
+        levels = rng.integers(0, 4, (M, K)).astype(np.uint8)
+        for offset in (0, -2):
+            ref = (levels.astype(np.int64) + offset) @ (2 * unpack(w, K) - 1).T
+            for threads in (1, 2):
+                got = bitserial_gemm(pack_planes(levels, 2), prepack(w, K), offset, row_sums(w, K), threads=threads)
+                np.testing.assert_array_equal(got, ref)
+
+
+def unpack(w, K):
+    from bitbert.deploy.kernels import unpack_bits
+
+    return unpack_bits(w, K).astype(np.int64)

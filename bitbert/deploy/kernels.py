@@ -61,9 +61,12 @@ __all__ = [
     "quantize_pack_planes",
     "row_sums",
     "bitserial_gemm",
+    "planes_offset",
     "popcount64",
     "plane_mask64",
     "quantize_pack_heads",
+    "levels_pack_planes",
+    "levels_pack_heads",
     "transpose64",
     "heads_along_tokens",
     "set_num_threads",
@@ -165,7 +168,7 @@ def plane_mask64(typingctx, lv, k0, p):
 
 
 @intrinsic
-def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and):
+def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and, planes, col_add):
     """One _MR x _NB output tile: dst[d0 + i, d1 + j] for rows m0 + i of `a` and panel column j.
 
     a: (M, Kw) uint64 C, read as 2·Kw 32-bit half-words per row (little-endian: the low half first);
@@ -175,14 +178,22 @@ def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and):
     use_and (literal): False -> K - 2 popcount(a ^ w); True -> 2 popcount(a & w) - popcount(a).
     Popcounts on 32-bit lanes (VPOPCNTD) keep the sums in int32 lanes: the tile's epilogue is a
     shift, a subtraction and a store per 16 outputs, not also a narrowing per 8 (K = 384: +10-15%).
+
+    planes (literal, 1 or 2; 2 only with use_and): the bit-serial dot of 2-bit levels o = o_0 + 2 o_1
+    given as planes stacked in a (planes·M, Kw) (plane p of row m at row p·M + m): each weight load
+    serves both planes, whose popcounts go to their own accumulators (16 zmm) and are combined once,
+    2 (acc_0 + 2 acc_1) − rowpop + col_add[j], rowpop[m] = Σ_p 2^p popcount(plane p of row m) and
+    col_add (_NB,) int32 the panel's offset · Σ_k w (`bitserial_gemm`'s). Not read for 1 plane.
     """
-    if not isinstance(use_and, types.BooleanLiteral):
+    if not isinstance(use_and, types.BooleanLiteral) or not isinstance(planes, types.IntegerLiteral):
         return None
-    is_and = use_and.literal_value
-    sig = types.void(a, rowpop, m0, panel, K, dst, d0, d1, use_and)
+    is_and, nplanes = use_and.literal_value, planes.literal_value
+    if nplanes not in (1, 2) or (nplanes == 2 and not is_and):
+        raise TypeError("_tile: planes must be 1, or 2 with use_and")
+    sig = types.void(a, rowpop, m0, panel, K, dst, d0, d1, use_and, planes, col_add)
 
     def codegen(context, builder, sig, args):
-        a_v, rowpop_v, m0_v, panel_v, K_v, dst_v, d0_v, d1_v, _ = args
+        a_v, rowpop_v, m0_v, panel_v, K_v, dst_v, d0_v, d1_v, _, _, col_v = args
         intp = context.get_value_type(types.intp)
         as_intp = lambda v, ty: context.cast(builder, v, ty, types.intp)  # noqa: E731
         m0_v, K_v, d0_v, d1_v = (as_intp(v, sig.args[i]) for v, i in ((m0_v, 2), (K_v, 4), (d0_v, 6), (d1_v, 7)))
@@ -190,7 +201,8 @@ def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and):
         ra = context.make_array(sig.args[1])(context, builder, rowpop_v)
         pa = context.make_array(sig.args[3])(context, builder, panel_v)
         da = context.make_array(sig.args[5])(context, builder, dst_v)
-        M, Kw = cgutils.unpack_tuple(builder, aa.shape, 2)
+        rows_all, Kw = cgutils.unpack_tuple(builder, aa.shape, 2)
+        M = builder.sdiv(rows_all, ir.Constant(intp, nplanes))
         halves = builder.mul(Kw, ir.Constant(intp, 2))
         ldd = cgutils.unpack_tuple(builder, da.shape, 2)[1]
         i32 = ir.IntType(32)
@@ -199,34 +211,50 @@ def _tile(typingctx, a, rowpop, m0, panel, K, dst, d0, d1, use_and):
         a32 = builder.bitcast(aa.data, i32.as_pointer())
 
         last = builder.sub(M, ir.Constant(intp, 1))
-        rows, pops = [], []
+        rows, pops = [], []  # rows[p][i]: plane p of tile row i
         for i in range(_MR):
             r = builder.add(m0_v, ir.Constant(intp, i))
             r = builder.select(builder.icmp_signed("<", r, M), r, last)
-            rows.append(builder.gep(a32, [builder.mul(r, halves)]))
             pops.append(builder.gep(ra.data, [r]))
+            for p in range(nplanes):
+                if i == 0:
+                    rows.append([])
+                rp = builder.add(r, builder.mul(M, ir.Constant(intp, p)))
+                rows[p].append(builder.gep(a32, [builder.mul(rp, halves)]))
         # Accumulators live in allocas that SROA promotes to registers: the canonical numba pattern.
-        acc = [[cgutils.alloca_once_value(builder, zero_v) for _ in range(_NV)] for _ in range(_MR)]
+        acc = [[[cgutils.alloca_once_value(builder, zero_v) for _ in range(_NV)] for _ in range(_MR)]
+               for _ in range(nplanes)]
 
         with cgutils.for_range(builder, halves) as loop:
             q = loop.index
             prow = builder.mul(q, ir.Constant(intp, _NB))
             wv = [builder.load(_vec_ptr(builder, pa.data, builder.add(prow, ir.Constant(intp, _LANES32 * v)), v16),
                                align=4) for v in range(_NV)]
-            for i in range(_MR):
-                sv = _splat(builder, builder.load(builder.gep(rows[i], [q])), _LANES32)
-                for v in range(_NV):
-                    x = builder.and_(sv, wv[v]) if is_and else builder.xor(sv, wv[v])
-                    builder.store(builder.add(builder.load(acc[i][v]), _ctpop(builder, x)), acc[i][v])
+            for p in range(nplanes):
+                for i in range(_MR):
+                    sv = _splat(builder, builder.load(builder.gep(rows[p][i], [q])), _LANES32)
+                    for v in range(_NV):
+                        x = builder.and_(sv, wv[v]) if is_and else builder.xor(sv, wv[v])
+                        builder.store(builder.add(builder.load(acc[p][i][v]), _ctpop(builder, x)), acc[p][i][v])
 
+        one = _splat(builder, ir.Constant(i32, 1), _LANES32)
+        if nplanes == 2:
+            ca = context.make_array(sig.args[10])(context, builder, col_v)
+            col = [builder.load(_vec_ptr(builder, ca.data, ir.Constant(intp, _LANES32 * v), v16), align=4)
+                   for v in range(_NV)]
         for i in range(_MR):
             drow = builder.mul(builder.add(d0_v, ir.Constant(intp, i)), ldd)
             for v in range(_NV):
-                twice = builder.shl(builder.load(acc[i][v]), _splat(builder, ir.Constant(i32, 1), _LANES32))
+                total = builder.load(acc[0][i][v])
+                if nplanes == 2:
+                    total = builder.add(total, builder.shl(builder.load(acc[1][i][v]), one))
+                twice = builder.shl(total, one)
                 if is_and:
                     res = builder.sub(twice, _splat(builder, builder.trunc(builder.load(pops[i]), i32), _LANES32))
                 else:
                     res = builder.sub(_splat(builder, builder.trunc(K_v, i32), _LANES32), twice)
+                if nplanes == 2:
+                    res = builder.add(res, col[v])
                 off = builder.add(drow, builder.add(d1_v, ir.Constant(intp, _LANES32 * v)))
                 builder.store(res, _vec_ptr(builder, da.data, off, v16), align=4)
 
@@ -275,22 +303,26 @@ def _binarize_pack_parallel(x, beta, alpha, thr, out, divide, nthreads):
 
 
 @njit(inline="always")
-def _gemm_panels(a, w, panels, K, out, p_lo, p_hi, use_and):
+def _gemm_panels(a, w, panels, K, out, p_lo, p_hi, use_and, planes, col_add):
     """Output columns of panels [p_lo, p_hi): out[:, p*_NB : (p+1)*_NB].
 
     Weights come either as rows w (N, Kw), re-laid out here one panel at a time (panels is empty),
-    or as panels (npan, 2·Kw, _NB) uint32 laid out once by `prepack` (w is empty).
+    or as panels (npan, 2·Kw, _NB) uint32 laid out once by `prepack` (w is empty). planes (literal):
+    a's bit planes stacked along its rows, col_add (npan·_NB,) int32 the offset term (see `_tile`).
     """
-    M, Kw = a.shape
+    M, Kw = a.shape[0] // planes, a.shape[1]
     N = out.shape[1]
     relayout = panels.shape[0] == 0
-    # popcount(a) per row for the AND form, once per call: inside the tile it would cost a
-    # scalar popcount and a GPR->vector broadcast per word (measured -20%).
+    # popcount(a) per row for the AND form (Σ_p 2^p of the planes'), once per call: inside the tile
+    # it would cost a scalar popcount and a GPR->vector broadcast per word (measured -20%).
     rowpop = np.zeros(M, np.int64)
     if use_and:
-        for m in range(M):
-            for q in range(Kw):
-                rowpop[m] += popcount64(a[m, q])
+        for p in range(planes):
+            for m in range(M):
+                c = np.int64(0)
+                for q in range(Kw):
+                    c += popcount64(a[p * M + m, q])
+                rowpop[m] += c << p
     scratch = np.zeros((2 * Kw, _NB), np.uint32)  # columns past N (last panel) only feed discarded outputs
     edge = np.empty((_MR, _NB), np.int32)  # landing tile for partial tiles at the M / N borders
     for p in range(p_lo, p_hi):
@@ -303,28 +335,31 @@ def _gemm_panels(a, w, panels, K, out, p_lo, p_hi, use_and):
             panel = scratch
         else:
             panel = panels[p]
+        cols = col_add[n0:n0 + _NB]
         for m0 in range(0, M, _MR):
             if nn == _NB and m0 + _MR <= M:
-                _tile(a, rowpop, m0, panel, K, out, m0, n0, use_and)
+                _tile(a, rowpop, m0, panel, K, out, m0, n0, use_and, planes, cols)
             else:
-                _tile(a, rowpop, m0, panel, K, edge, 0, 0, use_and)
+                _tile(a, rowpop, m0, panel, K, edge, 0, 0, use_and, planes, cols)
                 for i in range(min(_MR, M - m0)):
                     for j in range(nn):
                         out[m0 + i, n0 + j] = edge[i, j]
 
 
 @njit(cache=True)
-def _gemm_serial(a, w, panels, K, out, use_and):
+def _gemm_serial(a, w, panels, K, out, use_and, col_add):
     npan = (out.shape[1] + _NB - 1) // _NB
-    if use_and:
-        _gemm_panels(a, w, panels, K, out, 0, npan, True)
+    if col_add.shape[0] > 0:  # 2-bit planes (AND form)
+        _gemm_panels(a, w, panels, K, out, 0, npan, True, 2, col_add)
+    elif use_and:
+        _gemm_panels(a, w, panels, K, out, 0, npan, True, 1, col_add)
     else:
-        _gemm_panels(a, w, panels, K, out, 0, npan, False)
+        _gemm_panels(a, w, panels, K, out, 0, npan, False, 1, col_add)
     return out
 
 
 @njit(cache=True, parallel=True)
-def _gemm_parallel(a, w, panels, K, out, use_and, nthreads):
+def _gemm_parallel(a, w, panels, K, out, use_and, col_add, nthreads):
     # Parallel over column panels: each weight panel is re-laid out once and shared by all rows,
     # and this also splits work at M = 1 (one token), where row-parallelism could not.
     npan = (out.shape[1] + _NB - 1) // _NB
@@ -332,10 +367,12 @@ def _gemm_parallel(a, w, panels, K, out, use_and, nthreads):
     for c in prange(nchunks):
         lo = c * npan // nchunks
         hi = (c + 1) * npan // nchunks
-        if use_and:
-            _gemm_panels(a, w, panels, K, out, lo, hi, True)
+        if col_add.shape[0] > 0:
+            _gemm_panels(a, w, panels, K, out, lo, hi, True, 2, col_add)
+        elif use_and:
+            _gemm_panels(a, w, panels, K, out, lo, hi, True, 1, col_add)
         else:
-            _gemm_panels(a, w, panels, K, out, lo, hi, False)
+            _gemm_panels(a, w, panels, K, out, lo, hi, False, 1, col_add)
     return out
 
 
@@ -363,21 +400,47 @@ def _level(x, beta, alpha, lo, hi):
     return np.int32(min(max(np.rint((x - beta) / alpha), lo), hi) - lo)
 
 
+@njit(inline="always")
+def _dot_levels(dot, k0, n, thr, flip, lv):
+    """lv[k] = #{l : (dot[k0 + k] XOR flip[k0 + k]) ≥ thr[l, k0 + k]} for k < n: levels from their
+    integer dots (one row of dot; see `engine.thresholds.LevelThresholds`). A pass per level, each
+    vectorised over the channels."""
+    d, f = dot[k0:k0 + n], flip[k0:k0 + n]
+    lv[:n] = 0
+    for level in range(thr.shape[0]):
+        t = thr[level, k0:k0 + n]
+        for k in range(n):
+            lv[k] += np.uint8((d[k] ^ f[k]) >= t[k])
+
+
+@njit(inline="always")
+def _row_levels(x, dot, thr, flip, m, k0, n, beta, alpha, lo, hi, lv):
+    """lv[:n] = the levels of channels k0.. of row m: by integer compares on dot when thr is not
+    empty, else of the floats x (β of those channels)."""
+    if thr.shape[0] > 0:
+        _dot_levels(dot[m], k0, n, thr, flip, lv)
+    else:
+        row = x[m, k0:k0 + n]
+        for t in range(n):  # vectorises (rint is VROUNDPS)
+            lv[t] = _level(row[t], beta[t], alpha, lo, hi)
+
+
 @njit(cache=True, parallel=True)
-def _quantize_pack_heads(x, beta, alpha, lo, hi, heads, along_tokens, out, sums):
+def _quantize_pack_heads(x, beta, alpha, lo, hi, heads, along_tokens, out, sums, dot, thr, flip):
     """Each head's levels of x (B*L, H*d) as bit planes: out (B, H, b, L, dw) packed along d, or with
-    along_tokens (B, H, b, Lw, d) packed along the tokens; sums (B, H, L) = Σ_d levels."""
+    along_tokens (B, H, b, Lw, d) packed along the tokens; sums (B, H, L) = Σ_d levels. With thr
+    (not empty) the levels by integer compares on dot (B*L, H*d) instead (x unused; `_dot_levels`)."""
     B, H, planes = out.shape[0], out.shape[1], out.shape[2]
-    L, d = x.shape[0] // B, x.shape[1] // heads
+    by_dot = thr.shape[0] > 0
+    M, N = (dot.shape[0], dot.shape[1]) if by_dot else (x.shape[0], x.shape[1])
+    L, d = M // B, N // heads
     for bh in prange(B * H):
         b, h = bh // H, bh % H
-        bh_beta = beta[h * d:(h + 1) * d]
+        bh_beta = beta[h * d:(h + 1) * d] if not by_dot else beta
         lv = np.zeros((d + 63) // 64 * 64, np.uint8)  # one token's levels; entries past d stay 0 (padding)
         lvt = np.zeros((d, out.shape[3] * 64 if along_tokens else 0), np.uint8)  # (d, tokens) for V
         for i in range(L):
-            row = x[b * L + i, h * d:(h + 1) * d]
-            for t in range(d):  # vectorises (rint is VROUNDPS)
-                lv[t] = _level(row[t], bh_beta[t], alpha, lo, hi)
+            _row_levels(x, dot, thr, flip, b * L + i, h * d, d, bh_beta, alpha, lo, hi, lv)
             s = 0
             for t in range(d):
                 s += np.int64(lv[t])
@@ -498,12 +561,14 @@ def pack_into(x, beta, alpha, thr, divide, out, threads):
 
 
 @njit(cache=True)
-def gemm_into(a, rows, panels, K, out, use_and, threads):
+def gemm_into(a, rows, panels, K, out, use_and, threads, col_add):
     """out = the XNOR (or with use_and, AND) popcount GEMM of a with the weights (rows, or panels
-    laid out by prepack), threads splitting the column panels when > 1 and there are several."""
+    laid out by prepack), threads splitting the column panels when > 1 and there are several.
+    col_add empty (`NO_COLS`): a holds 1-bit rows. Not empty (`planes_offset`): a holds 2-bit levels as two stacked bit planes
+    (2·M, Kw) and out (M, N) their bit-serial dot (`bitserial_gemm`), both planes in one pass."""
     if threads > 1 and out.shape[1] > _NB:
-        return _gemm_parallel(a, rows, panels, K, out, use_and, threads)
-    return _gemm_serial(a, rows, panels, K, out, use_and)
+        return _gemm_parallel(a, rows, panels, K, out, use_and, col_add, threads)
+    return _gemm_serial(a, rows, panels, K, out, use_and, col_add)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -621,7 +686,7 @@ def _gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray 
         raise ValueError(f"out must be a C-contiguous int32 array of shape {(M, N)}")
     if M == 0 or N == 0:
         return out
-    return gemm_into(a, rows, panels, K, out, use_and, _threads(threads))
+    return gemm_into(a, rows, panels, K, out, use_and, _threads(threads), NO_COLS)
 
 
 def xnor_gemm(a: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.ndarray | None = None,
@@ -644,19 +709,24 @@ def and_gemm(a01: np.ndarray, w: np.ndarray | PackedWeights, K: int, out: np.nda
 
 
 @njit(cache=True, parallel=True)
-def _quantize_pack_planes(x, beta, alpha, qn, qp, out):
-    """out[p, m, w] bit jj = bit p of clamp(round((x[m, 64w + jj] − β) / α), qn, qp) − qn."""
+def _quantize_pack_planes(x, beta, alpha, qn, qp, out, dot, thr, flip):
+    """out[p, m, w] bit jj = bit p of clamp(round((x[m, 64w + jj] − β) / α), qn, qp) − qn, or with
+    thr (not empty) of the level that integer compares on dot give (x unused; see `_dot_levels`)."""
     planes, M, Kw = out.shape
-    K = x.shape[1]
+    K = dot.shape[1] if thr.shape[0] > 0 else x.shape[1]
     lo, hi = np.float32(qn), np.float32(qp)
     for m in prange(M):
         lv = np.zeros(Kw * 64, np.uint8)  # padding levels stay 0
-        for k in range(K):  # vectorises (rint is VROUNDPS)
-            lv[k] = _level(x[m, k], beta[k], alpha, lo, hi)
+        _row_levels(x, dot, thr, flip, m, 0, K, beta, alpha, lo, hi, lv)
         for p in range(planes):
             for w in range(Kw):
                 out[p, m, w] = plane_mask64(lv, 64 * w, p)
     return out
+
+
+# The level kernels' "no integer dot" (the float path) and "no float rows" (the dot path).
+NO_DOT, NO_THR, NO_FLIP = np.zeros((0, 0), np.int32), np.zeros((0, 0), np.int32), np.zeros(0, np.int32)
+NO_X = np.zeros((0, 0), np.float32)
 
 
 def quantize_pack_planes(x: np.ndarray, beta: np.ndarray, alpha: float, qn: int, qp: int, planes: int) -> np.ndarray:
@@ -664,7 +734,14 @@ def quantize_pack_planes(x: np.ndarray, beta: np.ndarray, alpha: float, qn: int,
     -> (planes, M, ceil(K/64)) uint64, in one pass without the levels array."""
     x, beta = _check_rows(x, beta)
     out = np.empty((planes, x.shape[0], _words(x.shape[1])), np.uint64)
-    return _quantize_pack_planes(x, beta, np.float32(alpha), qn, qp, out)
+    return _quantize_pack_planes(x, beta, np.float32(alpha), qn, qp, out, NO_DOT, NO_THR, NO_FLIP)
+
+
+def levels_pack_planes(dot: np.ndarray, thr: np.ndarray, flip: np.ndarray, planes: int) -> np.ndarray:
+    """`quantize_pack_planes`' layout of the levels #{l : (dot[m, k] XOR flip[k]) ≥ thr[l, k]} of an
+    int32 dot (M, K): a quantized linear output from its integer dot (`engine.thresholds`)."""
+    out = np.empty((planes, dot.shape[0], _words(dot.shape[1])), np.uint64)
+    return _quantize_pack_planes(NO_X, np.zeros(0, np.float32), np.float32(1.0), 0, 0, out, dot, thr, flip)
 
 
 def quantize_levels(x: np.ndarray, beta: np.ndarray | float, alpha: float, qn: int, qp: int) -> np.ndarray:
@@ -694,20 +771,35 @@ def bitserial_gemm(planes: np.ndarray, w: PackedWeights, offset: int, wsum: np.n
     planes (b, M, ceil(K/64)) (`pack_planes`) and wsum = `row_sums` of w: Σ_p 2^p and_gemm(plane_p, w)
     + offset · wsum. Exact in int32 for b ≤ 8 and K < 2^22."""
     b, M = planes.shape[0], planes.shape[1]
-    # every plane in one GEMM (the planes are rows of one (b·M, Kw) operand), combined in one pass
-    parts = and_gemm(np.ascontiguousarray(planes).reshape(b * M, -1), w, w.k, threads=threads).reshape(b, M, w.n)
-    return _combine_planes(parts, np.int32(offset), np.ascontiguousarray(wsum, np.int32), np.empty((M, w.n), np.int32))
+    a = np.ascontiguousarray(planes).reshape(b * M, -1)
+    return levels_gemm_into(a, w.panels, w.k, np.empty((M, w.n), np.int32), planes_offset(wsum, offset), b,
+                            _threads(threads))
+
+
+def planes_offset(wsum: np.ndarray, offset: int) -> np.ndarray:
+    """The bit-serial dot's per-column term offset · Σ_k w[n, k] (int32), padded to whole panels:
+    `levels_gemm_into`'s col_add."""
+    n = wsum.shape[0]
+    out = np.zeros((n + _NB - 1) // _NB * _NB, np.int32)
+    out[:n] = np.int32(offset) * np.asarray(wsum, np.int32)
+    return out
 
 
 @njit(cache=True)
-def _combine_planes(parts, offset, wsum, out):
-    """out[m, n] = Σ_p parts[p, m, n] · 2^p + offset · wsum[n] (the bit-serial dot from its planes')."""
-    for m in range(out.shape[0]):
-        for n in range(out.shape[1]):
-            out[m, n] = offset * wsum[n]
-        for p in range(parts.shape[0]):
-            for n in range(out.shape[1]):
-                out[m, n] += parts[p, m, n] << p
+def levels_gemm_into(a, panels, K, out, col_add, planes, threads):
+    """out (M, N) = the bit-serial dot Σ_p 2^p and_gemm(plane p) + col_add of levels given as bit
+    planes stacked along a's rows (planes·M, Kw) (`bitserial_gemm`). 2 planes: one pass of the
+    register tile over both; more: one GEMM over all planes' rows, combined after."""
+    if planes == 2:
+        return gemm_into(a, _NO_ROWS, panels, K, out, True, threads, col_add)
+    M, N = out.shape
+    parts = gemm_into(a, _NO_ROWS, panels, K, np.empty((planes * M, N), np.int32), True, threads, NO_COLS)
+    for m in range(M):
+        for n in range(N):
+            out[m, n] = col_add[n]
+        for p in range(planes):
+            for n in range(N):
+                out[m, n] += parts[p * M + m, n] << p
     return out
 
 
@@ -722,7 +814,19 @@ def quantize_pack_heads(x: np.ndarray, beta: np.ndarray | float, alpha: float, q
     L, d = x.shape[0] // batch, x.shape[1] // heads
     shape = (batch, heads, planes, _words(L), d) if along_tokens else (batch, heads, planes, L, _words(d))
     return _quantize_pack_heads(x, beta, np.float32(alpha), np.float32(qn), np.float32(qp), heads, along_tokens,
-                                np.empty(shape, np.uint64), np.empty((batch, heads, L), np.int64))
+                                np.empty(shape, np.uint64), np.empty((batch, heads, L), np.int64), NO_DOT, NO_THR,
+                                NO_FLIP)
+
+
+def levels_pack_heads(dot: np.ndarray, thr: np.ndarray, flip: np.ndarray, planes: int, batch: int, heads: int,
+                      along_tokens: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`quantize_pack_heads` of the levels that integer compares on an int32 dot (B*L, heads*d) give
+    (as `levels_pack_planes`)."""
+    L, d = dot.shape[0] // batch, dot.shape[1] // heads
+    shape = (batch, heads, planes, _words(L), d) if along_tokens else (batch, heads, planes, L, _words(d))
+    return _quantize_pack_heads(NO_X, np.zeros(0, np.float32), np.float32(1.0), np.float32(0.0), np.float32(0.0),
+                                heads, along_tokens, np.empty(shape, np.uint64), np.empty((batch, heads, L), np.int64),
+                                dot, thr, flip)
 
 
 def pack_heads(x: np.ndarray, beta: float, batch: int, heads: int) -> np.ndarray:
@@ -742,6 +846,7 @@ def pack_heads_transposed(x: np.ndarray, beta: float, batch: int, heads: int) ->
 
 
 _NO_ROWS = np.zeros((0, 1), np.uint64)
+NO_COLS = np.zeros(0, np.int32)  # gemm_into's col_add for 1-bit rows
 _NO_PANELS = np.zeros((0, 1, _NB), np.uint32)
 # Below this many elements a parallel binarize-and-pack costs more in thread wake-up than it saves.
 _PARALLEL_MIN_ELEMENTS = 1 << 16

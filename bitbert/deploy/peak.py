@@ -15,7 +15,7 @@ import numpy as np
 from llvmlite import binding as llvm
 from numba import njit
 
-from bitbert.deploy.kernels import _MR, _NB, _tile, pack_bits, prepack, xnor_gemm
+from bitbert.deploy.kernels import _MR, _NB, NO_COLS, _tile, pack_bits, prepack, xnor_gemm
 
 __all__ = ["measure_popcount_peak", "gemm_efficiency", "cpu_name"]
 
@@ -30,7 +30,7 @@ def _tile_loop(a, panel, reps):
     out = np.empty((_MR, _NB), np.int32)
     rowpop = np.zeros(a.shape[0], np.int64)
     for _ in range(reps):
-        _tile(a, rowpop, 0, panel, a.shape[1] * 64, out, 0, 0, False)
+        _tile(a, rowpop, 0, panel, a.shape[1] * 64, out, 0, 0, False, 1, NO_COLS)
     return out.sum()
 
 

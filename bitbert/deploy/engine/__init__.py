@@ -14,8 +14,9 @@
 
 Multi-bit activations (BiT's W1A2 / W1A4 students, up to 8 bits) run bit-serially on the same
 popcount arithmetic (`bitbert.deploy.kernels.bitserial_gemm`): a linear's input becomes the bit planes of
-its levels clamp(round((x − β)/α), Qn, Qp) − Qn, one AND-popcount GEMM per plane; attention
-(`attention.LevelsAttention`) AND-popcounts every plane pair of Q and K, then of the map's levels and V.
+its levels clamp(round((x − β)/α), Qn, Qp) − Qn, AND-popcounted with the weights (2 planes: both in
+one pass of the GEMM's register tile); attention (`attention.LevelsAttention`) AND-popcounts every
+plane pair of Q and K, then of the map's levels and V.
 
 Where a binarization threshold follows, the float32 operations are PyTorch's own CPU kernels'
 (LayerNorm's Welford moments, softmax's SLEEF exp and 16-lane sum, the vectorised erf of GELU),
@@ -24,14 +25,17 @@ order inside PyTorch's float GEMMs (a few ulps), which the engine replaces by ex
 
 Speed without changing a bit: where a linear's output is only binarized (Q, K, V; the FFN's
 hidden layer), its bits are integer thresholds on the exact dot, found at build time by running
-the float kernels on every possible dot (`thresholds`); BiT's softmax comes from a table, since a
-kept key's score depends only on popcount(q ⊕ k) (`attention.score_exps`); an all-1-bit layer runs
-as one compiled call (`fused`); a batch padded past its longest sequence runs at that length.
+the float kernels on every possible dot (`thresholds`), and its multi-bit levels likewise (one
+threshold per level, by bisection on the monotone epilogue); BiT's softmax comes from a table, since
+a kept key's score depends only on popcount(q ⊕ k) (`attention.score_exps`); an all-1-bit or
+all-2-bit layer runs as one compiled call (`fused`); a batch padded past its longest sequence runs
+at that length.
 
 Modules, one job each: `floatmath` (PyTorch-exact float32 math as numba / LLVM IR), `lanes`
 (16-lane loops as LLVM IR), `rows` (fused row kernels), `attention` (attention kernels; the file's
-attention mode becomes a kernel choice once, at build time), `thresholds` (output bits as dot
-thresholds), `layers` (the model pieces), `fused` (an all-1-bit layer as one compiled call),
+attention mode becomes a kernel choice once, at build time), `thresholds` (output bits and levels
+as dot thresholds), `layers` (the model pieces), `fused` (an all-1-bit or all-2-bit layer as one
+compiled call),
 `builder` (validated file → finished model), `packed_engine` (`load_packed`, logits, predict),
 `profile` (per-phase timing), `threads` (the default thread count), `errors`. The popcount GEMMs
 and packing kernels are `bitbert.deploy.kernels`; the file format is `bitbert.core.packed_schema`.

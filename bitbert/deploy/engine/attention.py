@@ -15,12 +15,12 @@ import numpy as np
 from numba import njit, prange
 
 from ...core.packed_schema import AttentionRecord, ModelSpec
-from ..kernels import (_NO_ROWS, elastic_rule, gemm_into, heads_along_tokens, mask64, plane_mask64,
-                       popcount64, quantize_pack_heads)
+from ..kernels import (_NO_ROWS, NO_COLS, NO_DOT, NO_THR, NO_FLIP, NO_X, _quantize_pack_heads, elastic_rule,
+                       gemm_into, levels_gemm_into, heads_along_tokens, mask64, plane_mask64, popcount64)
 from .errors import EngineError
 from .floatmath import _exp_shifted16, normalize_inplace, softmax_inplace
 from .lanes import clamp_index16, gather16
-from .rows import KeyMask, affine_pack_heads
+from .rows import NO_ACT, KeyMask, affine, affine_pack_heads
 from .layers import BinaryLinear, InputQuant
 
 ELASTIC, BOOL, SIGN = 0, 1, 2
@@ -264,8 +264,8 @@ def binary_heads(bits, linear, beta, batch, heads, keys_major, threads):
     """A 1-bit linear's output bits (output − beta ≥ 0) for its packed input bits, packed per head:
     (B, heads, L, ceil(d/64)) uint64, or keys-major (B, heads, ceil(d/64), L); attention's 1-bit
     Q, K, V without their float rows. linear: `BinaryLinear.params`."""
-    panels, n, k, use_and, coef, bias, dot_thr, dot_flip = linear
-    dot = gemm_into(bits, _NO_ROWS, panels, k, np.empty((bits.shape[0], n), np.int32), use_and, threads)
+    panels, n, k, use_and, coef, bias, dot_thr, dot_flip, _, _ = linear
+    dot = gemm_into(bits, _NO_ROWS, panels, k, np.empty((bits.shape[0], n), np.int32), use_and, threads, NO_COLS)
     L, d = dot.shape[0] // batch, n // heads
     shape = (batch, heads, (d + 63) // 64, L) if keys_major else (batch, heads, L, (d + 63) // 64)
     return affine_pack_heads(dot, coef, bias, beta, heads, keys_major, dot_thr, dot_flip, np.empty(shape, np.uint64),
@@ -306,21 +306,70 @@ class LevelsAttention:
     def __call__(self, q_linear: BinaryLinear, k_linear: BinaryLinear, v_linear: BinaryLinear,
                  inputs: tuple[np.ndarray, ...], batch: int, keys: KeyMask, threads: int,
                  score_res: np.ndarray | None = None, value_res: np.ndarray | None = None) -> np.ndarray:
-        """As `BinaryAttention.__call__` (Q, K, V leave their linears as floats: multi-bit levels)."""
-        q, k, v = (lin.of_bits(bits, threads) for lin, bits in zip((q_linear, k_linear, v_linear), inputs))
-        lo, hi = self.q.levels
-        planes = (hi - lo).bit_length()
+        """As `BinaryAttention.__call__`; inputs: each linear's input bit planes (b, B*L, Kw)."""
+        stacked = tuple(np.ascontiguousarray(t).reshape(-1, t.shape[-1]) for t in inputs)
+        return levels_attention(*stacked, q_linear.params, k_linear.params, v_linear.params, batch, self.consts,
+                                keys.add, keys.bits, _residual_operand(score_res), _residual_operand(value_res),
+                                threads)
+
+    @property
+    def consts(self) -> tuple:
+        """What `levels_attention` takes: (heads, scaling, map code, α_q α_k, Q's, K's and V's
+        `InputQuant.levels_rule`, α_p, β_p, the map's top level and planes, α_p α_v)."""
         pa, pb, p_top = self.p
-        M, hidden = q.shape
-        (qp, qsum), (kp, ksum), (vp, _) = (
-            quantize_pack_heads(t, quant.beta, quant.alpha, lo, hi, planes, batch, self.heads, along_tokens=is_v)
-            for t, quant, is_v in ((q, self.q, False), (k, self.k, False), (v, self.v, True)))
-        kp = np.ascontiguousarray(kp.transpose(0, 1, 2, 4, 3))  # word-major: the score loop's keys contiguous
-        return attention_levels_kernel(qp, qsum, kp, ksum, vp, np.int64(lo), self.q.alpha * self.k.alpha,
-                                       self.scaling, keys.add, keys.keep, self.code, np.float32(pa),
-                                       np.float32(pb), p_top, max(1, p_top.bit_length()), pa * self.v.alpha,
-                                       _residual_operand(score_res), _residual_operand(value_res),
-                                       np.empty((M, hidden), np.float32))
+        return (self.heads, self.scaling, self.code, self.q.alpha * self.k.alpha, self.q.levels_rule,
+                self.k.levels_rule, self.v.levels_rule, np.float32(pa), np.float32(pb), p_top,
+                max(1, p_top.bit_length()), pa * self.v.alpha)
+
+
+@njit(inline="always")
+def linear_dot(bits, linear, threads):
+    """The integer dot of a linear (`BinaryLinear.params`) with its packed input: 1-bit rows, or
+    multi-bit levels as bit planes stacked along the rows."""
+    panels, n, k, use_and, col_add, planes = linear[0], linear[1], linear[2], linear[3], linear[8], linear[9]
+    out = np.empty((bits.shape[0] // planes, n), np.int32)
+    if planes == 1:
+        return gemm_into(bits, _NO_ROWS, panels, k, out, use_and, threads, NO_COLS)
+    return levels_gemm_into(bits, panels, k, out, col_add, planes, threads)
+
+
+@njit(inline="always")
+def _levels_heads(bits, linear, rule, batch, heads, along_tokens, threads):
+    """A linear's output levels (its input: stacked bit planes) packed per head as planes, and their
+    sums over d (`kernels._quantize_pack_heads`): by the linear's level thresholds on the dot, or
+    when it has none, of the float epilogue (rule: `InputQuant.levels_rule`, one β)."""
+    _, n, _, _, coef, bias, thr, flip, _, _ = linear
+    beta, alpha, lo, hi, nplanes = rule
+    dot = linear_dot(bits, linear, threads)
+    L, d = dot.shape[0] // batch, n // heads
+    shape = (batch, heads, nplanes, (L + 63) // 64, d) if along_tokens else (batch, heads, nplanes, L, (d + 63) // 64)
+    out, sums = np.empty(shape, np.uint64), np.empty((batch, heads, L), np.int64)
+    if thr.shape[0] > 0:
+        return _quantize_pack_heads(NO_X, beta, np.float32(1.0), np.float32(0.0), np.float32(0.0), heads,
+                                    along_tokens, out, sums, dot, thr, flip)
+    x = affine(dot, coef, bias, NO_ACT, np.empty(dot.shape, np.float32))
+    return _quantize_pack_heads(x, np.full(n, beta[0], np.float32), alpha, np.float32(lo), np.float32(hi), heads, along_tokens, out, sums,
+                                NO_DOT, NO_THR, NO_FLIP)
+
+
+@njit(cache=True)
+def levels_attention(q_in, k_in, v_in, q, k, v, batch, consts, key_add, key_bits, score_res, value_res, threads):
+    """LevelsAttention's context from the stacked input planes of its Q, K, V linears (their
+    `params`) and its `consts`; the key mask as `binary_attention` takes it."""
+    heads, scaling, code, qk_coef, q_rule, k_rule, v_rule, pa, pb, p_top, p_planes, pv_coef = consts
+    qp, qsum = _levels_heads(q_in, q, q_rule, batch, heads, False, threads)
+    kp, ksum = _levels_heads(k_in, k, k_rule, batch, heads, False, threads)
+    vp, _ = _levels_heads(v_in, v, v_rule, batch, heads, True, threads)
+    kp = np.ascontiguousarray(kp.transpose(0, 1, 2, 4, 3))  # word-major: the score loop's keys contiguous
+    keep = np.empty(key_add.shape, np.uint8)
+    for b in range(key_add.shape[0]):
+        for j in range(key_add.shape[1]):
+            keep[b, j] = key_add[b, j] == 0
+    M, hidden = qsum.shape[0] * qsum.shape[2], q[1]
+    return attention_levels_kernel(qp, qsum, kp, ksum, vp, np.int64(q_rule[2]), qk_coef, scaling, key_add, keep, code,
+                                   pa, pb, p_top, p_planes, pv_coef, score_res, value_res,
+                                   np.empty((M, hidden), np.float32))
+
 
 def attention_for(record: AttentionRecord | None, spec: ModelSpec) -> BinaryAttention | LevelsAttention:
     """The kernel that runs a layer's attention record: the only place its mode is looked at.

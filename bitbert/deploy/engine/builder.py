@@ -10,12 +10,12 @@ import numpy as np
 from ...core.packed_schema import EmbeddingRecord, LayerRecord, LinearRecord, ModelSpec, QuantizerRecord
 from ..kernels import PackedWeights, row_sums, unpack_bits
 from ..packing import PackedModel
-from .attention import BinaryAttention, attention_for
+from .attention import BinaryAttention, LevelsAttention, attention_for
 from .errors import EngineError
-from .fused import binary_layer, layer_params
+from .fused import layer_params
 from .layers import BinaryLinear, Embeddings, Encoder, FloatLinear, InputQuant, Layer, Linear, Residual
-from .rows import ACTIVATIONS
-from .thresholds import NONE, heads_thresholds, pack_thresholds
+from .rows import ACTIVATIONS, NO_ACT
+from .thresholds import NONE, NO_LEVELS, heads_thresholds, level_thresholds, pack_thresholds
 
 MAX_ACT_BITS = 8  # bit-serial: a linear costs one GEMM per activation bit, attention bits² popcount passes
 
@@ -73,22 +73,31 @@ def layer(record: LayerRecord, spec: ModelSpec, where: str) -> Layer:
     steps = Layer(q, k, v, linears["attn_out"], linears["ffn_in"], linears["ffn_out"], attention,
                   ln(record.ln_attn), ln(record.ln_ffn), residual, activation, np.float32(spec.eps),
                   qkv_one_input=q.quant.same_bits(k.quant) and q.quant.same_bits(v.quant))
-    params = layer_params(steps)
-    return steps if params is None else dataclasses.replace(steps, compiled=binary_layer, compiled_params=params)
+    fused = layer_params(steps)
+    return steps if fused is None else dataclasses.replace(steps, compiled=fused[0], compiled_params=fused[1])
 
 
 def _binarized_outputs(q: BinaryLinear, k: BinaryLinear, v: BinaryLinear, attention, ffn_in: BinaryLinear,
                        ffn_out: BinaryLinear, activation: int, heads: int) -> None:
-    """Give the linears whose output is only binarized (1-bit Q, K, V; the FFN's hidden layer when
-    the second FFN linear takes 1-bit input) their bits as dot thresholds, where the float
-    epilogue's bits are monotone in the dot. A 1-bit input keeps the dot in [−K, K]."""
+    """Give the linears whose output is only quantized (Q, K, V; the FFN's hidden layer) their bits
+    (1-bit consumer) or levels (multi-bit) as dot thresholds, where the float epilogue's are
+    monotone in the dot. A 1-bit input keeps the dot in [−K, K], a multi-bit one in ±`dot_bound`."""
     if isinstance(attention, BinaryAttention):
         for linear, (_, beta) in ((q, attention.q), (k, attention.k), (v, attention.v)):
             if linear.quant.bits == 1:
                 linear.by_dot = heads_thresholds(linear.coef, linear.bias, beta, heads, linear.weights.k) or NONE
+    elif isinstance(attention, LevelsAttention):  # multi-bit Q, K, V: their levels (one β)
+        for linear, quant in ((q, attention.q), (k, attention.k), (v, attention.v)):
+            beta = np.full(linear.weights.n, quant.scalar_beta, np.float32)
+            linear.by_dot = level_thresholds(linear.coef, linear.bias, NO_ACT, beta, quant.alpha, *quant.levels,
+                                             linear.dot_bound) or NO_LEVELS
     if ffn_in.quant.bits == 1 and ffn_out.quant.bits == 1:
         ffn_in.by_dot = pack_thresholds(ffn_in.coef, ffn_in.bias, activation, ffn_out.quant.rule,
                                         ffn_in.weights.k) or NONE
+    elif ffn_out.quant.bits > 1:
+        quant = ffn_out.quant
+        ffn_in.by_dot = level_thresholds(ffn_in.coef, ffn_in.bias, activation, quant.beta, quant.alpha, *quant.levels,
+                                         ffn_in.dot_bound) or NO_LEVELS
 
 
 def _check_supported(packed: PackedModel) -> None:

@@ -10,10 +10,10 @@ import numpy as np
 
 from ...core.config import levels
 from ...core.packed_schema import ModelSpec, QuantizerRecord
-from ..kernels import (PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, bitserial_gemm,
-                       elastic_rule, quantize_pack_planes, xnor_gemm)
+from ..kernels import (NO_COLS, PackedWeights, and_gemm, binarize_pack_elastic, binarize_pack_signed, bitserial_gemm,
+                       elastic_rule, levels_pack_planes, planes_offset, quantize_pack_planes, xnor_gemm)
 from .rows import NO_ACT, KeyMask, affine, affine_pack, affine_residual_layernorm, embed
-from .thresholds import NONE, DotThresholds
+from .thresholds import NO_LEVELS, NONE, LevelThresholds, OutputThresholds
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,19 @@ class InputQuant:
         alpha, thr, divide = (np.float32(1.0), np.float32(0.0), False) if self.signed else elastic_rule(self.alpha)
         return self.beta, alpha, thr, divide
 
+    @property
+    def levels_rule(self) -> tuple[np.ndarray, np.float32, int, int, int]:
+        """(β, α, Qn, Qp, bit planes) of a multi-bit rule, as the compiled level kernels take it."""
+        return self.beta, np.float32(self.alpha), *self.levels, self.bits
+
     def pack_affine(self, dot: np.ndarray, coef: np.ndarray, bias: np.ndarray, act: int, threads: int,
-                    by_dot: DotThresholds = NONE) -> np.ndarray:
-        """``pack(affine(dot, coef, bias, act))`` without the float rows in between (1-bit only), or
-        with ``by_dot`` (this rule's thresholds for that epilogue) by integer compares on dot."""
+                    by_dot: OutputThresholds = NONE) -> np.ndarray:
+        """``pack(affine(dot, coef, bias, act))``: for 1 bit without the float rows in between; with
+        ``by_dot`` (this rule's thresholds for that epilogue: `LevelThresholds` for multi-bit) by
+        integer compares on dot."""
         if self.bits > 1:
+            if isinstance(by_dot, LevelThresholds) and by_dot.thr.size:
+                return levels_pack_planes(dot, by_dot.thr, by_dot.flip, self.bits)
             return self.pack(affine(dot, coef, bias, act, np.empty(dot.shape, np.float32)), threads)
         out = np.empty((dot.shape[0], (dot.shape[1] + 63) // 64), np.uint64)
         return affine_pack(dot, coef, bias, act, *self.rule, by_dot.thr, by_dot.flip, out, threads)
@@ -85,9 +93,12 @@ class BinaryLinear:
         self.weights, self.quant, self.row_sum = weights, quant, row_sum
         self.coef = np.ascontiguousarray(np.float64(quant.alpha) * scale.astype(np.float64) * np.ones(weights.n))
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
-        # Where the output is only binarized, its bits as thresholds on the dot (set by the builder,
-        # which knows the consumer: `bitbert.deploy.engine.thresholds`); NONE: the float epilogue.
-        self.by_dot = NONE
+        # multi-bit input: the bit-serial dot's offset term offset · Σ_k w (`kernels.levels_gemm_into`)
+        self.col_add = planes_offset(row_sum, quant.levels[0]) if quant.bits > 1 else NO_COLS
+        # Where the output is only quantized, its bits (1-bit consumer) or levels (multi-bit) as
+        # thresholds on the dot (set by the builder, which knows the consumer:
+        # `bitbert.deploy.engine.thresholds`); NONE / NO_LEVELS: the float epilogue.
+        self.by_dot: OutputThresholds = NONE
 
     def dot(self, x: np.ndarray, threads: int) -> np.ndarray:
         return self.gemm(self.quant.pack(x, threads), threads)
@@ -114,11 +125,21 @@ class BinaryLinear:
         return following.gemm(bits, threads)
 
     @property
+    def dot_bound(self) -> int:
+        """The largest |dot| of this linear's GEMM: K times its input's largest |level| (1-bit: 1)."""
+        return self.weights.k * (1 if self.quant.bits == 1 else max(abs(v) for v in self.quant.levels))
+
+    @property
     def params(self) -> tuple:
-        """What the compiled 1-bit paths (`attention.binary_heads`, `fused.binary_layer`) take of a
-        linear with 1-bit input: (panels, N, K, use_and, coef, bias, dot thresholds, flips)."""
-        return (self.weights.panels, self.weights.n, self.weights.k, not self.quant.signed, self.coef, self.bias,
-                self.by_dot.thr, self.by_dot.flip)
+        """What the compiled paths (`attention.binary_heads`, `attention.levels_attention`, `fused`)
+        take of a linear with 1- or 2-bit input: (panels, N, K, use_and, coef, bias, dot thresholds,
+        flips, col_add, input planes); thresholds (N,) for a 1-bit consumer, (levels − 1, N) for a
+        multi-bit one (empty: the float epilogue)."""
+        by_dot = self.by_dot
+        if self.quant.bits > 1 and not isinstance(by_dot, LevelThresholds):
+            by_dot = NO_LEVELS  # the output feeds multi-bit levels: their thresholds' type
+        return (self.weights.panels, self.weights.n, self.weights.k, not self.quant.signed or self.quant.bits > 1,
+                self.coef, self.bias, by_dot.thr, by_dot.flip, self.col_add, self.quant.bits)
 
 
 class FloatLinear:

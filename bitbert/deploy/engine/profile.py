@@ -29,6 +29,7 @@ PHASES: dict[str, str] = {
     "binarize_pack_elastic": "quantize-pack", "binarize_pack_signed": "quantize-pack",
     "quantize_pack_planes": "quantize-pack",
     "xnor_gemm": "GEMMs", "and_gemm": "GEMMs", "bitserial_gemm": "GEMMs",
+    "levels_pack_planes": "GEMM epilogue fused with the next quantize-pack",
     "affine": "GEMM epilogue (scale, bias, activation)",
     "affine_pack": "GEMM epilogue fused with the next quantize-pack",
     "affine_residual_layernorm": "LayerNorm + residual (with the epilogue)",
