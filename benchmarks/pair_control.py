@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from bitbert.core.atomic import atomic_write  # noqa: E402
 from bitbert.core.config import parse_quant_overrides  # noqa: E402
 from bitbert.pipeline import load_classifier, load_task_data  # noqa: E402
-from bitbert.training.distill import method_losses, run_schedule  # noqa: E402
+import bitbert  # noqa: E402
+from bitbert.training.distill import method_losses, run_schedule, stage_configs  # noqa: E402
 from bitbert.training.finetune import finetune  # noqa: E402
 from bitbert.training.train import TrainConfig  # noqa: E402
 
@@ -98,6 +99,38 @@ def build_data(sentences_file: Path, out: Path, variant: str, n_train: int, n_de
     return train, dev
 
 
+@torch.no_grad()
+def duplicate_heads(model: torch.nn.Module, tokenizer, dev_file: Path, max_pairs: int = 96,
+                    max_length: int = 128) -> list[float]:
+    """Per layer, the largest share of attention any head gives from a token of the second text to the
+    same token of the first, over the identical pairs of ``dev_file`` (the duplicate-token heads a
+    teacher compares the two texts with). Uniform attention over n tokens gives about 1/n."""
+    with dev_file.open(encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r["label"] == "1"]
+    rows = [r for r in rows if 2 * len(tokenizer.tokenize(r["sentence1"])) + 3 <= max_length][:max_pairs]
+    if not rows:
+        raise ValueError(f"{dev_file}: no identical pair fits {max_length} tokens")
+    enc = tokenizer([r["sentence1"] for r in rows], [r["sentence2"] for r in rows], padding=True,
+                    return_tensors="pt")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        maps = model(**{k: v.to(device) for k, v in enc.items()}, output_attentions=True).attentions
+    finally:
+        model.train(was_training)
+    lengths = enc["attention_mask"].sum(1).tolist()
+    out = []
+    for att in maps:  # (batch, heads, seq, seq)
+        per_pair = []
+        for i, n in enumerate(lengths):
+            a = (n - 3) // 2  # [CLS] a [SEP] a [SEP]
+            j = torch.arange(a)
+            per_pair.append(att[i, :, a + 2 + j, 1 + j].float().mean(-1).cpu())
+        out.append(round(torch.stack(per_pair).mean(0).max().item(), 3))
+    return out
+
+
 def hardware() -> str:
     import platform
 
@@ -148,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     from bitbert import io
 
     overrides = parse_quant_overrides(args.quant)
+    teacher_heads = duplicate_heads(io.load(teacher_dir / "model"), tokenizer, dev_file, max_length=args.max_length)
+    print(f"teacher's duplicate-token heads (largest share per layer): {teacher_heads}", flush=True)
     for run in args.runs:
         method, _, schedule = run.partition(":")
         teacher = io.load(teacher_dir / "model")
@@ -158,19 +193,25 @@ def main(argv: list[str] | None = None) -> None:
         res = run_schedule(teacher, data, method, schedule, cfg, args.out / args.variant / tag, tokenizer,
                            losses=losses, quant_overrides=overrides, resume=True)
         last = [s for s in res.stages if s.report is not None][-1].report
+        start = io.load(teacher_dir / "model")  # the first stage's student before training
+        bitbert.binarize(start, stage_configs(method, schedule, overrides)[0])
+        bitbert.calibrate(start, data.calibration_batches(args.batch_size))
+        measure = lambda m: duplicate_heads(m, tokenizer, dev_file, max_length=args.max_length)  # noqa: E731
+        heads = {"teacher": teacher_heads, "student_at_start": measure(start), "student": measure(res.student)}
         record = {"benchmark": "pair_control", "variant": args.variant, "name": args.name or "default",
                   "method": method, "schedule": schedule, "seed": args.seed, "epochs": args.epochs,
                   "lr": args.lr, "batch_size": args.batch_size, "train_pairs": args.train, "dev_pairs": args.dev,
                   "quant": args.quant or "", "loss": args.loss or "",
                   "teacher_best": teacher_report["best"], "best": last.best, "final": last.final,
-                  "stages": [s.to_dict() for s in res.stages], "wall_s": round(time.time() - t0, 1),
+                  "stages": [s.to_dict() for s in res.stages], "duplicate_heads": heads,
+                  "wall_s": round(time.time() - t0, 1),
                   "hardware": hardware(), "torch": torch.__version__,
                   "command": "python benchmarks/pair_control.py " + shlex.join(sys.argv[1:] if argv is None else argv)}
         path = args.out / "records" / f"{args.variant}-{tag}.json"  # one file per run: runs go in parallel
         path.parent.mkdir(exist_ok=True)
         atomic_write(path, lambda p: p.write_text(json.dumps(record, indent=1)))
-        print(json.dumps({k: record[k] for k in ("variant", "name", "method", "schedule", "seed", "best", "final")}),
-              flush=True)
+        shown = ("variant", "name", "method", "schedule", "seed", "best", "final", "duplicate_heads")
+        print(json.dumps({k: record[k] for k in shown}), flush=True)
 
 
 if __name__ == "__main__":

@@ -373,6 +373,24 @@ def pair_control_table() -> str:
     return "\n".join(rows)
 
 
+def pair_heads_table() -> str:
+    """How each pair-control student compares the two texts: per layer, the largest share of attention a
+    head gives from a token of the second text to the same token of the first (records that measured it)."""
+    recs = [r for r in _load("pair_control.json") or [] if r.get("duplicate_heads")]
+    if not recs:
+        return "_no duplicate-token head measurements yet_"
+    fmt = lambda xs: " ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    rows = ["| hardware | probe | schedule | --quant | --loss | epochs | seed | dev accuracy (best) | teacher | "
+            "student before training | student after |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(recs, key=lambda r: (r["schedule"], r["epochs"], r["name"], r["seed"])):
+        h = r["duplicate_heads"]
+        rows.append(f"| {r['hardware'].split(' (')[0]} | {r['name']} | {r['schedule']} | {r['quant'] or '–'} | {r['loss'] or '–'} "
+                    f"| {r['epochs']:g} | {r['seed']} | {r['best']['accuracy']:.1f} | {fmt(h['teacher'])} "
+                    f"| {fmt(h['student_at_start'])} | {fmt(h['student'])} |")
+    rows += ["", "Layers 1-6, left to right; uniform attention over a pair's tokens gives about 0.04."]
+    return "\n".join(rows)
+
+
 def speed_table() -> str:
     recs = _load("distill_speed.json")
     if not recs:
@@ -673,7 +691,7 @@ def default_job_time() -> str:
 
 SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "runtimes": runtimes_table, "interleaved": interleaved_table, "bipft": bipft_table,
             "engine-accuracy": engine_accuracy_table, "headline": headline_table,
-            "pair-control": pair_control_table, "glue-augmented": augmented_table, "default-job": default_job_table,
+            "pair-control": pair_control_table, "pair-heads": pair_heads_table, "glue-augmented": augmented_table, "default-job": default_job_table,
             "default-job-sweep": default_job_sweep_table, "default-job-time": default_job_time, "shipped": shipped_text}
 
 # where each table lives (paths relative to the repository root)
@@ -682,7 +700,7 @@ PAGES = {"README.md": ("default-job-time", "headline", "shipped"),
          "docs/results/glue.md": ("glue-summary", "glue-augmented", "glue-seeds", "glue-settings", "glue", "gap-sources", "glue-cut",
                                   "bibert-ablation"),
          "docs/results/speed.md": ("speed",), "docs/results/engine.md": ("runtimes", "interleaved", "bench", "engine-accuracy"),
-         "docs/results/bipft.md": ("bipft",), "docs/results/pairs.md": ("pair-control",)}
+         "docs/results/bipft.md": ("bipft",), "docs/results/pairs.md": ("pair-control", "pair-heads")}
 
 
 def fill(text: str, names) -> str:

@@ -57,6 +57,45 @@ def test_binary_student_compares_two_texts(tmp_path, schedule, floor):
     record = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
     assert record["teacher_best"]["accuracy"] >= 95
     assert record["best"]["accuracy"] >= floor, record
+    heads = record["duplicate_heads"]  # how the teacher compares: heads looking at the same token
+    assert max(heads["teacher"]) >= 0.4 and max(heads["student_at_start"]) < 0.2, heads
+    if schedule == "1-1-32":  # binary weights: the student learns them back
+        assert max(heads["student"]) >= 0.2, heads
+
+
+def test_duplicate_heads_measures_attention_to_the_same_token_of_the_first_text(tmp_path):
+    """A head that looks from each token of the second text at the same token of the first scores 1;
+    a uniform head scores 1/n; padding and non-identical pairs are left out."""
+    import types
+
+    import torch
+
+    from conftest import WORDS, wordpiece_tokenizer
+
+    tok = wordpiece_tokenizer(WORDS)
+    dev = tmp_path / "dev.tsv"
+    pair_control.write_pairs(dev, [("the movie was good", "the movie was good", 1),
+                                   ("a plot", "a plot", 1), ("the plot", "a movie", 0)])
+
+    class Fixed(torch.nn.Module):  # layer 0: the duplicate head is head 1; layer 1: uniform
+        def forward(self, input_ids, attention_mask, token_type_ids=None, output_attentions=False):
+            b, n = input_ids.shape
+            dup = torch.zeros(b, 2, n, n)
+            for i, m in enumerate(attention_mask.sum(1).tolist()):
+                a = (m - 3) // 2
+                for j in range(a):
+                    dup[i, 1, a + 2 + j, 1 + j] = 1.0
+            uniform = attention_mask[:, None, None, :].float().expand(b, 2, n, n)
+            uniform = uniform / uniform.sum(-1, keepdim=True)
+            return types.SimpleNamespace(attentions=(dup, uniform))
+
+    model = Fixed()
+    model.dummy = torch.nn.Parameter(torch.zeros(1))
+    heads = pair_control.duplicate_heads(model, tok, dev)
+    lengths = [11, 7]  # [CLS] a [SEP] a [SEP] for the two identical pairs
+    assert heads == [1.0, round(sum(1 / n for n in lengths) / 2, 3)]
+    with pytest.raises(ValueError, match="no identical pair"):
+        pair_control.duplicate_heads(model, tok, dev, max_length=5)
 
 
 def _token_pairs(n: int, seed: int, words: int = 12, length: int = 4):
