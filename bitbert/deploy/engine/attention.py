@@ -10,6 +10,7 @@ are added in float.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numba import njit, prange
@@ -19,9 +20,10 @@ from ..kernels import (_NO_ROWS, NO_COLS, NO_DOT, NO_THR, NO_FLIP, NO_X, _quanti
                        gemm_into, levels_gemm_into, heads_along_tokens, mask64, plane_mask64, popcount64)
 from .errors import EngineError
 from .floatmath import _exp_shifted16, normalize_inplace, softmax_inplace
-from .lanes import clamp_index16, gather16
+from .lanes import clamp_index16, gather16, popcount_terms16
 from .rows import NO_ACT, KeyMask, affine, affine_pack_heads
 from .layers import BinaryLinear, InputQuant
+from .thresholds import NO_LEVELS as _NO_MAP_LEVELS, map_thresholds
 
 ELASTIC, BOOL, SIGN = 0, 1, 2
 # The attention maps (QuantConfig.attention_probs) the engine runs, as kernel codes.
@@ -154,74 +156,121 @@ def _popcount_row(word, row, acc, use_and, first):
         for j in range(row.shape[0]):
             acc[j] += np.int32(popcount64((word & row[j]) if use_and else (word ^ row[j])))
 
+@njit(inline="always")
+def _half(word, w):
+    """32-bit half-word w of a packed uint64 array's words (word w // 2; little-endian: low half first)."""
+    return np.uint32((word >> np.uint64(32 * (w & 1))) & np.uint64(0xFFFFFFFF))
+
+
+@njit(inline="always")
+def _plane_terms(nb_a, halves, nb_c):
+    """The (shift, row) of each plane-pair term (a, half-word w, c) of a bit-serial dot whose other
+    operand is laid out (c, w) by rows: `popcount_terms16`'s shifts and which."""
+    shifts, which = np.empty(nb_a * halves * nb_c, np.int32), np.empty(nb_a * halves * nb_c, np.int64)
+    for a in range(nb_a):
+        for w in range(halves):
+            for c in range(nb_c):
+                shifts[(a * halves + w) * nb_c + c] = a + c
+                which[(a * halves + w) * nb_c + c] = c * halves + w
+    return shifts, which
+
+
 @njit(cache=True, parallel=True)
-def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, key_add, key_keep, mode, p_alpha, p_beta,
-                      p_top, p_planes, pv_coef, score_res, value_res, ctx):
+def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, key_add, key_bits, mode, p_thr, p_flip,
+                            p_alpha, pv_coef, score_res, value_res, ctx):
     """Bit-serial attention on multi-bit Q, K, V (levels o + offset, o given as bit planes); see
-    LevelsAttention. qp (B, H, b, L, dw), kp (B, H, b, dw, L), vp (B, H, b, Lw, d) uint64;
-    qsum, ksum (B, H, L): Σ_d o. The map's levels (p_planes bit planes, top level p_top) are packed
-    along the keys per row and multiplied with V's planes the same way."""
+    LevelsAttention. qp, kp (B, H, b, L, dw) packed along d, vp (B, H, b, Lw, d) along the tokens
+    (uint64); qsum, ksum (B, H, L): Σ_d o. The map's levels (ELASTIC: #{l : (bits(p) XOR p_flip) ≥
+    p_thr[l]}, `thresholds.map_thresholds`; BOOL: score ≥ 0; SIGN: 1) are packed along the keys per
+    row, masked keys 0, and multiplied with V's planes the same way.
+
+    Each head's K and V become 32-bit half-words once (K keys-major), so every dot is a
+    `popcount_terms16` over 16 keys or 16 outputs at a time, in int32."""
     B, H, nb, L, dw = qp.shape
     Lw, d = vp.shape[3], vp.shape[4]
+    top = max(1, p_thr.shape[0])
+    planes = 1
+    while (1 << planes) <= top:
+        planes += 1
     has_sres, has_vres = score_res.shape[0] > 0, value_res.shape[0] > 0
-    const = np.int64(d) * offset * offset
+    dh, Lp, dp = (d + 31) // 32, Lw * 64, (d + 15) // 16 * 16
+    const = np.int32(d * offset * offset)
+    q_shifts, q_which = _plane_terms(nb, dh, nb)
+    v_shifts, v_which = _plane_terms(planes, 2 * Lw, nb)
+    zeros = np.zeros(dp, np.int32)
+    betas = np.zeros(Lp, np.float32)
     for bh in prange(B * H):
         b, h = bh // H, bh % H
-        row = np.zeros((1, Lw * 64), np.float32)
-        plv = np.zeros(Lw * 64, np.uint8)  # the map row's levels; entries past L stay 0 (padding)
-        pbits = np.zeros((p_planes, Lw), np.uint64)
-        cnt = np.empty(L, np.int64)
-        acc = np.empty(d, np.int64)
+        kbits = key_bits[b]
+        kt = np.zeros((nb * dh, Lp), np.uint32)  # (plane, half-word) rows of keys
+        vt = np.zeros((nb * 2 * Lw, dp), np.uint32)  # (plane, half-word of keys) rows of outputs
+        kterm = np.zeros(Lp, np.int32)  # the dot's terms of the key alone
+        for c in range(nb):
+            for w in range(dh):
+                for j in range(L):
+                    kt[c * dh + w, j] = _half(kp[b, h, c, j, w >> 1], w)
+            for w in range(2 * Lw):
+                for t in range(d):
+                    vt[c * 2 * Lw + w, t] = _half(vp[b, h, c, w >> 1, t], w)
+        for j in range(L):
+            kterm[j] = np.int32(offset * ksum[b, h, j]) + const
+        dot = np.zeros(Lp, np.int32)
+        row = np.zeros((1, Lp), np.float32)
+        bits = row.reshape(Lp).view(np.int32)
+        lv = np.zeros(Lp, np.uint8)
+        pbits = np.zeros((planes, Lw), np.uint64)
+        acc = np.zeros(dp, np.int32)
+        q_words = np.empty(q_shifts.shape[0], np.uint32)
+        v_words = np.empty(v_shifts.shape[0], np.uint32)
         for i in range(L):
-            cnt[:] = 0
             for a in range(nb):
-                for c in range(nb):
-                    shift = np.int64(1) << np.int64(a + c)
-                    for w in range(dw):
-                        qw = qp[b, h, a, i, w]
-                        for j in range(L):
-                            cnt[j] += shift * np.int64(popcount64(qw & kp[b, h, c, w, j]))
-            for j in range(L):  # the exact integer dot q·k, rounded once
-                dot = cnt[j] + offset * (qsum[b, h, i] + ksum[b, h, j]) + const
-                row[0, j] = np.float32(dot * qk_coef)
+                for w in range(dh):
+                    q_words[(a * dh + w) * nb:(a * dh + w + 1) * nb] = _half(qp[b, h, a, i, w >> 1], w)
+            # the exact integer dot q·k = Σ 2^(a+c) popcount(q_a & k_c) + offset (Σq + Σk) + d offset²
+            popcount_terms16(q_words, q_shifts, kt, q_which, kterm, np.int32(offset * qsum[b, h, i]), dot, L)
             if has_sres:
+                for j in range(L):  # rounded once, then as PyTorch adds BiPFT's term
+                    row[0, j] = (np.float32(dot[j] * qk_coef) + score_res[b, h, i, j]) * scaling + key_add[b, j]
+            else:
                 for j in range(L):
-                    row[0, j] = row[0, j] + score_res[b, h, i, j]
-            for j in range(L):
-                row[0, j] = row[0, j] * scaling + key_add[b, j]
-            if mode == ELASTIC:  # softmax, then the map's levels; masked keys are 0
+                    row[0, j] = np.float32(dot[j] * qk_coef) * scaling + key_add[b, j]
+            if mode == ELASTIC:  # softmax, then the map's levels by compares on p
                 softmax_inplace(row, L)
-                for j in range(L):
-                    u = (row[0, j] - p_beta) / p_alpha
-                    plv[j] = np.int32(min(max(np.rint(u), np.float32(0.0)), np.float32(p_top))) * key_keep[b, j]
-            elif mode == BOOL:
-                for j in range(L):
-                    plv[j] = np.int32(row[0, j] >= 0) * key_keep[b, j]
-            else:  # softmax then sign: every kept key is +1
-                for j in range(L):
-                    plv[j] = np.int32(key_keep[b, j])
-            psum = np.int64(0)
-            for j in range(L):
-                psum += np.int64(plv[j])
-            for a in range(p_planes):  # plane a packed along the keys
-                for w in range(Lw):
-                    pbits[a, w] = plane_mask64(plv, 64 * w, a)
-            acc[:] = 0
-            for a in range(p_planes):
-                for c in range(nb):
-                    shift = np.int64(1) << np.int64(a + c)
+                for j in range(Lp):
+                    lv[j] = np.uint8((bits[j] ^ p_flip[0]) >= p_thr[0, 0])
+                for level in range(1, top):
+                    t = p_thr[level, 0]
+                    for j in range(Lp):
+                        lv[j] += np.uint8((bits[j] ^ p_flip[0]) >= t)
+                for a in range(planes):
                     for w in range(Lw):
-                        pw = pbits[a, w]
-                        for t in range(d):
-                            acc[t] += shift * np.int64(popcount64(pw & vp[b, h, c, w, t]))
+                        pbits[a, w] = plane_mask64(lv, 64 * w, a) & kbits[w]
+            elif mode == BOOL:
+                for w in range(Lw):
+                    pbits[0, w] = mask64(row, 0, 64 * w, betas, np.float32(1.0), np.float32(0.0), False) & kbits[w]
+            else:  # softmax then sign: every kept key is +1
+                for w in range(Lw):
+                    pbits[0, w] = kbits[w]
+            psum = 0
+            for a in range(planes):
+                for w in range(Lw):
+                    psum += np.int64(popcount64(pbits[a, w])) << a
+                    for half in range(2):
+                        v_words[((a * 2 * Lw) + 2 * w + half) * nb:((a * 2 * Lw) + 2 * w + half + 1) * nb] = \
+                            _half(pbits[a, w], half)
+            popcount_terms16(v_words, v_shifts, vt, v_which, zeros, np.int32(offset * psum), acc, d)
+            out = ctx[b * L + i, h * d:(h + 1) * d]
             for t in range(d):
-                ctx[b * L + i, h * d + t] = np.float32((acc[t] + offset * psum) * pv_coef)
+                out[t] = np.float32(acc[t] * pv_coef)
             if has_vres:
                 for t in range(d):
                     extra = np.float32(0.0)
                     for j in range(L):
-                        extra += np.float32(plv[j]) * value_res[b, h, j, t]
-                    ctx[b * L + i, h * d + t] = ctx[b * L + i, h * d + t] + extra * p_alpha
+                        level = 0
+                        for a in range(planes):
+                            level += np.int32((pbits[a, j >> 6] >> np.uint64(j & 63)) & np.uint64(1)) << a
+                        extra += np.float32(level) * value_res[b, h, j, t]
+                    out[t] = out[t] + extra * p_alpha
     return ctx
 
 def _residual_operand(res: np.ndarray | None) -> np.ndarray:
@@ -312,14 +361,15 @@ class LevelsAttention:
                                 keys.add, keys.bits, _residual_operand(score_res), _residual_operand(value_res),
                                 threads)
 
-    @property
+    @cached_property
     def consts(self) -> tuple:
         """What `levels_attention` takes: (heads, scaling, map code, α_q α_k, Q's, K's and V's
-        `InputQuant.levels_rule`, α_p, β_p, the map's top level and planes, α_p α_v)."""
+        `InputQuant.levels_rule`, the map's level thresholds and flip (`thresholds.map_thresholds`;
+        none but for softmax_elastic), α_p, α_p α_v)."""
         pa, pb, p_top = self.p
+        levels = map_thresholds(pa, pb, p_top) if self.code == ELASTIC else _NO_MAP_LEVELS
         return (self.heads, self.scaling, self.code, self.q.alpha * self.k.alpha, self.q.levels_rule,
-                self.k.levels_rule, self.v.levels_rule, np.float32(pa), np.float32(pb), p_top,
-                max(1, p_top.bit_length()), pa * self.v.alpha)
+                self.k.levels_rule, self.v.levels_rule, levels.thr, levels.flip, np.float32(pa), pa * self.v.alpha)
 
 
 @njit(inline="always")
@@ -356,18 +406,13 @@ def _levels_heads(bits, linear, rule, batch, heads, along_tokens, threads):
 def levels_attention(q_in, k_in, v_in, q, k, v, batch, consts, key_add, key_bits, score_res, value_res, threads):
     """LevelsAttention's context from the stacked input planes of its Q, K, V linears (their
     `params`) and its `consts`; the key mask as `binary_attention` takes it."""
-    heads, scaling, code, qk_coef, q_rule, k_rule, v_rule, pa, pb, p_top, p_planes, pv_coef = consts
+    heads, scaling, code, qk_coef, q_rule, k_rule, v_rule, p_thr, p_flip, pa, pv_coef = consts
     qp, qsum = _levels_heads(q_in, q, q_rule, batch, heads, False, threads)
     kp, ksum = _levels_heads(k_in, k, k_rule, batch, heads, False, threads)
     vp, _ = _levels_heads(v_in, v, v_rule, batch, heads, True, threads)
-    kp = np.ascontiguousarray(kp.transpose(0, 1, 2, 4, 3))  # word-major: the score loop's keys contiguous
-    keep = np.empty(key_add.shape, np.uint8)
-    for b in range(key_add.shape[0]):
-        for j in range(key_add.shape[1]):
-            keep[b, j] = key_add[b, j] == 0
     M, hidden = qsum.shape[0] * qsum.shape[2], q[1]
-    return attention_levels_kernel(qp, qsum, kp, ksum, vp, np.int64(q_rule[2]), qk_coef, scaling, key_add, keep, code,
-                                   pa, pb, p_top, p_planes, pv_coef, score_res, value_res,
+    return attention_levels_kernel(qp, qsum, kp, ksum, vp, np.int32(q_rule[2]), qk_coef, scaling, key_add, key_bits,
+                                   code, p_thr, p_flip, pa, pv_coef, score_res, value_res,
                                    np.empty((M, hidden), np.float32))
 
 

@@ -1,6 +1,7 @@
 """16-lane loops of the engine's kernels as LLVM IR, where numba source leaves them scalar or LLVM's
 vectoriser makes them 8 lanes wide: the attention kernel's tabled softmax (an int32 min/max with a
-clamp, which numba widens to int64; a table look-up by index) and a linear's epilogue."""
+clamp, which numba widens to int64; a table look-up by index), the multi-bit attention's
+bit-serial dots (32-bit popcounts) and a linear's epilogue."""
 from __future__ import annotations
 
 from llvmlite import ir
@@ -8,7 +9,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ..kernels import _splat, _vec_ptr
+from ..kernels import _ctpop, _splat, _vec_ptr
 
 
 def _blocks16(builder: ir.IRBuilder, n: ir.Value) -> ir.Value:
@@ -181,5 +182,37 @@ def dot_mask64(typingctx, dot, k0, thr, flip):
         load = lambda a: builder.load(_vec_ptr(builder, a.data, k0, i64), align=4)  # noqa: E731
         bits = builder.icmp_signed(">=", builder.xor(load(da), load(fa)), load(ta))
         return builder.bitcast(bits, ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def popcount_terms16(typingctx, words, shifts, rows, which, init, base, acc, n):
+    """acc[j] = init[j] + base + Σ_i popcount(words[i] & rows[which[i], j]) << shifts[i] for j < n
+    rounded up to 16: a bit-serial dot of several plane pairs at once (uint32 words, shifts int32 and
+    which int64 of one length; rows (·, ≥ that) uint32, init and acc int32 with that room: the
+    caller's promise). One pass over 16-lane blocks (VPOPCNTD), the block's sum in a register; numba
+    source would widen the popcount to 64-bit lanes."""
+    sig = types.void(words, shifts, rows, which, init, base, acc, n)
+
+    def codegen(context, builder, sig, args):
+        wa, sa, ra, xa, ia, _, aa, _ = (context.make_array(t)(context, builder, v) if isinstance(t, types.Array)
+                                        else None for t, v in zip(sig.args, args))
+        n_v = context.cast(builder, args[7], sig.args[7], types.intp)
+        terms = cgutils.unpack_tuple(builder, wa.shape, 1)[0]
+        stride = cgutils.unpack_tuple(builder, ra.shape, 2)[1]
+        v16 = ir.VectorType(ir.IntType(32), 16)
+        basev = _splat(builder, context.cast(builder, args[5], sig.args[5], types.int32), 16)
+        total = cgutils.alloca_once(builder, v16)
+        with cgutils.for_range(builder, _blocks16(builder, n_v)) as loop:
+            off = builder.mul(loop.index, ir.Constant(n_v.type, 16))
+            builder.store(builder.add(builder.load(_vec_ptr(builder, ia.data, off, v16), align=4), basev), total)
+            with cgutils.for_range(builder, terms) as t:
+                word = _splat(builder, builder.load(builder.gep(wa.data, [t.index])), 16)
+                shift = _splat(builder, builder.load(builder.gep(sa.data, [t.index])), 16)
+                at = builder.add(builder.mul(builder.load(builder.gep(xa.data, [t.index])), stride), off)
+                ones = _ctpop(builder, builder.and_(word, builder.load(_vec_ptr(builder, ra.data, at, v16), align=4)))
+                builder.store(builder.add(builder.load(total), builder.shl(ones, shift)), total)
+            builder.store(builder.load(total), _vec_ptr(builder, aa.data, off, v16), align=4)
 
     return sig, codegen

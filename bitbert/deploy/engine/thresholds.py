@@ -209,3 +209,36 @@ def level_thresholds(coef: np.ndarray, bias: np.ndarray, act: int, beta: np.ndar
     if not _level_thresholds(coef, bias, act, beta, alpha, lo, hi, bound, thr, flip):
         return None
     return LevelThresholds(thr, flip)
+
+
+_FLOAT_BITS_INF = 0x7F800000  # +inf's bit pattern: non-negative float32s order as their bit patterns up to it
+
+
+@njit(cache=True)
+def _map_thresholds(alpha, beta, top, thr, flip):
+    """Fill thr (top, 1) and flip (1,) for probabilities p ≥ +0 (as int32 bit patterns); each
+    threshold by bisection over the patterns (every step of `_level` is monotone in p: rising for
+    α > 0, falling for α < 0)."""
+    pattern = np.zeros(1, np.int32)
+    p = pattern.view(np.float32)
+    rising = alpha > 0
+    span = _FLOAT_BITS_INF + 1
+    for level in range(1, top + 1):
+        a, z = 0, span  # the first pattern where the level is reached (rising) / no longer reached
+        while a < z:
+            mid = (a + z) // 2
+            pattern[0] = mid
+            if (_level(p[0], beta, alpha, np.float32(0.0), np.float32(top)) >= level) == rising:
+                z = mid
+            else:
+                a = mid + 1
+        _set_threshold(thr, flip, level - 1, 0, (a if a < span else -1) if rising else a - 1, 0, rising)
+
+
+def map_thresholds(alpha: float, beta: float, top: int) -> LevelThresholds:
+    """BiT's attention-map levels clamp(rint((p − β)/α), 0, top) of probabilities p ≥ +0 as compares
+    on p's bit patterns: level = #{l : (bits(p) XOR flip) ≥ thr[l]} (thr (top, 1), flip (1,)). Exact
+    for any finite α ≠ 0 and β, which the file format guarantees."""
+    thr, flip = np.empty((top, 1), np.int32), np.zeros(1, np.int32)
+    _map_thresholds(np.float32(alpha), np.float32(beta), top, thr, flip)
+    return LevelThresholds(thr, flip)
