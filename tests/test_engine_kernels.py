@@ -383,3 +383,105 @@ def unpack(w, K):
     from bitbert.deploy.kernels import unpack_bits
 
     return unpack_bits(w, K).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- multi-bit attention
+
+from bitbert.deploy.engine.attention import attention_levels_kernel  # noqa: E402
+from bitbert.deploy.engine.lanes import popcount_terms16  # noqa: E402
+from bitbert.deploy.engine.thresholds import NO_LEVELS, map_thresholds  # noqa: E402
+from bitbert.deploy.kernels import _level  # noqa: E402
+
+
+@njit
+def _terms(words, shifts, rows, which, init, base, acc, n):
+    popcount_terms16(words, shifts, rows, which, init, base, acc, n)
+
+
+@pytest.mark.parametrize("n, terms", [(1, 1), (16, 3), (37, 8), (128, 16)])
+def test_popcount_terms_is_the_weighted_popcount_sum(n, terms):
+    rng = np.random.default_rng(n + terms)
+    room = (n + 15) // 16 * 16
+    words = rng.integers(0, 2 ** 32, terms, dtype=np.uint32)
+    rows = rng.integers(0, 2 ** 32, (5, room), dtype=np.uint32)
+    which, shifts = rng.integers(0, 5, terms), rng.integers(0, 4, terms).astype(np.int32)
+    init = rng.integers(-100, 100, room).astype(np.int32)
+    acc = np.full(room + 3, 7, np.int32)
+    _terms(words, shifts, rows, which, init, np.int32(-9), acc, n)
+    ones = np.vectorize(lambda x: bin(int(x)).count("1"))(words[:, None] & rows[which])
+    np.testing.assert_array_equal(acc[:room], init - 9 + (ones << shifts[:, None]).sum(0))
+    assert (acc[room:] == 7).all()  # nothing written past n rounded up to 16
+
+
+@pytest.mark.parametrize("alpha, beta, top", [(0.01, 0.0, 3), (0.3, -0.2, 3), (1e-30, 0.5, 15), (-0.02, 0.05, 3),
+                                              (3e38, 0.0, 1), (0.004, 0.001, 15)])
+def test_map_thresholds_are_the_map_levels(alpha, beta, top):
+    """Compares on p's bit patterns give clamp(rint((p − β)/α), 0, top) for p ≥ 0, rising or falling
+    α, near each level boundary and away from it."""
+    a, b = np.float32(alpha), np.float32(beta)
+    with np.errstate(over="ignore"):  # α = 3e38: the edges past the first overflow to inf
+        edges = [b + np.float32(a * np.float32(m + 0.5)) for m in range(-1, top + 1)]
+    p = np.concatenate([np.array([0.0, 1.0, np.float32(1e-45), np.inf], np.float32),
+                        *(e + np.arange(-8, 9, dtype=np.float32) * np.spacing(np.float32(abs(e)) or np.float32(1e-45))
+                          for e in edges), np.random.default_rng(0).random(500, np.float32)])
+    p = p[p >= 0]
+    levels = map_thresholds(alpha, beta, top)
+    got = (((p.view(np.int32)[:, None] ^ levels.flip[0]) >= levels.thr[:, 0]).sum(1))
+    ref = np.array([_level(x, b, a, np.float32(0.0), np.float32(top)) for x in p])
+    np.testing.assert_array_equal(got, ref)
+
+
+def _levels_attention_reference(q, k, v, offset, key_mask, mode, qk_coef, scaling, pa, pb, top, pv_coef):
+    """Float reference of LevelsAttention on levels q, k, v (B, H, L, d) offset by ``offset``:
+    integer dots, PyTorch's softmax and BiT's map quantizer (torch.round, clamp)."""
+    q, k, v = (t.astype(np.int64) + offset for t in (q, k, v))
+    dots = np.einsum("bhid,bhjd->bhij", q, k)
+    scores = (dots * qk_coef).astype(np.float32) * scaling + _key_add(key_mask)[:, None, None, :]
+    keep = key_mask[:, None, None, :]
+    if mode == ELASTIC:
+        p = torch.softmax(torch.from_numpy(scores), dim=-1)
+        levels = torch.clamp(torch.round((p - np.float32(pb)) / np.float32(pa)), 0, top).numpy().astype(np.int64)
+    elif mode == BOOL:
+        levels = (scores >= 0).astype(np.int64)
+    else:
+        levels = np.ones(scores.shape, np.int64)
+    ctx = (np.einsum("bhij,bhjd->bhid", levels * keep, v) * pv_coef).astype(np.float32)
+    B, H, L, d = q.shape
+    return ctx.transpose(0, 2, 1, 3).reshape(B * L, H * d)
+
+
+@pytest.mark.parametrize("mode", [ELASTIC, BOOL, SIGN])
+@pytest.mark.parametrize("batch, length, heads, d", [(1, 1, 1, 8), (2, 7, 3, 32), (1, 128, 2, 64), (2, 70, 2, 100)])
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_levels_attention_kernel_matches_reference(mode, batch, length, heads, d, bits, threads):
+    """Multi-bit attention (BiT's 1-1-2, 1-1-4) on random levels with padding masks, against the float
+    reference, at partial words and 16-lane blocks, 1 and 2 threads; the map's α rising and falling."""
+    import numba
+
+    rng = np.random.default_rng(length * d + mode + bits)
+    offset, top = -(1 << (bits - 1)), (1 << bits) - 1
+    q, k, v = (rng.integers(0, 1 << bits, (batch, heads, length, d)).astype(np.uint8) for _ in range(3))
+    key_mask = rng.random((batch, length)) < 0.7
+    key_mask[:, 0] = True
+    planes = lambda t, along_tokens: np.stack([  # noqa: E731
+        (pack_bits(((t >> a) & 1).reshape(-1, d)).reshape(batch, heads, length, -1) if not along_tokens else
+         pack_bits(((t >> a) & 1).transpose(0, 1, 3, 2).reshape(-1, length)).reshape(batch, heads, d, -1)
+         .transpose(0, 1, 3, 2)) for a in range(bits)], axis=2)
+    sums = lambda t: t.astype(np.int64).sum(-1)  # noqa: E731
+    qk_coef, scaling, pv_coef = 0.031 * 0.027, np.float32(d ** -0.5), 0.0078125 * 0.29
+    no_res = np.zeros((0, 0, 0, 0), np.float32)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        for pa, pb in ((1.0 / length / 2, 0.0), (-0.5 / length, 1.2 / length)):
+            levels = map_thresholds(pa, pb, top) if mode == ELASTIC else NO_LEVELS  # as LevelsAttention.consts
+            got = attention_levels_kernel(
+                planes(q, False), sums(q), np.ascontiguousarray(planes(k, False)), sums(k),
+                np.ascontiguousarray(planes(v, True)), np.int32(offset), qk_coef, scaling, _key_add(key_mask),
+                pack_bits(key_mask), mode, levels.thr, levels.flip, np.float32(pa), pv_coef, no_res, no_res,
+                np.empty((batch * length, heads * d), np.float32))
+            ref = _levels_attention_reference(q, k, v, offset, key_mask, mode, qk_coef, scaling, pa, pb, top, pv_coef)
+            np.testing.assert_array_equal(got, ref)
+    finally:
+        numba.set_num_threads(previous)
