@@ -389,7 +389,7 @@ def unpack(w, K):
 
 from bitbert.deploy.engine.attention import attention_levels_kernel  # noqa: E402
 from bitbert.deploy.engine.lanes import popcount_terms16  # noqa: E402
-from bitbert.deploy.engine.thresholds import NO_LEVELS, map_thresholds  # noqa: E402
+from bitbert.deploy.engine.thresholds import NO_MAP, map_thresholds  # noqa: E402
 from bitbert.deploy.kernels import _level  # noqa: E402
 
 
@@ -416,7 +416,7 @@ def test_popcount_terms_is_the_weighted_popcount_sum(n, terms):
 @pytest.mark.parametrize("alpha, beta, top", [(0.01, 0.0, 3), (0.3, -0.2, 3), (1e-30, 0.5, 15), (-0.02, 0.05, 3),
                                               (3e38, 0.0, 1), (0.004, 0.001, 15)])
 def test_map_thresholds_are_the_map_levels(alpha, beta, top):
-    """Compares on p's bit patterns give clamp(rint((p − β)/α), 0, top) for p ≥ 0, rising or falling
+    """Compares with the thresholds give clamp(rint((p − β)/α), 0, top) for p ≥ 0, rising or falling
     α, near each level boundary and away from it."""
     a, b = np.float32(alpha), np.float32(beta)
     with np.errstate(over="ignore"):  # α = 3e38: the edges past the first overflow to inf
@@ -426,7 +426,8 @@ def test_map_thresholds_are_the_map_levels(alpha, beta, top):
                           for e in edges), np.random.default_rng(0).random(500, np.float32)])
     p = p[p >= 0]
     levels = map_thresholds(alpha, beta, top)
-    got = (((p.view(np.int32)[:, None] ^ levels.flip[0]) >= levels.thr[:, 0]).sum(1))
+    assert levels.rising == (alpha > 0)
+    got = ((p[:, None] >= levels.thr) if levels.rising else (p[:, None] <= levels.thr)).sum(1)
     ref = np.array([_level(x, b, a, np.float32(0.0), np.float32(top)) for x in p])
     np.testing.assert_array_equal(got, ref)
 
@@ -475,11 +476,11 @@ def test_levels_attention_kernel_matches_reference(mode, batch, length, heads, d
     numba.set_num_threads(threads)
     try:
         for pa, pb in ((1.0 / length / 2, 0.0), (-0.5 / length, 1.2 / length)):
-            levels = map_thresholds(pa, pb, top) if mode == ELASTIC else NO_LEVELS  # as LevelsAttention.consts
+            levels = map_thresholds(pa, pb, top) if mode == ELASTIC else NO_MAP  # as LevelsAttention.consts
             got = attention_levels_kernel(
                 planes(q, False), sums(q), np.ascontiguousarray(planes(k, False)), sums(k),
                 np.ascontiguousarray(planes(v, True)), np.int32(offset), qk_coef, scaling, _key_add(key_mask),
-                pack_bits(key_mask), mode, levels.thr, levels.flip, np.float32(pa), pv_coef, no_res, no_res,
+                pack_bits(key_mask), mode, levels.thr, levels.rising, np.float32(pa), pv_coef, no_res, no_res,
                 np.empty((batch * length, heads * d), np.float32))
             ref = _levels_attention_reference(q, k, v, offset, key_mask, mode, qk_coef, scaling, pa, pb, top, pv_coef)
             np.testing.assert_array_equal(got, ref)

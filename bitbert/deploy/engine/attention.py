@@ -23,7 +23,7 @@ from .floatmath import _exp_shifted16, normalize_inplace, softmax_inplace
 from .lanes import clamp_index16, gather16, popcount_terms16
 from .rows import NO_ACT, KeyMask, affine, affine_pack_heads
 from .layers import BinaryLinear, InputQuant
-from .thresholds import NO_LEVELS as _NO_MAP_LEVELS, map_thresholds
+from .thresholds import NO_MAP, map_thresholds
 
 ELASTIC, BOOL, SIGN = 0, 1, 2
 # The attention maps (QuantConfig.attention_probs) the engine runs, as kernel codes.
@@ -34,24 +34,30 @@ _TABLED_MAX_SCORE = np.float32(1e30)
 _ROWS = 4  # query rows the attention kernel carries through each step together
 
 @njit(cache=True)
+def score_table(first, step, n, qk_coef, scaling):
+    """A kept key's score for each of n integer dots first + step·c (c < n): float32(dot qk_coef) ·
+    scaling + 0, the kernels' own operations; and whether every one is within _TABLED_MAX_SCORE.
+    Monotone in c, so a row's maximum is at its smallest or largest c."""
+    scores = np.zeros(n, np.float32)
+    ok = True
+    for c in range(n):
+        scores[c] = np.float32((first + step * c) * qk_coef) * scaling + np.float32(0.0)
+        ok = ok and abs(scores[c]) <= _TABLED_MAX_SCORE
+    return scores, ok
+
+@njit(cache=True)
 def score_exps(d, qk_coef, scaling):
     """The tabled softmax's tables. A kept key's score depends only on c = popcount(q ⊕ k), 0..d:
-    scores[c] = float32((d − 2c) qk_coef) · scaling + 0, the kernel's own operations; and a row's
-    maximum is scores[c'] for one c' (scores is monotone in c, so c' is the row's smallest or largest c).
+    scores[c] (`score_table` of the dot d − 2c); and a row's maximum is scores[c'] for one c'.
     exps[c', c] = expf(scores[c] − scores[c']), softmax's own exp of each key (16 lanes, SLEEF), and
     exps[c', d + 1] = 0, masked keys' (see _TABLED_MAX_SCORE). ok: every score is within that bound."""
-    scores = np.zeros(d + 1, np.float32)
-    for c in range(d + 1):
-        scores[c] = np.float32((d - 2 * c) * qk_coef) * scaling + np.float32(0.0)
+    scores, ok = score_table(d, -2, d + 1, qk_coef, scaling)
     width = (d + 2 + 31) // 32 * 32  # gather16's tables: whole 32-entry pairs
     exps = np.zeros((d + 1, width), np.float32)
     for top in range(d + 1):
         exps[top, :d + 1] = scores
         _exp_shifted16(exps[top:top + 1], d + 1, scores[top])
         exps[top, d + 1:] = 0
-    ok = True
-    for c in range(d + 1):
-        ok = ok and abs(scores[c]) <= _TABLED_MAX_SCORE
     return scores, exps, ok
 
 @njit(cache=True, parallel=True)
@@ -176,12 +182,12 @@ def _plane_terms(nb_a, halves, nb_c):
 
 
 @njit(cache=True, parallel=True)
-def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, key_add, key_bits, mode, p_thr, p_flip,
+def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, key_add, key_bits, mode, p_thr, p_rising,
                             p_alpha, pv_coef, score_res, value_res, ctx):
     """Bit-serial attention on multi-bit Q, K, V (levels o + offset, o given as bit planes); see
     LevelsAttention. qp, kp (B, H, b, L, dw) packed along d, vp (B, H, b, Lw, d) along the tokens
-    (uint64); qsum, ksum (B, H, L): Σ_d o. The map's levels (ELASTIC: #{l : (bits(p) XOR p_flip) ≥
-    p_thr[l]}, `thresholds.map_thresholds`; BOOL: score ≥ 0; SIGN: 1) are packed along the keys per
+    (uint64); qsum, ksum (B, H, L): Σ_d o. The map's levels (ELASTIC: #{l : p ≥ p_thr[l]}, or ≤ when
+    not p_rising: `thresholds.map_thresholds`; BOOL: score ≥ 0; SIGN: 1) are packed along the keys per
     row, masked keys 0, and multiplied with V's planes the same way.
 
     Each head's K and V become 32-bit half-words once (K keys-major), so every dot is a
@@ -194,7 +200,16 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
         planes += 1
     has_sres, has_vres = score_res.shape[0] > 0, value_res.shape[0] > 0
     dh, Lp, dp = (d + 31) // 32, Lw * 64, (d + 15) // 16 * 16
-    const = np.int32(d * offset * offset)
+    # dots in [dmin, dmin + span): d times the extreme products of two values offset..offset + 2^b − 1
+    v_lo, v_hi = offset, offset + (1 << nb) - 1
+    dmin = d * min(v_lo * v_lo, v_lo * v_hi, v_hi * v_hi)
+    span = d * max(v_lo * v_lo, v_lo * v_hi, v_hi * v_hi) - dmin + 1
+    # BiT's map without BiPFT's score term: softmax with each row's exps from a table of scores by
+    # dot (the same floats as softmax_inplace), only over the row's own range of dots
+    scores, tabled = score_table(dmin, 1, span, qk_coef, scaling)
+    tabled = tabled and mode == ELASTIC and not has_sres
+    masked = np.int32(span)  # a masked key's (and the padding's) index: past every dot
+    const = np.int32(d * offset * offset - dmin)  # the dot's index: dot − dmin
     q_shifts, q_which = _plane_terms(nb, dh, nb)
     v_shifts, v_which = _plane_terms(planes, 2 * Lw, nb)
     zeros = np.zeros(dp, np.int32)
@@ -212,11 +227,20 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
             for w in range(2 * Lw):
                 for t in range(d):
                     vt[c * 2 * Lw + w, t] = _half(vp[b, h, c, w >> 1, t], w)
+        for j in range(L, Lp):
+            kterm[j] = masked  # the padding's index stays past every dot
+        to_exps = np.full(Lp, masked, np.int32)  # index + to_exps: the masked index for masked keys
+        kept = 0
         for j in range(L):
             kterm[j] = np.int32(offset * ksum[b, h, j]) + const
+            if key_add[b, j] == 0:
+                to_exps[j] = 0
+                kept += 1
+        by_table = tabled and kept > 0  # a row's maximum is a kept key's score
+        exps = np.zeros((1, (span + 32) // 32 * 32), np.float32)
+        at = np.zeros(Lp, np.int32)  # each key's entry in the row's window of exps
         dot = np.zeros(Lp, np.int32)
         row = np.zeros((1, Lp), np.float32)
-        bits = row.reshape(Lp).view(np.int32)
         lv = np.zeros(Lp, np.uint8)
         pbits = np.zeros((planes, Lw), np.uint64)
         acc = np.zeros(dp, np.int32)
@@ -225,23 +249,44 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
         for i in range(L):
             for a in range(nb):
                 for w in range(dh):
-                    q_words[(a * dh + w) * nb:(a * dh + w + 1) * nb] = _half(qp[b, h, a, i, w >> 1], w)
-            # the exact integer dot q·k = Σ 2^(a+c) popcount(q_a & k_c) + offset (Σq + Σk) + d offset²
+                    word = _half(qp[b, h, a, i, w >> 1], w)
+                    for c in range(nb):
+                        q_words[(a * dh + w) * nb + c] = word
+            # the exact integer dot q·k = Σ 2^(a+c) popcount(q_a & k_c) + offset (Σq + Σk) + d offset², as dot − dmin
             popcount_terms16(q_words, q_shifts, kt, q_which, kterm, np.int32(offset * qsum[b, h, i]), dot, L)
-            if has_sres:
+            if by_table:  # exps of the dots lo..hi only; entries past hi 0, the masked keys'
+                lo, hi = clamp_index16(dot, to_exps, L, masked)
+                peak = lo if scores[lo] >= scores[hi] else hi  # the row's maximum
+                n = hi - lo + 1
+                width = (n + 32) // 32 * 32
+                for c in range(n):  # plain loops: slice assignments become nested parfors
+                    exps[0, c] = scores[lo + c]
+                _exp_shifted16(exps, n, scores[peak])
+                for c in range(n, width):
+                    exps[0, c] = 0
+                for j in range(Lp):
+                    at[j] = min(dot[j] - lo, width - 1)
+                gather16(row, exps[0, :width], at, L)
+                normalize_inplace(row, L)
+            elif has_sres:
                 for j in range(L):  # rounded once, then as PyTorch adds BiPFT's term
-                    row[0, j] = (np.float32(dot[j] * qk_coef) + score_res[b, h, i, j]) * scaling + key_add[b, j]
+                    row[0, j] = (np.float32((dot[j] + dmin) * qk_coef) + score_res[b, h, i, j]) * scaling + key_add[b, j]
             else:
                 for j in range(L):
-                    row[0, j] = np.float32(dot[j] * qk_coef) * scaling + key_add[b, j]
+                    row[0, j] = np.float32((dot[j] + dmin) * qk_coef) * scaling + key_add[b, j]
             if mode == ELASTIC:  # softmax, then the map's levels by compares on p
-                softmax_inplace(row, L)
+                if not by_table:
+                    softmax_inplace(row, L)
                 for j in range(Lp):
-                    lv[j] = np.uint8((bits[j] ^ p_flip[0]) >= p_thr[0, 0])
-                for level in range(1, top):
-                    t = p_thr[level, 0]
-                    for j in range(Lp):
-                        lv[j] += np.uint8((bits[j] ^ p_flip[0]) >= t)
+                    lv[j] = 0
+                for level in range(top):
+                    t = p_thr[level]
+                    if p_rising:
+                        for j in range(Lp):
+                            lv[j] += np.uint8(row[0, j] >= t)
+                    else:
+                        for j in range(Lp):
+                            lv[j] += np.uint8(row[0, j] <= t)
                 for a in range(planes):
                     for w in range(Lw):
                         pbits[a, w] = plane_mask64(lv, 64 * w, a) & kbits[w]
@@ -256,8 +301,9 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
                 for w in range(Lw):
                     psum += np.int64(popcount64(pbits[a, w])) << a
                     for half in range(2):
-                        v_words[((a * 2 * Lw) + 2 * w + half) * nb:((a * 2 * Lw) + 2 * w + half + 1) * nb] = \
-                            _half(pbits[a, w], half)
+                        word = _half(pbits[a, w], half)
+                        for c in range(nb):
+                            v_words[(a * 2 * Lw + 2 * w + half) * nb + c] = word
             popcount_terms16(v_words, v_shifts, vt, v_which, zeros, np.int32(offset * psum), acc, d)
             out = ctx[b * L + i, h * d:(h + 1) * d]
             for t in range(d):
@@ -364,12 +410,12 @@ class LevelsAttention:
     @cached_property
     def consts(self) -> tuple:
         """What `levels_attention` takes: (heads, scaling, map code, α_q α_k, Q's, K's and V's
-        `InputQuant.levels_rule`, the map's level thresholds and flip (`thresholds.map_thresholds`;
+        `InputQuant.levels_rule`, the map's level thresholds and direction (`thresholds.map_thresholds`;
         none but for softmax_elastic), α_p, α_p α_v)."""
         pa, pb, p_top = self.p
-        levels = map_thresholds(pa, pb, p_top) if self.code == ELASTIC else _NO_MAP_LEVELS
+        levels = map_thresholds(pa, pb, p_top) if self.code == ELASTIC else NO_MAP
         return (self.heads, self.scaling, self.code, self.q.alpha * self.k.alpha, self.q.levels_rule,
-                self.k.levels_rule, self.v.levels_rule, levels.thr, levels.flip, np.float32(pa), pa * self.v.alpha)
+                self.k.levels_rule, self.v.levels_rule, levels.thr, levels.rising, np.float32(pa), pa * self.v.alpha)
 
 
 @njit(inline="always")
@@ -406,13 +452,13 @@ def _levels_heads(bits, linear, rule, batch, heads, along_tokens, threads):
 def levels_attention(q_in, k_in, v_in, q, k, v, batch, consts, key_add, key_bits, score_res, value_res, threads):
     """LevelsAttention's context from the stacked input planes of its Q, K, V linears (their
     `params`) and its `consts`; the key mask as `binary_attention` takes it."""
-    heads, scaling, code, qk_coef, q_rule, k_rule, v_rule, p_thr, p_flip, pa, pv_coef = consts
+    heads, scaling, code, qk_coef, q_rule, k_rule, v_rule, p_thr, p_rising, pa, pv_coef = consts
     qp, qsum = _levels_heads(q_in, q, q_rule, batch, heads, False, threads)
     kp, ksum = _levels_heads(k_in, k, k_rule, batch, heads, False, threads)
     vp, _ = _levels_heads(v_in, v, v_rule, batch, heads, True, threads)
     M, hidden = qsum.shape[0] * qsum.shape[2], q[1]
     return attention_levels_kernel(qp, qsum, kp, ksum, vp, np.int32(q_rule[2]), qk_coef, scaling, key_add, key_bits,
-                                   code, p_thr, p_flip, pa, pv_coef, score_res, value_res,
+                                   code, p_thr, p_rising, pa, pv_coef, score_res, value_res,
                                    np.empty((M, hidden), np.float32))
 
 

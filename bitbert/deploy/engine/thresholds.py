@@ -215,10 +215,9 @@ _FLOAT_BITS_INF = 0x7F800000  # +inf's bit pattern: non-negative float32s order 
 
 
 @njit(cache=True)
-def _map_thresholds(alpha, beta, top, thr, flip):
-    """Fill thr (top, 1) and flip (1,) for probabilities p ≥ +0 (as int32 bit patterns); each
-    threshold by bisection over the patterns (every step of `_level` is monotone in p: rising for
-    α > 0, falling for α < 0)."""
+def _map_thresholds(alpha, beta, top, thr):
+    """Fill thr (top,) for probabilities p ≥ +0; each threshold by bisection over the float32 bit
+    patterns (every step of `_level` is monotone in p: rising for α > 0, falling for α < 0)."""
     pattern = np.zeros(1, np.int32)
     p = pattern.view(np.float32)
     rising = alpha > 0
@@ -232,13 +231,26 @@ def _map_thresholds(alpha, beta, top, thr, flip):
                 z = mid
             else:
                 a = mid + 1
-        _set_threshold(thr, flip, level - 1, 0, (a if a < span else -1) if rising else a - 1, 0, rising)
+        found = (a if a < span else -1) if rising else a - 1
+        pattern[0] = found
+        thr[level - 1] = p[0] if found >= 0 else np.float32(np.nan)  # NaN: never reached
 
 
-def map_thresholds(alpha: float, beta: float, top: int) -> LevelThresholds:
-    """BiT's attention-map levels clamp(rint((p − β)/α), 0, top) of probabilities p ≥ +0 as compares
-    on p's bit patterns: level = #{l : (bits(p) XOR flip) ≥ thr[l]} (thr (top, 1), flip (1,)). Exact
-    for any finite α ≠ 0 and β, which the file format guarantees."""
-    thr, flip = np.empty((top, 1), np.int32), np.zeros(1, np.int32)
-    _map_thresholds(np.float32(alpha), np.float32(beta), top, thr, flip)
-    return LevelThresholds(thr, flip)
+@dataclass(frozen=True)
+class MapThresholds:
+    """BiT's attention-map level of a probability p ≥ +0, clamp(rint((p − β)/α), 0, top), as
+    compares: #{l : p ≥ thr[l]} (rising, α > 0) or #{l : p ≤ thr[l]} (falling); thr (top,) float32,
+    NaN where a level is never reached."""
+
+    thr: np.ndarray
+    rising: bool
+
+
+NO_MAP = MapThresholds(np.zeros(0, np.float32), True)  # maps without levels (bool, softmax-sign)
+
+
+def map_thresholds(alpha: float, beta: float, top: int) -> MapThresholds:
+    """The map's level thresholds; exact for any finite α ≠ 0 and β, which the file format guarantees."""
+    thr = np.empty(top, np.float32)
+    _map_thresholds(np.float32(alpha), np.float32(beta), top, thr)
+    return MapThresholds(thr, bool(np.float32(alpha) > 0))
