@@ -427,7 +427,7 @@ def test_map_thresholds_are_the_map_levels(alpha, beta, top):
     p = p[p >= 0]
     levels = map_thresholds(alpha, beta, top)
     assert levels.rising == (alpha > 0)
-    got = ((p[:, None] >= levels.thr) if levels.rising else (p[:, None] <= levels.thr)).sum(1)
+    got = ((p[:, None] >= levels.thr) if levels.rising else (p[:, None] < levels.thr)).sum(1)
     ref = np.array([_level(x, b, a, np.float32(0.0), np.float32(top)) for x in p])
     np.testing.assert_array_equal(got, ref)
 

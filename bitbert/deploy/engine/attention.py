@@ -186,7 +186,7 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
                             p_alpha, pv_coef, score_res, value_res, ctx):
     """Bit-serial attention on multi-bit Q, K, V (levels o + offset, o given as bit planes); see
     LevelsAttention. qp, kp (B, H, b, L, dw) packed along d, vp (B, H, b, Lw, d) along the tokens
-    (uint64); qsum, ksum (B, H, L): Σ_d o. The map's levels (ELASTIC: #{l : p ≥ p_thr[l]}, or ≤ when
+    (uint64); qsum, ksum (B, H, L): Σ_d o. The map's levels (ELASTIC: #{l : p ≥ p_thr[l]}, or < when
     not p_rising: `thresholds.map_thresholds`; BOOL: score ≥ 0; SIGN: 1) are packed along the keys per
     row, masked keys 0, and multiplied with V's planes the same way.
 
@@ -241,7 +241,6 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
         at = np.zeros(Lp, np.int32)  # each key's entry in the row's window of exps
         dot = np.zeros(Lp, np.int32)
         row = np.zeros((1, Lp), np.float32)
-        lv = np.zeros(Lp, np.uint8)
         pbits = np.zeros((planes, Lw), np.uint64)
         acc = np.zeros(dp, np.int32)
         q_words = np.empty(q_shifts.shape[0], np.uint32)
@@ -274,32 +273,33 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
             else:
                 for j in range(L):
                     row[0, j] = np.float32((dot[j] + dmin) * qk_coef) * scaling + key_add[b, j]
-            if mode == ELASTIC:  # softmax, then the map's levels by compares on p
-                if not by_table:
-                    softmax_inplace(row, L)
-                for j in range(Lp):
-                    lv[j] = 0
-                for level in range(top):
-                    t = p_thr[level]
-                    if p_rising:
-                        for j in range(Lp):
-                            lv[j] += np.uint8(row[0, j] >= t)
-                    else:
-                        for j in range(Lp):
-                            lv[j] += np.uint8(row[0, j] <= t)
-                for a in range(planes):
-                    for w in range(Lw):
-                        pbits[a, w] = plane_mask64(lv, 64 * w, a) & kbits[w]
-            elif mode == BOOL:
-                for w in range(Lw):
-                    pbits[0, w] = mask64(row, 0, 64 * w, betas, np.float32(1.0), np.float32(0.0), False) & kbits[w]
-            else:  # softmax then sign: every kept key is +1
-                for w in range(Lw):
-                    pbits[0, w] = kbits[w]
+            if mode == ELASTIC and not by_table:
+                softmax_inplace(row, L)
+            # the map's levels as nested masks (level ≥ l, l = 1..top; masked keys 0), then planes
             psum = 0
+            for w in range(Lw):
+                for a in range(planes):
+                    pbits[a, w] = 0
+                below = np.uint64(0)  # keys at level ≥ l − 1
+                for level in range(1, top + 2):
+                    if level > top:
+                        at_least = np.uint64(0)
+                    elif mode == ELASTIC and p_rising:
+                        at_least = mask64(row, 0, 64 * w, betas, np.float32(1.0), p_thr[level - 1], False) & kbits[w]
+                    elif mode == ELASTIC:  # p < thr as −p > −thr
+                        at_least = mask64(row, 0, 64 * w, betas, np.float32(-1.0), -p_thr[level - 1], True) & kbits[w]
+                    elif mode == BOOL:
+                        at_least = mask64(row, 0, 64 * w, betas, np.float32(1.0), np.float32(0.0), False) & kbits[w]
+                    else:  # softmax then sign: every kept key is +1
+                        at_least = kbits[w]
+                    psum += np.int64(popcount64(at_least))
+                    exactly = below & ~at_least  # keys at level − 1
+                    for a in range(planes):
+                        if ((level - 1) >> a) & 1:
+                            pbits[a, w] |= exactly
+                    below = at_least
             for a in range(planes):
                 for w in range(Lw):
-                    psum += np.int64(popcount64(pbits[a, w])) << a
                     for half in range(2):
                         word = _half(pbits[a, w], half)
                         for c in range(nb):

@@ -231,16 +231,19 @@ def _map_thresholds(alpha, beta, top, thr):
                 z = mid
             else:
                 a = mid + 1
-        found = (a if a < span else -1) if rising else a - 1
-        pattern[0] = found
-        thr[level - 1] = p[0] if found >= 0 else np.float32(np.nan)  # NaN: never reached
+        if rising:  # reached from here on; NaN: never
+            pattern[0] = a
+            thr[level - 1] = p[0] if a < span else np.float32(np.nan)
+        else:  # reached below here; +0: never, +inf: always
+            pattern[0] = min(a, _FLOAT_BITS_INF)
+            thr[level - 1] = p[0]
 
 
 @dataclass(frozen=True)
 class MapThresholds:
-    """BiT's attention-map level of a probability p ≥ +0, clamp(rint((p − β)/α), 0, top), as
-    compares: #{l : p ≥ thr[l]} (rising, α > 0) or #{l : p ≤ thr[l]} (falling); thr (top,) float32,
-    NaN where a level is never reached."""
+    """BiT's attention-map level of a probability 0 ≤ p < inf, clamp(rint((p − β)/α), 0, top), as
+    compares: #{l : p ≥ thr[l]} (rising, α > 0; NaN: never) or #{l : p < thr[l]} (falling);
+    thr (top,) float32."""
 
     thr: np.ndarray
     rising: bool
