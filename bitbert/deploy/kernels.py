@@ -429,34 +429,33 @@ def _row_levels(x, dot, thr, flip, m, k0, n, beta, alpha, lo, hi, lv):
 def _quantize_pack_heads(x, beta, alpha, lo, hi, heads, along_tokens, out, sums, dot, thr, flip):
     """Each head's levels of x (B*L, H*d) as bit planes: out (B, H, b, L, dw) packed along d, or with
     along_tokens (B, H, b, Lw, d) packed along the tokens; sums (B, H, L) = Σ_d levels. With thr
-    (not empty) the levels by integer compares on dot (B*L, H*d) instead (x unused; `_dot_levels`)."""
+    (not empty) the levels by integer compares on dot (B*L, H*d) instead (x unused; `_dot_levels`).
+
+    A token's levels for all heads at once (each pass vectorised over the whole row), then each
+    head's planes and sum; along the tokens, the planes packed along d are re-packed by 64 x 64 bit
+    transposes (`heads_along_tokens`)."""
     B, H, planes = out.shape[0], out.shape[1], out.shape[2]
     by_dot = thr.shape[0] > 0
     M, N = (dot.shape[0], dot.shape[1]) if by_dot else (x.shape[0], x.shape[1])
     L, d = M // B, N // heads
-    for bh in prange(B * H):
-        b, h = bh // H, bh % H
-        bh_beta = beta[h * d:(h + 1) * d] if not by_dot else beta
-        lv = np.zeros((d + 63) // 64 * 64, np.uint8)  # one token's levels; entries past d stay 0 (padding)
-        lvt = np.zeros((d, out.shape[3] * 64 if along_tokens else 0), np.uint8)  # (d, tokens) for V
-        for i in range(L):
-            _row_levels(x, dot, thr, flip, b * L + i, h * d, d, bh_beta, alpha, lo, hi, lv)
-            s = 0
-            for t in range(d):
-                s += np.int64(lv[t])
-            sums[b, h, i] = s
-            if along_tokens:
-                for t in range(d):
-                    lvt[t, i] = lv[t]
-            else:
+    dw = (d + 63) // 64
+    rows = out if not along_tokens else np.empty((B, H, planes, L, dw), np.uint64)
+    for m in prange(M):
+        b, i = m // L, m % L
+        lv = np.zeros(N + 64, np.uint8)  # the token's levels; entries past N stay 0 (the last head's padding)
+        _row_levels(x, dot, thr, flip, m, 0, N, beta, alpha, lo, hi, lv)
+        for h in range(H):
+            s = 0  # Σ_d levels, from the planes' popcounts
+            for w in range(dw):
+                keep = np.uint64(-1) >> np.uint64(64 - min(64, d - 64 * w))  # the head's own channels
                 for p in range(planes):
-                    for w in range(out.shape[4]):
-                        out[b, h, p, i, w] = plane_mask64(lv, 64 * w, p)
-        if along_tokens:  # one row of the transposed levels is one packed column
-            for p in range(planes):
-                for w in range(out.shape[3]):
-                    for t in range(d):
-                        out[b, h, p, w, t] = plane_mask64(lvt[t], 64 * w, p)
+                    word = plane_mask64(lv, h * d + 64 * w, p) & keep
+                    rows[b, h, p, i, w] = word
+                    s += np.int64(popcount64(word)) << p
+            sums[b, h, i] = s
+    if along_tokens:
+        for p in range(planes):
+            heads_along_tokens(rows[:, :, p], d, out[:, :, p])
     return out, sums
 
 
