@@ -19,8 +19,8 @@ from ...core.packed_schema import AttentionRecord, ModelSpec
 from ..kernels import (_NO_ROWS, NO_COLS, NO_DOT, NO_THR, NO_FLIP, NO_X, _quantize_pack_heads, elastic_rule,
                        gemm_into, levels_gemm_into, heads_along_tokens, mask64, plane_mask64, popcount64)
 from .errors import EngineError
-from .floatmath import _exp_shifted16, normalize_inplace, softmax_inplace
-from .lanes import clamp_index16, gather16, popcount_terms16
+from .floatmath import _exp_shifted16, normalize_inplace, softmax_inplace, softmax_scale
+from .lanes import clamp_index16, gather16, popcount_terms16, threshold_masks64
 from .rows import NO_ACT, KeyMask, affine, affine_pack_heads
 from .layers import BinaryLinear, InputQuant
 from .thresholds import NO_MAP, map_thresholds
@@ -213,7 +213,7 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
     q_shifts, q_which = _plane_terms(nb, dh, nb)
     v_shifts, v_which = _plane_terms(planes, 2 * Lw, nb)
     zeros = np.zeros(dp, np.int32)
-    betas = np.zeros(Lp, np.float32)
+    zero = np.zeros(1, np.float32)  # BOOL's one threshold
     for bh in prange(B * H):
         b, h = bh // H, bh % H
         kbits = key_bits[b]
@@ -242,6 +242,7 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
         dot = np.zeros(Lp, np.int32)
         row = np.zeros((1, Lp), np.float32)
         pbits = np.zeros((planes, Lw), np.uint64)
+        masks = np.zeros((top, Lw), np.uint64)
         acc = np.zeros(dp, np.int32)
         q_words = np.empty(q_shifts.shape[0], np.uint32)
         v_words = np.empty(v_shifts.shape[0], np.uint32)
@@ -253,6 +254,7 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
                         q_words[(a * dh + w) * nb + c] = word
             # the exact integer dot q·k = Σ 2^(a+c) popcount(q_a & k_c) + offset (Σq + Σk) + d offset², as dot − dmin
             popcount_terms16(q_words, q_shifts, kt, q_which, kterm, np.int32(offset * qsum[b, h, i]), dot, L)
+            scale = np.float32(1.0)
             if by_table:  # exps of the dots lo..hi only; entries past hi 0, the masked keys'
                 lo, hi = clamp_index16(dot, to_exps, L, masked)
                 peak = lo if scores[lo] >= scores[hi] else hi  # the row's maximum
@@ -266,7 +268,7 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
                 for j in range(Lp):
                     at[j] = min(dot[j] - lo, width - 1)
                 gather16(row, exps[0, :width], at, L)
-                normalize_inplace(row, L)
+                scale = softmax_scale(row, L)  # p = exp · scale: normalize_inplace's product, in the compares
             elif has_sres:
                 for j in range(L):  # rounded once, then as PyTorch adds BiPFT's term
                     row[0, j] = (np.float32((dot[j] + dmin) * qk_coef) + score_res[b, h, i, j]) * scaling + key_add[b, j]
@@ -276,22 +278,20 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
             if mode == ELASTIC and not by_table:
                 softmax_inplace(row, L)
             # the map's levels as nested masks (level ≥ l, l = 1..top; masked keys 0), then planes
+            if mode == ELASTIC:
+                threshold_masks64(row, scale, p_thr, p_rising, masks)
+            elif mode == BOOL:
+                threshold_masks64(row, np.float32(1.0), zero, True, masks)
+            else:  # softmax then sign: every kept key is +1
+                for w in range(Lw):
+                    masks[0, w] = ~np.uint64(0)
             psum = 0
             for w in range(Lw):
                 for a in range(planes):
                     pbits[a, w] = 0
                 below = np.uint64(0)  # keys at level ≥ l − 1
                 for level in range(1, top + 2):
-                    if level > top:
-                        at_least = np.uint64(0)
-                    elif mode == ELASTIC and p_rising:
-                        at_least = mask64(row, 0, 64 * w, betas, np.float32(1.0), p_thr[level - 1], False) & kbits[w]
-                    elif mode == ELASTIC:  # p < thr as −p > −thr
-                        at_least = mask64(row, 0, 64 * w, betas, np.float32(-1.0), -p_thr[level - 1], True) & kbits[w]
-                    elif mode == BOOL:
-                        at_least = mask64(row, 0, 64 * w, betas, np.float32(1.0), np.float32(0.0), False) & kbits[w]
-                    else:  # softmax then sign: every kept key is +1
-                        at_least = kbits[w]
+                    at_least = masks[level - 1, w] & kbits[w] if level <= top else np.uint64(0)
                     psum += np.int64(popcount64(at_least))
                     exactly = below & ~at_least  # keys at level − 1
                     for a in range(planes):

@@ -343,15 +343,20 @@ def _reduce16(typingctx, row, n, is_sum):
     return sig, codegen
 
 @njit(inline="always")
-def normalize_inplace(row, L):
-    """The second half of `softmax_inplace`: row[0, :L] times 1 / (its sum in PyTorch's order)."""
+def softmax_scale(row, L):
+    """1 / (the sum of row[0, :L] in PyTorch's order): what `normalize_inplace` multiplies by."""
     if L < 16:
         total = row[0, 0]
         for j in range(1, L):
             total += row[0, j]
     else:
         total = _reduce16(row, L, True)
-    inv = np.float32(1.0) / total
+    return np.float32(1.0) / total
+
+@njit(inline="always")
+def normalize_inplace(row, L):
+    """The second half of `softmax_inplace`: row[0, :L] times 1 / (its sum in PyTorch's order)."""
+    inv = softmax_scale(row, L)
     for j in range(L):
         row[0, j] = row[0, j] * inv
 

@@ -1,7 +1,7 @@
 """16-lane loops of the engine's kernels as LLVM IR, where numba source leaves them scalar or LLVM's
 vectoriser makes them 8 lanes wide: the attention kernel's tabled softmax (an int32 min/max with a
 clamp, which numba widens to int64; a table look-up by index), the multi-bit attention's
-bit-serial dots (32-bit popcounts) and a linear's epilogue."""
+bit-serial dots (32-bit popcounts) and map levels (threshold masks), and a linear's epilogue."""
 from __future__ import annotations
 
 from llvmlite import ir
@@ -214,5 +214,33 @@ def popcount_terms16(typingctx, words, shifts, rows, which, init, base, acc, n):
                 ones = _ctpop(builder, builder.and_(word, builder.load(_vec_ptr(builder, ra.data, at, v16), align=4)))
                 builder.store(builder.add(builder.load(total), builder.shl(ones, shift)), total)
             builder.store(builder.load(total), _vec_ptr(builder, aa.data, off, v16), align=4)
+
+    return sig, codegen
+
+
+@intrinsic
+def threshold_masks64(typingctx, row, scale, thr, rising, out):
+    """out[l, w] bit b = row[0, 64w + b] · scale ≥ thr[l] when rising, else < thr[l] (float32; NaN
+    compares false), for every l < len(thr) and w < out.shape[1]: a row's level sets as 64-key
+    masks, each 64-float block loaded and scaled once for every threshold (row (1, ≥ 64·words) C,
+    out (≥ len(thr), words) uint64 C: the caller's promise)."""
+    sig = types.void(row, scale, thr, rising, out)
+
+    def codegen(context, builder, sig, args):
+        ra, _, ta, _, oa = (context.make_array(t)(context, builder, v) if isinstance(t, types.Array) else None
+                            for t, v in zip(sig.args, args))
+        levels = cgutils.unpack_tuple(builder, ta.shape, 1)[0]
+        words = cgutils.unpack_tuple(builder, oa.shape, 2)[1]
+        f64 = ir.VectorType(ir.FloatType(), 64)
+        scale = _splat(builder, context.cast(builder, args[1], sig.args[1], types.float32), 64)
+        up = context.cast(builder, args[3], sig.args[3], types.boolean)
+        with cgutils.for_range(builder, words) as w:
+            p = builder.fmul(builder.load(_vec_ptr(builder, ra.data, builder.mul(w.index, ir.Constant(words.type, 64)),
+                                                   f64), align=4), scale)
+            with cgutils.for_range(builder, levels) as lv:
+                t = _splat(builder, builder.load(builder.gep(ta.data, [lv.index])), 64)
+                bits = builder.select(up, builder.fcmp_ordered(">=", p, t), builder.fcmp_ordered("<", p, t))
+                at = builder.add(builder.mul(lv.index, words), w.index)
+                builder.store(builder.bitcast(bits, ir.IntType(64)), builder.gep(oa.data, [at]))
 
     return sig, codegen
