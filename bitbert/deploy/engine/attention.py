@@ -286,18 +286,16 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
                 for w in range(Lw):
                     masks[0, w] = ~np.uint64(0)
             psum = 0
-            for w in range(Lw):
+            for w in range(Lw):  # each key's level = its count of masks, added bit-sliced into the planes
                 for a in range(planes):
                     pbits[a, w] = 0
-                below = np.uint64(0)  # keys at level ≥ l − 1
-                for level in range(1, top + 2):
-                    at_least = masks[level - 1, w] & kbits[w] if level <= top else np.uint64(0)
-                    psum += np.int64(popcount64(at_least))
-                    exactly = below & ~at_least  # keys at level − 1
+                for level in range(top):
+                    carry = masks[level, w] & kbits[w]
+                    psum += np.int64(popcount64(carry))
                     for a in range(planes):
-                        if ((level - 1) >> a) & 1:
-                            pbits[a, w] |= exactly
-                    below = at_least
+                        was = pbits[a, w]
+                        pbits[a, w] = was ^ carry
+                        carry &= was
             for a in range(planes):
                 for w in range(Lw):
                     for half in range(2):
