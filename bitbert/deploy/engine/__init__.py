@@ -27,7 +27,9 @@ Speed without changing a bit: where a linear's output is only binarized (Q, K, V
 hidden layer), its bits are integer thresholds on the exact dot, found at build time by running
 the float kernels on every possible dot (`thresholds`), and its multi-bit levels likewise (one
 threshold per level, by bisection on the monotone epilogue); BiT's softmax comes from a table, since
-a kept key's score depends only on popcount(q ⊕ k) (`attention.score_exps`); an all-1-bit or
+a kept key's score depends only on popcount(q ⊕ k) (`attention.score_exps`), or at 2+ bits on the
+integer dot (each row's exps over its own range of dots), and the multi-bit map's levels are compares
+on the probability (`thresholds.map_thresholds`); an all-1-bit or
 all-2-bit layer runs as one compiled call (`fused`); a batch padded past its longest sequence runs
 at that length.
 
