@@ -388,28 +388,29 @@ def unpack(w, K):
 # ----------------------------------------------------------------------------- multi-bit attention
 
 from bitbert.deploy.engine.attention import attention_levels_kernel  # noqa: E402
-from bitbert.deploy.engine.lanes import popcount_terms16  # noqa: E402
+from bitbert.deploy.engine.lanes import planes_dot16  # noqa: E402
 from bitbert.deploy.engine.thresholds import NO_MAP, map_thresholds  # noqa: E402
 from bitbert.deploy.kernels import _level  # noqa: E402
 
 
 @njit
-def _terms(words, shifts, rows, which, init, base, acc, n):
-    popcount_terms16(words, shifts, rows, which, init, base, acc, n)
+def _planes_dot(left, right, init, base, acc, n):
+    planes_dot16(left, right, init, base, acc, n)
 
 
-@pytest.mark.parametrize("n, terms", [(1, 1), (16, 3), (37, 8), (128, 16)])
-def test_popcount_terms_is_the_weighted_popcount_sum(n, terms):
-    rng = np.random.default_rng(n + terms)
+@pytest.mark.parametrize("n, a, c, w", [(1, 1, 1, 1), (16, 2, 2, 1), (37, 2, 4, 3), (128, 4, 2, 2)])
+def test_planes_dot_is_the_bit_serial_dot(n, a, c, w):
+    rng = np.random.default_rng(n + 10 * a + c)
     room = (n + 15) // 16 * 16
-    words = rng.integers(0, 2 ** 32, terms, dtype=np.uint32)
-    rows = rng.integers(0, 2 ** 32, (5, room), dtype=np.uint32)
-    which, shifts = rng.integers(0, 5, terms), rng.integers(0, 4, terms).astype(np.int32)
+    left = rng.integers(0, 2 ** 32, (a, w), dtype=np.uint32)
+    right = rng.integers(0, 2 ** 32, (c * w, room), dtype=np.uint32)
     init = rng.integers(-100, 100, room).astype(np.int32)
     acc = np.full(room + 3, 7, np.int32)
-    _terms(words, shifts, rows, which, init, np.int32(-9), acc, n)
-    ones = np.vectorize(lambda x: bin(int(x)).count("1"))(words[:, None] & rows[which])
-    np.testing.assert_array_equal(acc[:room], init - 9 + (ones << shifts[:, None]).sum(0))
+    _planes_dot(left, right, init, np.int32(-9), acc, n)
+    ones = np.vectorize(lambda x: bin(int(x)).count("1"))
+    ref = init - 9 + sum(ones(left[i, k] & right[j * w + k]) << (i + j) for i in range(a) for j in range(c)
+                         for k in range(w))
+    np.testing.assert_array_equal(acc[:room], ref)
     assert (acc[room:] == 7).all()  # nothing written past n rounded up to 16
 
 

@@ -20,7 +20,7 @@ from ..kernels import (_NO_ROWS, NO_COLS, NO_DOT, NO_THR, NO_FLIP, NO_X, _quanti
                        gemm_into, levels_gemm_into, heads_along_tokens, mask64, plane_mask64, popcount64)
 from .errors import EngineError
 from .floatmath import _exp_shifted16, normalize_inplace, softmax_inplace, softmax_scale
-from .lanes import clamp_index16, gather16, popcount_terms16, threshold_masks64
+from .lanes import clamp_index16, gather16, planes_dot16, threshold_masks64
 from .rows import NO_ACT, KeyMask, affine, affine_pack_heads
 from .layers import BinaryLinear, InputQuant
 from .thresholds import NO_MAP, map_thresholds
@@ -168,19 +168,6 @@ def _half(word, w):
     return np.uint32((word >> np.uint64(32 * (w & 1))) & np.uint64(0xFFFFFFFF))
 
 
-@njit(inline="always")
-def _plane_terms(nb_a, halves, nb_c):
-    """The (shift, row) of each plane-pair term (a, half-word w, c) of a bit-serial dot whose other
-    operand is laid out (c, w) by rows: `popcount_terms16`'s shifts and which."""
-    shifts, which = np.empty(nb_a * halves * nb_c, np.int32), np.empty(nb_a * halves * nb_c, np.int64)
-    for a in range(nb_a):
-        for w in range(halves):
-            for c in range(nb_c):
-                shifts[(a * halves + w) * nb_c + c] = a + c
-                which[(a * halves + w) * nb_c + c] = c * halves + w
-    return shifts, which
-
-
 @njit(cache=True, parallel=True)
 def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, key_add, key_bits, mode, p_thr, p_rising,
                             p_alpha, pv_coef, score_res, value_res, ctx):
@@ -191,7 +178,7 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
     row, masked keys 0, and multiplied with V's planes the same way.
 
     Each head's K and V become 32-bit half-words once (K keys-major), so every dot is a
-    `popcount_terms16` over 16 keys or 16 outputs at a time, in int32."""
+    `planes_dot16` over 16 keys or 16 outputs at a time, in int32."""
     B, H, nb, L, dw = qp.shape
     Lw, d = vp.shape[3], vp.shape[4]
     top = max(1, p_thr.shape[0])
@@ -210,8 +197,6 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
     tabled = tabled and mode == ELASTIC and not has_sres
     masked = np.int32(span)  # a masked key's (and the padding's) index: past every dot
     const = np.int32(d * offset * offset - dmin)  # the dot's index: dot − dmin
-    q_shifts, q_which = _plane_terms(nb, dh, nb)
-    v_shifts, v_which = _plane_terms(planes, 2 * Lw, nb)
     zeros = np.zeros(dp, np.int32)
     zero = np.zeros(1, np.float32)  # BOOL's one threshold
     for bh in prange(B * H):
@@ -244,16 +229,14 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
         pbits = np.zeros((planes, Lw), np.uint64)
         masks = np.zeros((top, Lw), np.uint64)
         acc = np.zeros(dp, np.int32)
-        q_words = np.empty(q_shifts.shape[0], np.uint32)
-        v_words = np.empty(v_shifts.shape[0], np.uint32)
+        q_words = np.empty((nb, dh), np.uint32)  # the query's planes as half-words
+        p_words = pbits.view(np.uint32)  # the map's planes as half-words (little-endian: the low half first)
         for i in range(L):
             for a in range(nb):
                 for w in range(dh):
-                    word = _half(qp[b, h, a, i, w >> 1], w)
-                    for c in range(nb):
-                        q_words[(a * dh + w) * nb + c] = word
+                    q_words[a, w] = _half(qp[b, h, a, i, w >> 1], w)
             # the exact integer dot q·k = Σ 2^(a+c) popcount(q_a & k_c) + offset (Σq + Σk) + d offset², as dot − dmin
-            popcount_terms16(q_words, q_shifts, kt, q_which, kterm, np.int32(offset * qsum[b, h, i]), dot, L)
+            planes_dot16(q_words, kt, kterm, np.int32(offset * qsum[b, h, i]), dot, L)
             scale = np.float32(1.0)
             if by_table:  # exps of the dots lo..hi only; entries past hi 0, the masked keys'
                 lo, hi = clamp_index16(dot, to_exps, L, masked)
@@ -296,13 +279,7 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
                         was = pbits[a, w]
                         pbits[a, w] = was ^ carry
                         carry &= was
-            for a in range(planes):
-                for w in range(Lw):
-                    for half in range(2):
-                        word = _half(pbits[a, w], half)
-                        for c in range(nb):
-                            v_words[(a * 2 * Lw + 2 * w + half) * nb + c] = word
-            popcount_terms16(v_words, v_shifts, vt, v_which, zeros, np.int32(offset * psum), acc, d)
+            planes_dot16(p_words, vt, zeros, np.int32(offset * psum), acc, d)
             out = ctx[b * L + i, h * d:(h + 1) * d]
             for t in range(d):
                 out[t] = np.float32(acc[t] * pv_coef)

@@ -187,32 +187,39 @@ def dot_mask64(typingctx, dot, k0, thr, flip):
 
 
 @intrinsic
-def popcount_terms16(typingctx, words, shifts, rows, which, init, base, acc, n):
-    """acc[j] = init[j] + base + Σ_i popcount(words[i] & rows[which[i], j]) << shifts[i] for j < n
-    rounded up to 16: a bit-serial dot of several plane pairs at once (uint32 words, shifts int32 and
-    which int64 of one length; rows (·, ≥ that) uint32, init and acc int32 with that room: the
-    caller's promise). One pass over 16-lane blocks (VPOPCNTD), the block's sum in a register; numba
-    source would widen the popcount to 64-bit lanes."""
-    sig = types.void(words, shifts, rows, which, init, base, acc, n)
+def planes_dot16(typingctx, left, right, init, base, acc, n):
+    """acc[j] = init[j] + base + Σ_{a, w, c} popcount(left[a, w] & right[c·W + w, j]) << (a + c) for
+    j < n rounded up to 16: the bit-serial dot of one vector's bit planes (left (A, W) uint32: plane
+    a's half-word w) with many vectors' planes laid out by rows (right (C·W, ≥ that) uint32: plane c's
+    half-word w of 16 vectors at a time); init, acc int32 with that room (the caller's promise). The
+    block's sum stays in a register (VPOPCNTD on 16 lanes; numba source would widen the popcount to
+    64-bit lanes)."""
+    sig = types.void(left, right, init, base, acc, n)
 
     def codegen(context, builder, sig, args):
-        wa, sa, ra, xa, ia, _, aa, _ = (context.make_array(t)(context, builder, v) if isinstance(t, types.Array)
-                                        else None for t, v in zip(sig.args, args))
-        n_v = context.cast(builder, args[7], sig.args[7], types.intp)
-        terms = cgutils.unpack_tuple(builder, wa.shape, 1)[0]
-        stride = cgutils.unpack_tuple(builder, ra.shape, 2)[1]
+        la, ra, ia, _, aa, _ = (context.make_array(t)(context, builder, v) if isinstance(t, types.Array) else None
+                                for t, v in zip(sig.args, args))
+        n_v = context.cast(builder, args[5], sig.args[5], types.intp)
+        planes_a, halves = cgutils.unpack_tuple(builder, la.shape, 2)
+        rows, stride = cgutils.unpack_tuple(builder, ra.shape, 2)
+        planes_c = builder.sdiv(rows, halves)
         v16 = ir.VectorType(ir.IntType(32), 16)
-        basev = _splat(builder, context.cast(builder, args[5], sig.args[5], types.int32), 16)
+        basev = _splat(builder, context.cast(builder, args[3], sig.args[3], types.int32), 16)
         total = cgutils.alloca_once(builder, v16)
         with cgutils.for_range(builder, _blocks16(builder, n_v)) as loop:
             off = builder.mul(loop.index, ir.Constant(n_v.type, 16))
             builder.store(builder.add(builder.load(_vec_ptr(builder, ia.data, off, v16), align=4), basev), total)
-            with cgutils.for_range(builder, terms) as t:
-                word = _splat(builder, builder.load(builder.gep(wa.data, [t.index])), 16)
-                shift = _splat(builder, builder.load(builder.gep(sa.data, [t.index])), 16)
-                at = builder.add(builder.mul(builder.load(builder.gep(xa.data, [t.index])), stride), off)
-                ones = _ctpop(builder, builder.and_(word, builder.load(_vec_ptr(builder, ra.data, at, v16), align=4)))
-                builder.store(builder.add(builder.load(total), builder.shl(ones, shift)), total)
+            with cgutils.for_range(builder, planes_a) as a:
+                with cgutils.for_range(builder, halves) as w:
+                    at = builder.add(builder.mul(a.index, halves), w.index)
+                    word = _splat(builder, builder.load(builder.gep(la.data, [at])), 16)
+                    with cgutils.for_range(builder, planes_c) as c:
+                        row = builder.add(builder.mul(c.index, halves), w.index)
+                        right = builder.load(_vec_ptr(builder, ra.data, builder.add(builder.mul(row, stride), off), v16),
+                                             align=4)
+                        shift = _splat(builder, builder.trunc(builder.add(a.index, c.index), ir.IntType(32)), 16)
+                        ones = _ctpop(builder, builder.and_(word, right))
+                        builder.store(builder.add(builder.load(total), builder.shl(ones, shift)), total)
             builder.store(builder.load(total), _vec_ptr(builder, aa.data, off, v16), align=4)
 
     return sig, codegen
