@@ -235,7 +235,8 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
             for a in range(nb):
                 for w in range(dh):
                     q_words[a, w] = _half(qp[b, h, a, i, w >> 1], w)
-            # the exact integer dot q·k = Σ 2^(a+c) popcount(q_a & k_c) + offset (Σq + Σk) + d offset², as dot − dmin
+            # the exact integer dot q·k = Σ 2^(a+c) popcount(q_a & k_c) + offset (Σq + Σk) + d offset²,
+            # as its index dot − dmin
             planes_dot16(q_words, kt, kterm, np.int32(offset * qsum[b, h, i]), dot, L)
             scale = np.float32(1.0)
             if by_table:  # exps of the dots lo..hi only; entries past hi 0, the masked keys'
@@ -254,7 +255,8 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
                 scale = softmax_scale(row, L)  # p = exp · scale: normalize_inplace's product, in the compares
             elif has_sres:
                 for j in range(L):  # rounded once, then as PyTorch adds BiPFT's term
-                    row[0, j] = (np.float32((dot[j] + dmin) * qk_coef) + score_res[b, h, i, j]) * scaling + key_add[b, j]
+                    exact = np.float32((dot[j] + dmin) * qk_coef)
+                    row[0, j] = (exact + score_res[b, h, i, j]) * scaling + key_add[b, j]
             else:
                 for j in range(L):
                     row[0, j] = np.float32((dot[j] + dmin) * qk_coef) * scaling + key_add[b, j]

@@ -215,8 +215,8 @@ def planes_dot16(typingctx, left, right, init, base, acc, n):
                     word = _splat(builder, builder.load(builder.gep(la.data, [at])), 16)
                     with cgutils.for_range(builder, planes_c) as c:
                         row = builder.add(builder.mul(c.index, halves), w.index)
-                        right = builder.load(_vec_ptr(builder, ra.data, builder.add(builder.mul(row, stride), off), v16),
-                                             align=4)
+                        at_j = builder.add(builder.mul(row, stride), off)
+                        right = builder.load(_vec_ptr(builder, ra.data, at_j, v16), align=4)
                         shift = _splat(builder, builder.trunc(builder.add(a.index, c.index), ir.IntType(32)), 16)
                         ones = _ctpop(builder, builder.and_(word, right))
                         builder.store(builder.add(builder.load(total), builder.shl(ones, shift)), total)
