@@ -417,7 +417,8 @@ def bench_table() -> str:
     return "\n\n".join(tables) or "_no CPU benchmark yet_"
 
 
-RUNTIME_FILES = ("bench_cpu_ort_bert-base.json", "bench_cpu_ort_minilm-l6.json")  # `bitbert bench --shape ...`
+RUNTIME_FILES = ("bench_cpu_ort_bert-base.json", "bench_cpu_ort_minilm-l6.json",  # `bitbert bench --shape ...`
+                 "bench_cpu_ort_minilm-l6_w1a2.json")  # the same at 1-1-2 (BiT's W1A2 stage)
 RUNTIMES = (("engine", "bitbert packed"), ("fp32", "PyTorch FP32"), ("int8", "PyTorch int8 dyn"),
             ("ort_fp32", "ORT FP32"), ("ort_int8", "ORT int8 dyn"))
 
@@ -427,15 +428,16 @@ def runtimes_table() -> str:
     recs = [(name, rec) for name in RUNTIME_FILES if (rec := _load(name))]
     if not recs:
         return "_no runtime comparison yet_"
-    rows = ["| shape | threads | batch | " + " | ".join(label + " ms" for _, label in RUNTIMES)
-            + " | vs ORT int8 | vs PyTorch FP32 |", "|---|---|---|" + "---|" * (len(RUNTIMES) + 2)]
+    rows = ["| shape | bits | threads | batch | " + " | ".join(label + " ms" for _, label in RUNTIMES)
+            + " | vs ORT int8 | vs PyTorch FP32 |", "|---|---|---|---|" + "---|" * (len(RUNTIMES) + 2)]
     notes = []
     for name, rec in recs:
         shape = name.removeprefix("bench_cpu_ort_").removesuffix(".json")
         for r in rec["results"]:
             ms = [f"{r[k]['median_s'] * 1e3:.1f}" if k in r else "–" for k, _ in RUNTIMES]
             ratio = [f"{r[k]['median_s'] / r['engine']['median_s']:.2f}x" if k in r else "–" for k in ("ort_int8", "fp32")]
-            rows.append(f"| {shape} | {r['threads']} | {r['batch']} | " + " | ".join(ms + ratio) + " |")
+            rows.append(f"| {shape.split('_')[0]} | {rec['model']['quant'].split()[0]} | {r['threads']} | {r['batch']} | "
+                        + " | ".join(ms + ratio) + " |")
         hw = rec["hardware"]
         notes.append(f"{shape}: `{rec['command']}` on {hw['cpu']} ({hw['cores']} cores), load average "
                      f"{rec['load_average_before'][0]:.2f} before / {rec['load_average_after'][0]:.2f} after, "
