@@ -192,37 +192,75 @@ def planes_dot16(typingctx, left, right, init, base, acc, n):
     j < n rounded up to 16: the bit-serial dot of one vector's bit planes (left (A, W) uint32: plane
     a's half-word w) with many vectors' planes laid out by rows (right (C·W, ≥ that) uint32: plane c's
     half-word w of 16 vectors at a time); init, acc int32 with that room (the caller's promise). The
-    block's sum stays in a register (VPOPCNTD on 16 lanes; numba source would widen the popcount to
-    64-bit lanes)."""
+    block's sums stay in registers (VPOPCNTD on 16 lanes; numba source would widen the popcount to
+    64-bit lanes). Plane counts up to _UNROLLED_PLANES get their own loop with the plane pairs
+    unrolled (a loop per pair of its few iterations cost ~2x): the sums by weight a + c, then
+    combined by shifts (integers: the same result in any order)."""
     sig = types.void(left, right, init, base, acc, n)
 
     def codegen(context, builder, sig, args):
         la, ra, ia, _, aa, _ = (context.make_array(t)(context, builder, v) if isinstance(t, types.Array) else None
                                 for t, v in zip(sig.args, args))
         n_v = context.cast(builder, args[5], sig.args[5], types.intp)
+        intp = n_v.type
         planes_a, halves = cgutils.unpack_tuple(builder, la.shape, 2)
         rows, stride = cgutils.unpack_tuple(builder, ra.shape, 2)
         planes_c = builder.sdiv(rows, halves)
         v16 = ir.VectorType(ir.IntType(32), 16)
+        one = _splat(builder, ir.Constant(ir.IntType(32), 1), 16)
         basev = _splat(builder, context.cast(builder, args[3], sig.args[3], types.int32), 16)
         total = cgutils.alloca_once(builder, v16)
-        with cgutils.for_range(builder, _blocks16(builder, n_v)) as loop:
-            off = builder.mul(loop.index, ir.Constant(n_v.type, 16))
+        sums = [cgutils.alloca_once(builder, v16) for _ in range(2 * _UNROLLED_PLANES - 1)]
+        right_at = lambda c, w, off: _vec_ptr(  # noqa: E731
+            builder, ra.data, builder.add(builder.mul(builder.add(builder.mul(c, halves), w), stride), off), v16)
+        done = builder.append_basic_block("planes_dot16.done")
+
+        def unrolled(na, nc):  # sums[a + c] over the half-words, then Horner by weight
+            with cgutils.for_range(builder, _blocks16(builder, n_v)) as loop:
+                off = builder.mul(loop.index, ir.Constant(intp, 16))
+                for s in sums[:na + nc - 1]:
+                    builder.store(ir.Constant(v16, None), s)
+                with cgutils.for_range(builder, halves) as w:
+                    words = [_splat(builder, builder.load(builder.gep(la.data, [
+                        builder.add(builder.mul(ir.Constant(intp, a), halves), w.index)])), 16) for a in range(na)]
+                    right = [builder.load(right_at(ir.Constant(intp, c), w.index, off), align=4) for c in range(nc)]
+                    for a in range(na):
+                        for c in range(nc):
+                            s = sums[a + c]
+                            builder.store(builder.add(builder.load(s), _ctpop(builder, builder.and_(words[a], right[c]))), s)
+                got = builder.load(sums[na + nc - 2])
+                for s in reversed(sums[:na + nc - 2]):
+                    got = builder.add(builder.shl(got, one), builder.load(s))
+                start = builder.add(builder.load(_vec_ptr(builder, ia.data, off, v16), align=4), basev)
+                builder.store(builder.add(got, start), _vec_ptr(builder, aa.data, off, v16), align=4)
+
+        for na in range(1, _UNROLLED_PLANES + 1):
+            for nc in range(1, _UNROLLED_PLANES + 1):
+                match = builder.and_(builder.icmp_signed("==", planes_a, ir.Constant(intp, na)),
+                                     builder.icmp_signed("==", planes_c, ir.Constant(intp, nc)))
+                with builder.if_then(match):
+                    unrolled(na, nc)
+                    builder.branch(done)
+        with cgutils.for_range(builder, _blocks16(builder, n_v)) as loop:  # more planes: every loop at run time
+            off = builder.mul(loop.index, ir.Constant(intp, 16))
             builder.store(builder.add(builder.load(_vec_ptr(builder, ia.data, off, v16), align=4), basev), total)
             with cgutils.for_range(builder, planes_a) as a:
                 with cgutils.for_range(builder, halves) as w:
                     at = builder.add(builder.mul(a.index, halves), w.index)
                     word = _splat(builder, builder.load(builder.gep(la.data, [at])), 16)
                     with cgutils.for_range(builder, planes_c) as c:
-                        row = builder.add(builder.mul(c.index, halves), w.index)
-                        at_j = builder.add(builder.mul(row, stride), off)
-                        right = builder.load(_vec_ptr(builder, ra.data, at_j, v16), align=4)
+                        right = builder.load(right_at(c.index, w.index, off), align=4)
                         shift = _splat(builder, builder.trunc(builder.add(a.index, c.index), ir.IntType(32)), 16)
                         ones = _ctpop(builder, builder.and_(word, right))
                         builder.store(builder.add(builder.load(total), builder.shl(ones, shift)), total)
             builder.store(builder.load(total), _vec_ptr(builder, aa.data, off, v16), align=4)
+        builder.branch(done)
+        builder.position_at_end(done)
 
     return sig, codegen
+
+
+_UNROLLED_PLANES = 4  # planes_dot16's unrolled plane counts (up to 4-bit levels and maps)
 
 
 @intrinsic
