@@ -104,7 +104,7 @@ def attention_kernel(qh, kt, vt, qk_coef, scaling, key_add, key_bits, mode, p_al
             if by_table:
                 for r in range(n):
                     lo, hi = clamp_index16(cnt[r], to_exps, L, masked)
-                    gather16(row[r:r + 1], exps[lo] if scores[lo] >= scores[hi] else exps[hi], cnt[r], L)
+                    gather16(row[r:r + 1], exps[lo] if scores[lo] >= scores[hi] else exps[hi], cnt[r], L, 0, masked)
                 for r in range(n):
                     normalize_inplace(row[r:r + 1], L)
             elif has_sres:
@@ -223,7 +223,6 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
                 kept += 1
         by_table = tabled and kept > 0  # a row's maximum is a kept key's score
         exps = np.zeros((1, (span + 32) // 32 * 32), np.float32)
-        at = np.zeros(Lp, np.int32)  # each key's entry in the row's window of exps
         dot = np.zeros(Lp, np.int32)
         row = np.zeros((1, Lp), np.float32)
         pbits = np.zeros((planes, Lw), np.uint64)
@@ -249,9 +248,7 @@ def attention_levels_kernel(qp, qsum, kp, ksum, vp, offset, qk_coef, scaling, ke
                 _exp_shifted16(exps, n, scores[peak])
                 for c in range(n, width):
                     exps[0, c] = 0
-                for j in range(Lp):
-                    at[j] = min(dot[j] - lo, width - 1)
-                gather16(row, exps[0, :width], at, L)
+                gather16(row, exps[0, :width], dot, L, lo, np.int32(width - 1))
                 scale = softmax_scale(row, L)  # p = exp · scale: normalize_inplace's product, in the compares
             elif has_sres:
                 for j in range(L):  # rounded once, then as PyTorch adds BiPFT's term

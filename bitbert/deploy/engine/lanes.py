@@ -59,16 +59,17 @@ def _has_avx512(context) -> bool:
 
 
 @intrinsic
-def gather16(typingctx, row, table, idx, n):
-    """row[0, j] = table[idx[j]] for j < n rounded up to 16 (row and idx with that room, every
-    index of those lanes below len(table), a multiple of 32: the caller's promise, nothing is checked).
+def gather16(typingctx, row, table, idx, n, lo, cap):
+    """row[0, j] = table[min(idx[j] − lo, cap)] for j < n rounded up to 16 (row and idx with that
+    room, every such index of those lanes in [0, len(table)), a multiple of 32: the caller's promise,
+    nothing is checked); int32 idx, lo, cap (a window of a larger table without a pass of its own).
 
     On AVX-512, a two-register permute (VPERMI2PS) per 32 entries of the table, which is small
     (the attention tables have d + 2 entries), instead of a memory gather (~3x slower here)."""
-    sig = types.void(row, table, idx, n)
+    sig = types.void(row, table, idx, n, lo, cap)
 
     def codegen(context, builder, sig, args):
-        row_v, tab_v, idx_v, n_v = args
+        row_v, tab_v, idx_v, n_v, lo_v, cap_v = args
         ra = context.make_array(sig.args[0])(context, builder, row_v)
         ta = context.make_array(sig.args[1])(context, builder, tab_v)
         ia = context.make_array(sig.args[2])(context, builder, idx_v)
@@ -77,11 +78,14 @@ def gather16(typingctx, row, table, idx, n):
         f, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
         f16, i16 = ir.VectorType(f, 16), ir.VectorType(i32, 16)
         table = lambda at: builder.load(_vec_ptr(builder, ta.data, at, f16), align=4)  # noqa: E731
+        lov, capv = (_splat(builder, context.cast(builder, v, t, types.int32), 16)
+                     for v, t in ((lo_v, sig.args[4]), (cap_v, sig.args[5])))
 
         def blocks(lookup):  # row[0, 16b : 16b + 16] = lookup(idx[16b : 16b + 16]) for each block b
             with cgutils.for_range(builder, _blocks16(builder, n_v)) as loop:
                 off = builder.mul(loop.index, ir.Constant(n_v.type, 16))
-                ix = builder.load(_vec_ptr(builder, ia.data, off, i16), align=4)
+                ix = builder.sub(builder.load(_vec_ptr(builder, ia.data, off, i16), align=4), lov)
+                ix = builder.select(builder.icmp_signed("<", ix, capv), ix, capv)
                 builder.store(lookup(ix), _vec_ptr(builder, ra.data, off, f16), align=4)
 
         if not _has_avx512(context):
