@@ -32,6 +32,7 @@ import bitbert  # noqa: E402
 from bitbert.training.distill import method_losses, run_schedule, stage_configs  # noqa: E402
 from bitbert.training.finetune import finetune  # noqa: E402
 from bitbert.training.train import TrainConfig  # noqa: E402
+from bitbert.quant.schedule import task_overrides  # noqa: E402
 
 VARIANTS = ("identity", "edit")
 
@@ -194,14 +195,15 @@ def main(argv: list[str] | None = None) -> None:
                            losses=losses, quant_overrides=overrides, resume=True)
         last = [s for s in res.stages if s.report is not None][-1].report
         start = io.load(teacher_dir / "model")  # the first stage's student before training
-        bitbert.binarize(start, stage_configs(method, schedule, overrides)[0])
+        bitbert.binarize(start, stage_configs(method, schedule, task_overrides(data.spec.is_pair, overrides))[0])
         bitbert.calibrate(start, data.calibration_batches(args.batch_size))
         measure = lambda m: duplicate_heads(m, tokenizer, dev_file, max_length=args.max_length)  # noqa: E731
         heads = {"teacher": teacher_heads, "student_at_start": measure(start), "student": measure(res.student)}
         record = {"benchmark": "pair_control", "variant": args.variant, "name": args.name or "default",
                   "method": method, "schedule": schedule, "seed": args.seed, "epochs": args.epochs,
                   "lr": args.lr, "batch_size": args.batch_size, "train_pairs": args.train, "dev_pairs": args.dev,
-                  "quant": args.quant or "", "loss": args.loss or "",
+                  "quant": args.quant or "", "quant_overrides": task_overrides(data.spec.is_pair, overrides),
+                  "loss": args.loss or "",
                   "teacher_best": teacher_report["best"], "best": last.best, "final": last.final,
                   "stages": [s.to_dict() for s in res.stages], "duplicate_heads": heads,
                   "wall_s": round(time.time() - t0, 1),

@@ -55,6 +55,8 @@ def pow2_qk_scales(model):
             att = getattr(m, "bitbert", None)
             if att is not None:
                 for quant in (att.q_quant, att.k_quant):
+                    if getattr(quant, "alpha", None) is None:  # a 1-bit sign layer: no scale
+                        continue
                     quant.alpha.copy_(2.0 ** torch.round(torch.log2(quant.alpha)))
     return model
 
@@ -71,6 +73,10 @@ MODELS = {
     "bibert-1-1-2": lambda: pow2_qk_scales(binary_model("bibert", "1-1-2")),
     "baseline-1-1-2": lambda: binary_model("baseline", "1-1-2"),
     "bipft-rank1-1-1-2": lambda: binary_model("bit", "1-1-2", residual_rank=1),
+    # a 1-1-1 student whose first layer runs wider activations (QuantConfig.early_layers)
+    "bit-early-a8": lambda: binary_model("bit", early_layers=1, early_act_bits=8),
+    "bit-early-a4": lambda: binary_model("bit", early_layers=1, early_act_bits=4),
+    "bibert-early-a2": lambda: pow2_qk_scales(binary_model("bibert", early_layers=1, early_act_bits=2)),
 }
 
 
@@ -158,6 +164,12 @@ def test_input_validation(tmp_path):
 def test_engine_refuses_full_precision_activations(tmp_path):
     path = bitbert.export(binary_model("bit", "1-1-32"), tmp_path / "m.bitbert")
     with pytest.raises(EngineError, match="1- to 8-bit activations; use PyTorch for bits 1-1-32"):
+        bitbert.load_packed(path)
+
+
+def test_engine_refuses_full_precision_early_layers(tmp_path):
+    path = bitbert.export(binary_model("bit", early_layers=1, early_act_bits=32), tmp_path / "m.bitbert")
+    with pytest.raises(EngineError, match="early_act_bits=32"):
         bitbert.load_packed(path)
 
 

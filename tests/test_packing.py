@@ -26,7 +26,7 @@ def random_batch(n: int, length: int, vocab: int, seed: int, pad_id: int = 0, mi
 
 
 def binary_model(preset: str = "bit", bits: str = "1-1-1", residual_rank: int = 0, cls=BertForSequenceClassification,
-                 config=None, seed: int = 0):
+                 config=None, seed: int = 0, **changes):
     """A tiny binarized, calibrated classifier in eval mode, with β and biases moved off zero.
 
     Calibration leaves every β at 0 and Hugging Face initialises biases to 0. Then a binarizer's
@@ -36,7 +36,7 @@ def binary_model(preset: str = "bit", bits: str = "1-1-1", residual_rank: int = 
     """
     torch.manual_seed(seed)
     model = cls(config or BertConfig(**TINY))
-    bitbert.binarize(model, bitbert.QuantConfig.from_preset(preset, bits).replace(residual_rank=residual_rank))
+    bitbert.binarize(model, bitbert.QuantConfig.from_preset(preset, bits).replace(residual_rank=residual_rank, **changes))
     ids, mask = random_batch(8, 24, model.config.vocab_size, seed + 1, model.config.pad_token_id or 0)
     bitbert.calibrate(model, [{"input_ids": ids, "attention_mask": mask}])
     g = torch.Generator().manual_seed(seed + 2)

@@ -140,6 +140,11 @@ class QuantConfig:
         binarize_classifier: quantize task heads (never done by the papers).
         embeddings: which embedding tables are quantized at ``embed_bits``.
         residual_rank: BiPFT low-rank estimators of the binarization residual in attention (0 = off).
+        early_layers, early_act_bits: the first ``early_layers`` encoder layers run their activations
+            at ``early_act_bits`` instead of ``act_bits`` (weights stay 1-bit: the file does not grow).
+            Why: those layers hold the heads that find a token of one text in the other; 1-bit
+            activations there erase them and sentence-pair tasks fall to one class
+            (benchmarks/results/pair_control.json). `layer_config` is the one place that applies it.
         preset: the preset this config came from (informational).
     """
 
@@ -157,6 +162,8 @@ class QuantConfig:
     binarize_classifier: bool = False
     embeddings: tuple[str, ...] = ("word",)
     residual_rank: int = 0
+    early_layers: int = 0
+    early_act_bits: int = 32
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -177,6 +184,10 @@ class QuantConfig:
             raise ConfigError("binarize_qkv / quantized attention probabilities need act_bits < 32")
         if not isinstance(self.residual_rank, int) or self.residual_rank < 0:
             raise ConfigError(f"residual_rank must be an int >= 0, got {self.residual_rank!r}")
+        if not isinstance(self.early_layers, int) or isinstance(self.early_layers, bool) or self.early_layers < 0:
+            raise ConfigError(f"early_layers must be an int >= 0, got {self.early_layers!r}")
+        if self.early_act_bits not in ACT_BITS:
+            raise ConfigError(f"early_act_bits={self.early_act_bits!r} is not valid; choose one of {list(ACT_BITS)}")
 
     @property
     def bits(self) -> str:
@@ -187,6 +198,22 @@ class QuantConfig:
         """How the self-attentions run: the one decision of it (`AttentionMode`)."""
         return AttentionMode(self.attention_probs, self.act_bits if self.binarize_qkv else 32, self.act_bits,
                              self.act_quantizer, self.residual_rank)
+
+    @property
+    def widens_early_layers(self) -> bool:
+        """Some first layers run wider activations than the rest (`layer_config`)."""
+        return self.early_layers > 0 and self.early_act_bits > self.act_bits
+
+    def layer_config(self, index: int) -> "QuantConfig":
+        """The config encoder layer ``index`` (0-based) is converted with: this one, or for the first
+        ``early_layers`` layers the same method at ``early_act_bits`` activations (full precision: the
+        layer's own float attention). The one decision of per-layer precision: `bitbert.quant.convert`
+        builds each layer from it and `bitbert.quant.accounting` counts the modules it built."""
+        if index >= self.early_layers or not self.widens_early_layers:
+            return self
+        if self.early_act_bits == 32:
+            return self.replace(act_bits=32, binarize_qkv=False, attention_probs="softmax", ffn2_input="signed")
+        return self.replace(act_bits=self.early_act_bits)
 
     @property
     def is_identity(self) -> bool:

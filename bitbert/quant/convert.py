@@ -76,22 +76,22 @@ def binarize(model: nn.Module, config: QuantConfig, inherit_quantizers: bool = F
 
     if config.ffn_act != "keep":
         hf_config.hidden_act = config.ffn_act  # so a saved model rebuilds with the same activation
-    replace_attention = config.attention.replaced
-    for layer in base.encoder.layer:
+    for index, layer in enumerate(base.encoder.layer):
+        lc = config.layer_config(index)  # the first layers may run wider activations
         sa = layer.attention.self
         for proj in ("query", "key", "value"):
-            _swap_linear(sa, proj, config, True, True, inherit_quantizers)
-        _swap_linear(layer.attention.output, "dense", config, True, True, inherit_quantizers)
-        _swap_linear(layer.intermediate, "dense", config, True, True, inherit_quantizers)
-        _swap_linear(layer.output, "dense", config, True, config.ffn2_input == "signed", inherit_quantizers)
+            _swap_linear(sa, proj, lc, True, True, inherit_quantizers)
+        _swap_linear(layer.attention.output, "dense", lc, True, True, inherit_quantizers)
+        _swap_linear(layer.intermediate, "dense", lc, True, True, inherit_quantizers)
+        _swap_linear(layer.output, "dense", lc, True, lc.ffn2_input == "signed", inherit_quantizers)
         if config.ffn_act != "keep":
             layer.intermediate.intermediate_act_fn = nn.ReLU() if config.ffn_act == "relu" else nn.GELU()
         old = getattr(sa, "bitbert", None)
-        if not replace_attention:
+        if not lc.attention.replaced:
             if old is not None:
                 del sa.bitbert
             continue
-        new = attention.attach(sa, config, hf_config.hidden_size)
+        new = attention.attach(sa, lc, hf_config.hidden_size)
         if old is not None and old.residual is not None and new.residual is not None \
                 and old.residual.rank == new.residual.rank:
             new.residual.load_state_dict(old.residual.state_dict())

@@ -20,7 +20,7 @@ from ..core.config import METHODS, AugmentConfig, ConfigError, QuantConfig
 from ..quant import model_files
 from ..quant.calibration import calibrate
 from ..quant.convert import binarize
-from ..quant.schedule import QuantInit, Schedule
+from ..quant.schedule import QuantInit, Schedule, task_overrides
 from ..tasks.specs import TaskSpec
 from .augment import augment_for_teacher
 from .evaluation import make_evaluator
@@ -196,7 +196,8 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
     and make the student the next teacher. Stage ``i`` lives in ``out_dir/stage{i}-{bits}`` with
     its checkpoint, metrics and final model; ``resume`` skips finished stages and continues the
     interrupted one from its checkpoint. ``quant_overrides`` changes `QuantConfig` fields of every
-    stage (an ablation, e.g. ``{"binarize_pooler": False}``); ``quant_init`` how each stage's
+    stage (an ablation, e.g. ``{"binarize_pooler": False}``), on top of the task's own
+    (`bitbert.quant.schedule.task_overrides`: wider first layers for sentence pairs); ``quant_init`` how each stage's
     quantizers start (`bitbert.quant.schedule.QuantInit`). ``augment`` extends the training set once, with the
     full-precision teacher's embedding neighbours, for every stage (`bitbert.training.augment`). ``augmented_file``
     (`bitbert.training.augmented.file_record`) says which augmented file ``data`` was loaded from, for the records."""
@@ -206,6 +207,7 @@ def run_schedule(teacher: nn.Module, data: TaskData, method: str, schedule: str 
     acc = make_accelerator(cfg)
     current = teacher.to(acc.device).eval()
     stages = Schedule.parse(schedule)
+    quant_overrides = task_overrides(data.spec.is_pair, quant_overrides)
     configs = stages.configs(method, quant_overrides)  # before any work: a bad combination fails now
     augment = augment if augment is not None and augment.copies else None
     data.check_fits(current.config)

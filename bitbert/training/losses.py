@@ -75,9 +75,10 @@ def attention_kl(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor
 
     Maps are (B, H, L, L). The student's is its attention before quantization (what
     `bitbert.quant.attention` returns as attention weights) or, for a bool map, the map normalised per
-    row. Why it matters: a teacher compares two segments with a few heads whose queries find the
-    same token in the other segment; binarization erases them and the hidden-state and logit
-    losses do not bring them back (benchmarks/results/pair_control.json), this term does.
+    row. A teacher compares two segments with a few heads whose queries find the same token in the
+    other segment; this term pulls the student's maps toward them. With 1-bit activations in the
+    first layers it does not bring them back (benchmarks/results/pair_control.json); the wider first
+    layers of `bitbert.core.config.QuantConfig.early_layers` do.
     """
     _check_depth(student, teacher)
     total = student[0].new_zeros((), dtype=torch.float32)

@@ -105,6 +105,10 @@ def _check_supported(packed: PackedModel) -> None:
     if quant.weight_bits != 1 or not 1 <= quant.act_bits <= MAX_ACT_BITS:
         raise EngineError(f"the packed engine runs 1-bit weights and 1- to {MAX_ACT_BITS}-bit activations; use "
                           f"PyTorch for bits {quant.bits} ({packed.path})")
+    if quant.widens_early_layers and quant.early_act_bits > MAX_ACT_BITS:
+        raise EngineError(f"the packed engine runs 1- to {MAX_ACT_BITS}-bit activations; this model's first "
+                          f"{quant.early_layers} layer(s) run early_act_bits={quant.early_act_bits}: use PyTorch, "
+                          f"or train with early_act_bits <= {MAX_ACT_BITS} ({packed.path})")
     if packed.spec.activation not in ACTIVATIONS:
         raise EngineError(f"the packed engine runs FFN activations {list(ACTIVATIONS)}; this model uses "
                           f"{packed.spec.activation!r}")
