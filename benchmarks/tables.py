@@ -354,10 +354,13 @@ def pair_control_table() -> str:
     if not recs:
         return "_no pair-control results yet_"
     groups: dict[tuple, list[dict]] = {}
-    for r in recs:
-        groups.setdefault((r["hardware"], r["train_pairs"], r["variant"], r["name"], r["schedule"], r["quant"], r["loss"],
+    for r in recs:  # the overrides the run used (a pair task's default included), else its --quant
+        quant = r["quant"]
+        if "quant_overrides" in r:
+            quant = ",".join(f"{k}={v}" for k, v in r["quant_overrides"].items())
+        groups.setdefault((r["hardware"], r["train_pairs"], r["variant"], r["name"], r["schedule"], quant, r["loss"],
                            r["lr"], r["epochs"]), []).append(r)
-    rows = ["| hardware | train pairs | pairs | probe | schedule | --quant | --loss | lr | epochs | teacher | "
+    rows = ["| hardware | train pairs | pairs | probe | schedule | quant overrides | --loss | lr | epochs | teacher | "
             "seeds: stages best / final | mean best (last stage) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (hw, n, variant, name, sched, quant, loss, lr, epochs), rs in sorted(groups.items(), key=lambda kv: kv[0][:3] + (kv[0][4], kv[0][3])):
         rs = sorted(rs, key=lambda r: r["seed"])
@@ -418,7 +421,8 @@ def bench_table() -> str:
 
 
 RUNTIME_FILES = ("bench_cpu_ort_bert-base.json", "bench_cpu_ort_minilm-l6.json",  # `bitbert bench --shape ...`
-                 "bench_cpu_ort_minilm-l6_w1a2.json")  # the same at 1-1-2 (BiT's W1A2 stage)
+                 "bench_cpu_ort_minilm-l6_w1a2.json",  # the same at 1-1-2 (BiT's W1A2 stage)
+                 "bench_cpu_ort_minilm-l6_pairs.json")  # 1-1-1 with the pair tasks' 4-bit first two layers
 RUNTIMES = (("engine", "bitbert packed"), ("fp32", "PyTorch FP32"), ("int8", "PyTorch int8 dyn"),
             ("ort_fp32", "ORT FP32"), ("ort_int8", "ORT int8 dyn"))
 
@@ -436,7 +440,7 @@ def runtimes_table() -> str:
         for r in rec["results"]:
             ms = [f"{r[k]['median_s'] * 1e3:.1f}" if k in r else "–" for k, _ in RUNTIMES]
             ratio = [f"{r[k]['median_s'] / r['engine']['median_s']:.2f}x" if k in r else "–" for k in ("ort_int8", "fp32")]
-            rows.append(f"| {shape.split('_')[0]} | {rec['model']['quant'].split()[0]} | {r['threads']} | {r['batch']} | "
+            rows.append(f"| {shape.split('_')[0]} | {rec['model']['quant'].rsplit(' ', 1)[0]} | {r['threads']} | {r['batch']} | "
                         + " | ".join(ms + ratio) + " |")
         hw = rec["hardware"]
         notes.append(f"{shape}: `{rec['command']}` on {hw['cpu']} ({hw['cores']} cores), load average "

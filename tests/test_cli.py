@@ -448,3 +448,25 @@ def test_command_modules_do_not_import_the_cli():
         tree = ast.parse((root / f"{name}.py").read_text())
         imported = {(node.level, node.module) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert not imported & {(1, "app"), (1, None), (0, "bitbert.cli"), (0, "bitbert.cli.app"), (2, "cli")}, name
+
+
+def test_distill_a_pair_task_widens_the_first_layers(tmp_path, tiny_teacher, capsys, monkeypatch):
+    """Two text columns: the student's first layers run 4-bit activations (QuantConfig.early_layers),
+    the report says so, and the packed engine runs the result."""
+    monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
+    rows = [r.split("\t") for r in sentiment_rows(lambda positive: "pos" if positive else "neg")[1:]]
+    pairs = ["a\tb\tlabel"] + [f"{s}\t{s if i % 2 else rows[(i + 3) % len(rows)][0]}\t{i % 2}"
+                               for i, (s, _) in enumerate(rows)]
+    (tmp_path / "pairs.tsv").write_text("\n".join(pairs) + "\n")
+    data = ["--train-file", str(tmp_path / "pairs.tsv"), "--dev-file", str(tmp_path / "pairs.tsv"),
+            "--text-columns", "a", "b", "--label-column", "label"]
+    assert main(["distill", "--teacher", str(tiny_teacher), "--out", str(tmp_path / "s"), *data,
+                 "--epochs", "1", "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "precision: 1-1-1 (first 2 layers A4)" in out and "early_layers=0" in out
+    cfg = json.loads((tmp_path / "s" / "stage0-1-1-1" / "model" / "config.json").read_text())["bitbert"]
+    assert (cfg["early_layers"], cfg["early_act_bits"]) == (2, 4)
+    (tmp_path / "ask.jsonl").write_text(json.dumps({"text": "a fine movie", "text_b": "a fine movie"}) + "\n")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "s" / "student.bitbert"), "--input", str(tmp_path / "ask.jsonl")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["label"] in ("0", "1")

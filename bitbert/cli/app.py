@@ -368,6 +368,10 @@ def _distill_report(key: str, teacher_metrics: dict, result, out: Path, packed: 
         if s.report is not None:
             lines.append(f"student {s.bits:<8} dev {key} {s.report.final[key]:.2f} final, {s.report.best[key]:.2f} best "
                          f"(step {s.report.best['step']})   {s.model_dir}")
+    quant = getattr(result.student, "bitbert_config", None)
+    if quant is not None and quant.widens_early_layers:
+        lines.append(f"precision: {quant.label}: the first layers' wider activations let a student compare two "
+                     "texts (--quant early_layers=0: fully binary)")
     lines.append(f"run folder: {out} (per stage: model/, report.json, metrics.jsonl; schedule.json)")
     if packed is not None:
         lines += [f"packed student: {packed} ({packed.stat().st_size / 2**20:.2f} MB)",

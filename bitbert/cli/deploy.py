@@ -38,6 +38,8 @@ def add_deploy_commands(sub) -> None:
     b = sub.add_parser("bench", help="packed engine vs PyTorch and ONNX Runtime FP32 / dynamic int8; GEMM vs popcount peak")
     b.add_argument("--model", default=None, help="packed file (default: a random model of --shape, BiT at --bits)")
     b.add_argument("--bits", default="1-1-1", help="E-W-A bits of the random model without --model (1-1-1, 1-1-2, ...)")
+    b.add_argument("--quant", default=None, help="QuantConfig overrides of the random model without --model, e.g. "
+                   "early_layers=2,early_act_bits=4 (what sentence-pair students use)")
     b.add_argument("--shape", default="bert-base", help="model shape without --model: bert-base, minilm-l6, tiny")
     b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     b.add_argument("--seq-len", type=int, default=128)
@@ -142,11 +144,14 @@ def packed_model(path: str | Path, tmp: Path) -> Path:
 
 
 def cmd_bench(args) -> int:
+    from ..core.config import ConfigError, parse_quant_overrides
     from ..deploy.bench import run_bench
 
+    if args.quant and args.model:
+        raise ConfigError("--quant sets up the random model; a packed file (--model) already has its own")
     result = run_bench(model=args.model, shape=args.shape, batch_sizes=args.batch_sizes, seq_len=args.seq_len,
                        threads=args.threads, repeats=args.repeats, torch_baselines=not args.no_torch,
                        ort_baselines=not args.no_ort, out=args.out,
-                       bits=args.bits)
+                       bits=args.bits, quant_overrides=parse_quant_overrides(args.quant))
     print(result["table"])
     return 0

@@ -200,6 +200,13 @@ class QuantConfig:
                              self.act_quantizer, self.residual_rank)
 
     @property
+    def label(self) -> str:
+        """E-W-A bits with the wider first layers, if any: ``1-1-1 (first 2 layers A4)``."""
+        if not self.widens_early_layers:
+            return self.bits
+        return f"{self.bits} (first {self.early_layers} layers A{self.early_act_bits})"
+
+    @property
     def widens_early_layers(self) -> bool:
         """Some first layers run wider activations than the rest (`layer_config`)."""
         return self.early_layers > 0 and self.early_act_bits > self.act_bits

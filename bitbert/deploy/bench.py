@@ -56,16 +56,18 @@ def random_classifier(shape: str | dict[str, Any], architecture: str = "BertForS
     return getattr(transformers, architecture)(config).eval()
 
 
-def export_random_bit(fp32, path: str | Path, seq_len: int, seed: int = 0, bits: str = "1-1-1") -> Path:
-    """Binarize a copy of ``fp32`` with BiT at E-W-A ``bits``, calibrate it on random tokens, export it."""
+def export_random_bit(fp32, path: str | Path, seq_len: int, seed: int = 0, bits: str = "1-1-1",
+                      quant_overrides: dict[str, Any] | None = None) -> Path:
+    """Binarize a copy of ``fp32`` with BiT at E-W-A ``bits`` (and `QuantConfig` ``quant_overrides``, e.g.
+    wider first layers), calibrate it on random tokens, export it."""
     import torch
 
-    from ..core.config import QuantConfig
     from ..quant.calibration import calibrate
     from ..quant.convert import binarize
+    from ..quant.schedule import stage_config
     from .packing import export
 
-    student = binarize(copy.deepcopy(fp32), QuantConfig.from_preset("bit", bits))
+    student = binarize(copy.deepcopy(fp32), stage_config("bit", bits, quant_overrides))
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, student.config.vocab_size, (2, seq_len), generator=g)
     calibrate(student, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}])
@@ -151,7 +153,8 @@ def _torch_baselines(rows: list[dict[str, Any]], fp32, inputs: dict[int, Any], r
 def run_bench(model: str | Path | None = None, shape: str = "bert-base", batch_sizes: Sequence[int] = (1, 32),
               seq_len: int = 128, threads: Sequence[int] | None = None, repeats: int = 5,
               torch_baselines: bool = True, ort_baselines: bool = True, gemm_seconds: float = 0.5, out: str | Path | None = None,
-              argv: Sequence[str] | None = None, bits: str = "1-1-1") -> dict[str, Any]:
+              argv: Sequence[str] | None = None, bits: str = "1-1-1",
+              quant_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the benchmark (see the module docstring); returns the record and writes it to ``out``."""
     import numba
     import numpy as np
@@ -168,8 +171,11 @@ def run_bench(model: str | Path | None = None, shape: str = "bert-base", batch_s
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
             fp32 = random_classifier(shape)
-            path = export_random_bit(fp32, Path(tmp) / f"{shape}-bit-{bits}.bitbert", seq_len, bits=bits)
+            path = export_random_bit(fp32, Path(tmp) / f"{shape}-bit-{bits}.bitbert", seq_len, bits=bits,
+                                     quant_overrides=quant_overrides)
             description = f"random {shape}-shaped BertForSequenceClassification, BiT {bits}"
+            if quant_overrides:
+                description += " " + ",".join(f"{k}={v}" for k, v in quant_overrides.items())
         else:
             path = Path(model)
             description = str(path)
@@ -177,7 +183,7 @@ def run_bench(model: str | Path | None = None, shape: str = "bert-base", batch_s
         size = path.stat().st_size
     info.update(model={"description": description, "packed_bytes": size, "seq_len": seq_len,
                        "layers": engine.config["num_hidden_layers"], "hidden": engine.config["hidden_size"],
-                       "quant": engine.quant.bits + " " + engine.quant.preset},
+                       "quant": engine.quant.label + " " + engine.quant.preset},
                 repeats=repeats)
     if seq_len > engine.max_length:
         raise ValueError(f"seq_len {seq_len} exceeds the model's maximum {engine.max_length}")
