@@ -42,16 +42,16 @@ SST2 = SHARED / "data" / "glue" / "SST-2" / "train.tsv"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("schedule,floor", [("1-1-32", 95.0), ("1-1-2,1-1-1", 58.0)])
-def test_binary_student_compares_two_texts(tmp_path, schedule, floor):
+@pytest.mark.parametrize("schedule,epochs,floor", [("1-1-32", 3, 95.0), ("1-1-1", 5, 85.0)])
+def test_binary_student_compares_two_texts(tmp_path, schedule, epochs, floor):
     """Teacher ~100%; a student that cannot compare the segments sits at 50%. The setting of
-    benchmarks/results/pair_control.json (2,000 pairs, 3 epochs, batch 8): binary weights and
-    embeddings keep the comparison (98.8-99.8 there); 1-bit activations lose most of it (61-65 there,
-    the issue's target of 85 is not reached), and this floor keeps it from falling back to 50."""
+    benchmarks/results/pair_control.json (2,000 pairs, batch 8): binary weights and embeddings keep
+    the comparison (98.8-99.8 there in 3 epochs); a 1-1-1 student with the pair tasks' default 4-bit
+    first two layers learns it back (88.8-91.0 there in 5 epochs; fully binary: 69.6 in 3, 75-79 in 10+)."""
     if not MINILM.is_dir() or not SST2.is_file():
         pytest.fail(f"the slow pair test needs {MINILM} and {SST2} (../shared)")
     pair_control.main(["--model", str(MINILM), "--sentences", str(SST2), "--out", str(tmp_path), "--train", "2000",
-                       "--dev", "500", "--epochs", "3", "--runs", f"bit:{schedule}"])
+                       "--dev", "500", "--epochs", str(epochs), "--runs", f"bit:{schedule}"])
     import json
 
     record = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
@@ -59,8 +59,7 @@ def test_binary_student_compares_two_texts(tmp_path, schedule, floor):
     assert record["best"]["accuracy"] >= floor, record
     heads = record["duplicate_heads"]  # how the teacher compares: heads looking at the same token
     assert max(heads["teacher"]) >= 0.4 and max(heads["student_at_start"]) < 0.2, heads
-    if schedule == "1-1-32":  # binary weights: the student learns them back
-        assert max(heads["student"]) >= 0.2, heads
+    assert max(heads["student"]) >= 0.2, heads  # the student learns them back
 
 
 def test_duplicate_heads_measures_attention_to_the_same_token_of_the_first_text(tmp_path):
