@@ -106,7 +106,9 @@ GAP_SOURCES = {"1-1-2": "2-bit activations", "32-1-1": "word embeddings in full 
                "attention_probs=softmax": "attention probabilities in full precision",
                "binarize_qkv=false": "Q, K, V in full precision",
                "binarize_qkv=false,attention_probs=softmax": "Q, K, V and attention probabilities in full precision",
-               "ffn2_input=signed": "FFN2 input binarized to ±1 instead of {0, 1}"}
+               "ffn2_input=signed": "FFN2 input binarized to ±1 instead of {0, 1}",
+               "early_layers=2,early_act_bits=4": "first two layers at 4-bit activations (the pair tasks' default)",
+               "early_layers=2,early_act_bits=32": "first two layers' activations in full precision"}
 
 
 def gap_sources_table() -> str:
