@@ -75,3 +75,27 @@ def test_gpu_glue_runs_a_tasks_groups_on_one_teacher(tmp_path):
     assert (repo / "runs" / "glue" / "p1" / "sst2" / "teacher").is_symlink()  # the second group's shared teacher
     with tarfile.open(out / "runs.tgz") as tar:
         assert any(n.endswith("sst2.1.log") for n in tar.getnames())
+
+
+def test_gpu_mrpc_probes_share_one_teacher_per_seed(tmp_path):
+    repo = _fake_repo(tmp_path, "minilm-l6-h384-fp16")
+    mrpc = repo / ".devdata" / "glue" / "MRPC"
+    mrpc.mkdir(parents=True)
+    words = ["good", "bad", "fine", "great", "awful", "poor"]
+    rows = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"] + [
+        f"{int(i % 2 == 0)}\t{i}\t{i + 100}\tthe movie was {a}\tthe movie was {a if i % 2 == 0 else b}"
+        for i, (a, b) in enumerate(zip(words * 4, words[1:] * 4 + words[:1] * 4))]
+    (mrpc / "train.tsv").write_text("\n".join(rows) + "\n")
+    (mrpc / "dev.tsv").write_text("\n".join(rows[:11]) + "\n")
+    out = tmp_path / "out"
+    proc = _run(repo, "gpu_mrpc.sh", out, AUG="0", SEEDS="42 43", EPOCHS="1", DEADLINE="400",
+                VARIANTS="ref:|row:--quant weight_scale=row", RUNS="bit:1-1-1")
+    lines = (out / "summary.txt").read_text().splitlines()
+    got = {(line.split()[0], line.split()[1], line.split()[3]) for line in lines}
+    assert got == {(f"probe-mrpc-s{s}/{v}", m, s) for s in ("42", "43") for v, m in
+                   (("ref", "fp"), ("ref", "bit"), ("row", "bit"))}, proc.stdout
+    row = json.loads((repo / "runs" / "probe-mrpc-s43" / "row" / "mrpc.json").read_text())[0]
+    assert row["quant_overrides"] == {"weight_scale": "row"}  # the user's; the pair default is applied under it
+    assert (repo / "runs" / "probe-mrpc-s43" / "row" / "mrpc" / "teacher").is_symlink()
+    with tarfile.open(out / "mrpc.tgz") as tar:
+        assert any(n.endswith("probe-mrpc-s42/row.log") for n in tar.getnames())
