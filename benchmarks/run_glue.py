@@ -24,7 +24,7 @@ import bitbert
 from bitbert.core.atomic import atomic_write
 from bitbert.core.config import ALPHA_INITS, AugmentConfig, ConfigError, parse_quant_overrides
 from bitbert.pipeline import load_task_data, make_evaluator, paper_defaults
-from bitbert.quant.schedule import QuantInit
+from bitbert.quant.schedule import QuantInit, task_overrides
 from bitbert.training.augmented import file_record
 from bitbert.training.distill import method_losses, run_schedule, stage_configs
 from bitbert.training.finetune import finetune
@@ -151,12 +151,14 @@ def main() -> None:
         if not result.stages[-1].report.finished:
             print(f"{method} {schedule}: stopped at max-steps; rerun with --resume", flush=True)
             continue
+        # what each stage ran at, the task's defaults included (a pair task's wider first layers)
+        precisions = [c.label for c in stage_configs(method, schedule, task_overrides(data.spec.is_pair, quant))]
         for i, stage in enumerate(result.stages):
             sched = ",".join(s.bits for s in result.stages[: i + 1])
             rec_key = (method, sched)
             if rec_key in done or stage.report is None:
                 continue
-            records.append(run | {"schedule": sched, "bits": stage.bits,
+            records.append(run | {"schedule": sched, "bits": stage.bits, "precision": precisions[i],
                                   "best": stage.report.best[key], "final": stage.report.final[key],
                                   "quant_lr": cfg.quant_lr, "losses": dataclasses.asdict(losses),
                                   "max_length": cfg.max_length, "examples_per_s": stage.report.examples_per_s,

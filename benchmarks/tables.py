@@ -252,6 +252,21 @@ def glue_seeds() -> str:
 SETTINGS = ("main", "paper batch", "10-epoch teacher")
 
 
+def _precision(r: dict) -> str:
+    """What a record's student ran at: its `QuantConfig.label` (recorded since the pair tasks' default
+    of wider first layers; a record from before ran at its bits)."""
+    return r.get("precision") or r.get("bits") or r["schedule"].split(",")[-1]
+
+
+def _current_aug(r: dict) -> bool:
+    """An augmented run under today's recipe: a pair's copy perturbs one text (TinyBERT's rule) and a
+    pair task's student has its wider first layers (`bitbert.quant.schedule.PAIR_TASK_QUANT`)."""
+    if (r.get("augmented_file") or {}).get("copy_rule") == "both texts":
+        return False
+    spec = GLUE_TASKS.get(r["task"])
+    return not (spec and spec.is_pair) or r["method"] == "fp" or "layers A" in _precision(r)
+
+
 def augmented_table() -> str:
     """Students trained on `bitbert augment` files (TinyBERT's recipe) beside the same run without
     augmentation (the summary's record of that task, method and schedule): best-on-dev / final-step."""
@@ -259,15 +274,15 @@ def augmented_table() -> str:
     if not recs:
         return "_no augmented runs yet_"
     plain = summary_records()
-    rows = ["| task | method | schedule | seed | augmented: best / final | without | teacher | copies N | a pair's copy perturbs | rows | epochs/stage | batch | wall s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(recs, key=lambda r: (r["task"], METHOD_ORDER.get(r["method"], 9), r["schedule"], r["seed"])):
+    rows = ["| task | method | schedule | precision | seed | augmented: best / final | without | teacher | copies N | a pair's copy perturbs | rows | epochs/stage | batch | wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(recs, key=lambda r: (r["task"], METHOD_ORDER.get(r["method"], 9), r["schedule"], _current_aug(r), r["seed"])):
         if r["method"] == "fp":
             continue
         f = r.get("augmented_file") or {}
         base = plain.get((r["task"], r["method"], r["schedule"]))
         without = f"{base['best']:.1f} / {base['final']:.1f}" if base else "–"
-        rows.append(f"| {r['task']} ({r['metric']}) | {r['method']} | {r['schedule']} | {r['seed']} | "
+        rows.append(f"| {r['task']} ({r['metric']}) | {r['method']} | {r['schedule']} | {_precision(r)} | {r['seed']} | "
                     f"{r['best']:.1f} / {r['final']:.1f} | {without} | "
                     f"{r['teacher_metric']:.1f} | {(f.get('augment') or {}).get('copies', '?')} | "
                     f"{f.get('copy_rule', '?') if r['task'] in GLUE_TASKS and GLUE_TASKS[r['task']].is_pair else '–'} | {f.get('rows', '?')} | "
@@ -591,9 +606,8 @@ def headline_table() -> str:
             rs = [r for r in aug if r["task"] == task]
             if not rs:
                 return "–"
-            old_rule = lambda r: (r.get("augmented_file") or {}).get("copy_rule") == "both texts"  # noqa: E731
-            rs = [r for r in rs if not old_rule(r)] or rs  # superseded runs only where nothing replaced them
-            mark = "*" if any(old_rule(r) for r in rs) else ""
+            rs = [r for r in rs if _current_aug(r)] or rs  # superseded runs only where nothing replaced them
+            mark = "*" if not all(_current_aug(r) for r in rs) else ""
             mean = lambda key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
             return f"{mean('best'):.1f} / {mean('final'):.1f}{mark}"
         cells_aug = [aug_cell(t) for t in tasks]
@@ -602,7 +616,7 @@ def headline_table() -> str:
     rows += ["", f"GLUE: dev set, best-on-dev / final step, `bit` students of a MiniLM-L6 teacher (one H100/H200); "
              "augmented: trained on `bitbert augment` files (TinyBERT's recipe, one or two passes over the file a stage; mean of seeds, "
              "[docs/results/glue.md](docs/results/glue.md))"
-             + ("; * = its pair copies perturbed both texts, since changed" if aug and any("*" in c for c in cells_aug) else "") + ". "
+             + ("; * = made before today's recipe (pair copies perturbing both texts, or fully binary pair students)" if aug and any("*" in c for c in cells_aug) else "") + ". "
              f"Speed: BERT-base shape, sequence 128, one sentence on 1 thread of an {hw['cpu']} ({hw['cores']} "
              f"cores, shared), median of {bench['repeats']} calls, all runtimes in one `bitbert bench` process; "
              f"the packed engine at {measured} (other precisions, batch 32, MiniLM-L6: "

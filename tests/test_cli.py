@@ -464,6 +464,10 @@ def test_distill_a_pair_task_widens_the_first_layers(tmp_path, tiny_teacher, cap
                  "--epochs", "1", "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert "precision: 1-1-1 (first 2 layers A4)" in out and "early_layers=0" in out
+    # a small pair task without augmented data is told how to make some, with its own data flags
+    assert "36 training pairs and no augmented data" in out
+    assert f"bitbert augment --train-file {tmp_path / 'pairs.tsv'} --text-columns a b --label-column label" in out
+    assert f"--embeddings {tiny_teacher}" in out
     cfg = json.loads((tmp_path / "s" / "stage0-1-1-1" / "model" / "config.json").read_text())["bitbert"]
     assert (cfg["early_layers"], cfg["early_act_bits"]) == (2, 4)
     (tmp_path / "ask.jsonl").write_text(json.dumps({"text": "a fine movie", "text_b": "a fine movie"}) + "\n")

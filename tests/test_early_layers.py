@@ -90,3 +90,12 @@ def test_a_pair_task_run_trains_and_records_the_wider_layers(tmp_path, tiny_conf
     assert single.student.bert.encoder.layer[0].attention.self.query.act_quant.bits == 1
     off = run_schedule(teacher, data, "bit", "1-1-1", cfg, tmp_path / "off", quant_overrides={"early_layers": 0})
     assert off.student.bert.encoder.layer[0].attention.self.query.act_quant.bits == 1
+
+
+def test_small_pair_tasks_without_augmented_data_are_flagged():
+    from bitbert.training.recipes import SMALL_PAIR_TASK, needs_augmented_data
+
+    assert needs_augmented_data(True, 3668, augmented=False)  # MRPC's size
+    assert not needs_augmented_data(True, 3668, augmented=True)
+    assert not needs_augmented_data(False, 3668, augmented=False)  # one text: SST-2-like tasks learn without
+    assert not needs_augmented_data(True, SMALL_PAIR_TASK, augmented=False)  # QNLI-sized: BiT does not augment

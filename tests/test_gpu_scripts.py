@@ -96,6 +96,7 @@ def test_gpu_mrpc_probes_share_one_teacher_per_seed(tmp_path):
                    (("ref", "fp"), ("ref", "bit"), ("row", "bit"))}, proc.stdout
     row = json.loads((repo / "runs" / "probe-mrpc-s43" / "row" / "mrpc.json").read_text())[0]
     assert row["quant_overrides"] == {"weight_scale": "row"}  # the user's; the pair default is applied under it
+    assert row["precision"] == "1-1-1 (first 2 layers A4)"
     assert (repo / "runs" / "probe-mrpc-s43" / "row" / "mrpc" / "teacher").is_symlink()
     with tarfile.open(out / "mrpc.tgz") as tar:
         assert any(n.endswith("probe-mrpc-s42/row.log") for n in tar.getnames())
