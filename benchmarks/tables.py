@@ -393,6 +393,26 @@ def pair_control_table() -> str:
     return "\n".join(rows)
 
 
+def mrpc_probe_table() -> str:
+    """MRPC probes on the CPU (mrpc_cpu_probe.json): what each run changes against the plain `bit`
+    student, best / final F1 (a run stopped early: its last evaluation), final accuracy."""
+    recs = _load("mrpc_cpu_probe.json") or []
+    if not recs:
+        return "_no MRPC probes yet_"
+    rows = ["| run | precision | --quant | lr | training data | steps | F1 best / final | accuracy final | teacher F1 |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in recs:
+        f = r.get("augmented_file")
+        data = (f"augmented file, {f['rows']:,} rows" + (f" ({f['subset']})" if f.get("subset") else "")
+                if f else "MRPC train (3,668 pairs)")
+        quant = ",".join(f"{k}={v}" for k, v in (r.get("quant_overrides") or {}).items()) or "–"
+        steps = f"{r['stopped_at_step']} of {r['total_steps']}" if r.get("stopped_at_step") else "all"
+        acc = (r.get("dev_history") or [{}])[-1].get("accuracy")
+        rows.append(f"| {r['method']} {r['schedule']} | {_precision(r)} | {quant} | {r['lr']:g} | {data} | {steps} | "
+                    f"{r['best']:.1f} / {r['final']:.1f} | {f'{acc:.1f}' if acc is not None else '–'} | {r['teacher_metric']:.1f} |")
+    return "\n".join(rows)
+
+
 def pair_heads_table() -> str:
     """How each pair-control student compares the two texts: per layer, the largest share of attention a
     head gives from a token of the second text to the same token of the first (records that measured it)."""
@@ -713,7 +733,7 @@ def default_job_time() -> str:
 
 SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "runtimes": runtimes_table, "interleaved": interleaved_table, "bipft": bipft_table,
             "engine-accuracy": engine_accuracy_table, "headline": headline_table,
-            "pair-control": pair_control_table, "pair-heads": pair_heads_table, "glue-augmented": augmented_table, "default-job": default_job_table,
+            "pair-control": pair_control_table, "pair-heads": pair_heads_table, "mrpc-probes": mrpc_probe_table, "glue-augmented": augmented_table, "default-job": default_job_table,
             "default-job-sweep": default_job_sweep_table, "default-job-time": default_job_time, "shipped": shipped_text}
 
 # where each table lives (paths relative to the repository root)
@@ -722,7 +742,7 @@ PAGES = {"README.md": ("default-job-time", "headline", "shipped"),
          "docs/results/glue.md": ("glue-summary", "glue-augmented", "glue-seeds", "glue-settings", "glue", "gap-sources", "glue-cut",
                                   "bibert-ablation"),
          "docs/results/speed.md": ("speed",), "docs/results/engine.md": ("runtimes", "interleaved", "bench", "engine-accuracy"),
-         "docs/results/bipft.md": ("bipft",), "docs/results/pairs.md": ("pair-control", "pair-heads")}
+         "docs/results/bipft.md": ("bipft",), "docs/results/pairs.md": ("pair-control", "pair-heads", "mrpc-probes")}
 
 
 def fill(text: str, names) -> str:

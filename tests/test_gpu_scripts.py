@@ -1,13 +1,15 @@
 """The device scripts that produce the results, end to end on the CPU with a tiny model:
 gpu_probe.sh runs each variant with its own arguments (a variant's --runs wins over RUNS) on one
 shared teacher; gpu_glue.sh runs a task's run groups in parallel on one teacher; both return their
-records and logs, and stop at once when their data did not travel."""
+records and logs, and stop at once when their data did not travel; gpu_mrpc.sh runs gpu_probe.sh per
+seed on MRPC; fp_weight_layers.py keeps the named layers' weights in full precision."""
 import json
 import os
 import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
 from conftest import save_tiny_base, sentiment_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +102,19 @@ def test_gpu_mrpc_probes_share_one_teacher_per_seed(tmp_path):
     assert (repo / "runs" / "probe-mrpc-s43" / "row" / "mrpc" / "teacher").is_symlink()
     with tarfile.open(out / "mrpc.tgz") as tar:
         assert any(n.endswith("probe-mrpc-s42/row.log") for n in tar.getnames())
+
+
+def test_fp_weight_layers_probe_keeps_only_the_named_layers_weights(monkeypatch):
+    import runpy
+
+    from bitbert.training.distill import stage_configs
+
+    monkeypatch.setenv("FP_LAYERS", "0,2")
+    probe = runpy.run_path(str(ROOT / "benchmarks" / "fp_weight_layers.py"), run_name="probe")
+    cfg = stage_configs("bit", "1-1-1", {"early_layers": 2, "early_act_bits": 4})[0]
+    got = [(c.weight_bits, c.act_bits) for c in (probe["layer_config"](cfg, i) for i in range(4))]
+    assert got == [(32, 4), (1, 4), (32, 1), (1, 1)]  # activations as configured, weights per FP_LAYERS
+    assert [probe["layers_text"](s) for s in ({0}, {0, 1}, {0, 2})] == ["layer 1", "layers 1-2", "layers 1,3"]
+    monkeypatch.setenv("FP_LAYERS", "first")
+    with pytest.raises(SystemExit, match="FP_LAYERS"):
+        runpy.run_path(str(ROOT / "benchmarks" / "fp_weight_layers.py"), run_name="probe")
