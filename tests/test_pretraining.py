@@ -235,3 +235,31 @@ def test_config_validation():
     assert cfg.total_steps(1) == 78 and cfg.total_steps(2) == 39
     assert cfg.train_config().max_steps == 0 and dataclasses.replace(cfg, max_steps=5).train_config().max_steps == 5
     assert cfg.quant_config().residual_rank == 1 and cfg.quant_config().ffn2_input == "signed"
+
+
+def test_pretrain_with_wider_first_layers_for_pair_tasks(files, tmp_path, monkeypatch, capsys):
+    """--early-layers builds the pretrained student with the pair tasks' wider first layers (kept by
+    fine-tuning); fine-tuning a fully binary one on a two-text task warns that it cannot compare texts."""
+    monkeypatch.setenv("BITBERT_CACHE", str(tmp_path / "cache"))
+    common = ["--teacher", str(files["teacher"]), "--corpus", str(files["corpus"]), "--seq-len", "16",
+              "--batch-size", "4", "--holdout-every", "5", "--heldout-sequences", "8", "--eval-every", "2",
+              "--max-steps", "2", "--num-workers", "0", "--shuffle-buffer", "16", "--calibration-batches", "2"]
+    assert main(["pretrain", *common, "--out", str(tmp_path / "wide"), "--early-layers", "1"]) == 0
+    assert main(["pretrain", *common, "--out", str(tmp_path / "flat")]) == 0
+    wide, flat = bitbert.load(tmp_path / "wide" / "model"), bitbert.load(tmp_path / "flat" / "model")
+    assert wide.bitbert_config.label == "1-1-1 (first 1 layers A4)" and flat.bitbert_config.label == "1-1-1"
+    first = [m for m in wide.modules() if isinstance(m, ActQuantizer)]
+    assert {m.bits for m in first} == {1, 4}  # layer 1 at 4 bits, layer 2 binary
+    rows = ["a\tb\tlabel"] + [f"{s}\t{s if i % 2 else t}\t{i % 2}"
+                              for i, (s, t) in enumerate(zip(sentences(32, 1), sentences(32, 2)))]
+    (tmp_path / "pairs.tsv").write_text("\n".join(rows) + "\n")
+    data = ["--train-file", str(tmp_path / "pairs.tsv"), "--dev-file", str(tmp_path / "pairs.tsv"),
+            "--text-columns", "a", "b", "--label-column", "label", "--epochs", "1", "--batch-size", "16",
+            "--max-length", "32", "--binary-pretrained"]
+    for name in ("wide", "flat"):
+        capsys.readouterr()
+        assert main(["finetune", "--model", str(tmp_path / name / "model"), "--out", str(tmp_path / f"ft-{name}"), *data]) == 0
+        printed = capsys.readouterr()
+        warned = "pretrain with --early-layers 2" in printed.out + printed.err
+        assert warned == (name == "flat"), name
+    assert bitbert.load(tmp_path / "ft-wide" / "model").bitbert_config == wide.bitbert_config

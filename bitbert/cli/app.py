@@ -178,6 +178,11 @@ def cmd_finetune(args) -> int:
     tok = _tokenizer(args.model)
     data = _load_data(args, tok, cfg.max_length)
     model = load_classifier(args.model, data.spec)
+    quant = getattr(model, "bitbert_config", None)
+    if data.spec.is_pair and quant is not None and quant.act_bits < 32 and not quant.widens_early_layers \
+            and is_main_process():  # fine-tuning keeps the model's layers: too late to widen them here
+        log.warning("%s is fully binary: a two-text task needs its first layers at wider activations to compare "
+                    "the texts (docs/results/pairs.md); pretrain with --early-layers 2 for such tasks", args.model)
     report = finetune(model, data, cfg, args.out, tokenizer=tok, resume=args.resume,
                       identity={"model": digest_files([args.model])})
     if not is_main_process():

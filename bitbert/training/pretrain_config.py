@@ -27,6 +27,9 @@ class PretrainConfig:
     bits: str = option("1-1-1", "E-W-A precision of the student")
     ffn2_input: str = option("signed", "binarizer of the FFN2 input: signed (BiPFT) or unsigned (BiT)")
     residual_rank: int = option(1, "BiPFT low-rank residual estimators: 0 = BiPFT-A, 1 = BiPFT-B")
+    early_layers: int = option(0, "first encoder layers with wider activations (2: what sentence-pair tasks "
+                                  "need, QuantConfig.early_layers; 0: fully binary, BiPFT's model)")
+    early_act_bits: int = option(4, "activation bits of those first layers (2, 4, 8 or 32)")
     nsp: bool = option(True, "next sentence prediction (BiPFT); the pooler is then pretrained too")
     seq_len: int = option(128, "tokens per packed sequence")
     batch_size: int = option(64, "sequences per step and process")
@@ -84,8 +87,11 @@ class PretrainConfig:
         require(checks)
 
     def quant_config(self) -> QuantConfig:
-        """The student's QuantConfig: the preset with BiPFT's FFN2 binarizer and estimators."""
-        return stage_config(self.method, self.bits, {"ffn2_input": self.ffn2_input, "residual_rank": self.residual_rank})
+        """The student's QuantConfig: the preset with BiPFT's FFN2 binarizer and estimators, and the
+        wider first layers when asked for (fine-tuning keeps the pretrained model's layers as they are)."""
+        return stage_config(self.method, self.bits, {"ffn2_input": self.ffn2_input, "residual_rank": self.residual_rank,
+                                                     "early_layers": self.early_layers,
+                                                     "early_act_bits": self.early_act_bits})
 
     def tokens_per_step(self, world_size: int) -> int:
         return self.batch_size * self.seq_len * world_size
