@@ -111,6 +111,12 @@ def test_resume_with_other_settings_is_refused(files, tmp_path):
         pretrain(files["teacher"], [other], tmp_path / "r", dataclasses.replace(FAST, max_tokens=512), resume=True)
     with pytest.raises(bitbert.ConfigError, match="already holds a run"):
         pretrain(files["teacher"], files["corpus"], tmp_path / "r", dataclasses.replace(FAST, max_tokens=512))
+    # wider first layers are another run; the fully binary default keeps the identity runs had before them
+    with pytest.raises(bitbert.ConfigError, match="early_layers"):
+        pretrain(files["teacher"], files["corpus"], tmp_path / "r",
+                 dataclasses.replace(FAST, max_tokens=512, early_layers=2), resume=True)
+    progress = json.loads((tmp_path / "r" / "progress.json").read_text())
+    assert "early_layers" not in progress["config"] and "early_act_bits" not in progress["config"]
 
 
 @pytest.mark.parametrize("nsp", [True, False])

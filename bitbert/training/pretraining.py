@@ -64,6 +64,8 @@ def pretrain(teacher_path: str | Path, corpus_paths: Sequence[str | Path] | str 
     total = config.total_steps(world)
     # what the run computes: a resume from another teacher, corpus or setting is refused before any work
     settings = {**dataclasses.asdict(config), "teacher": digest_files([teacher_path]), "corpus": digest_files(paths)}
+    if not config.early_layers:  # a fully binary run is what runs from before these settings recorded: they resume
+        settings.pop("early_layers"), settings.pop("early_act_bits")
     claim(out_dir, run_settings(tcfg, settings), resume)
 
     tokenizer = from_hub_or_dir(AutoTokenizer.from_pretrained, teacher_path, "tokenizer of", TOKENIZER_FILES)
