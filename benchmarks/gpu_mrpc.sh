@@ -5,6 +5,7 @@
 # machine continues every run (checkpoints stay in runs/).
 #   VARIANTS='ref:|row:--quant weight_scale=row' RUNS='bit:1-1-2,1-1-1' SEEDS='42 43' bash benchmarks/gpu_mrpc.sh OUTDIR
 # AUG=0 skips the augmented runs, VARIANTS='' the probes. EPOCHS: a probe stage's epochs (10).
+# Processes: 3 augmented + one per variant and seed; 7 ran one out of memory on an H100 (80 GB): keep to 6 there.
 # Carry .devdata (minilm-l6-h384-fp16, glue/MRPC, aug.tgz holding aug/mrpc.tsv).
 # Everything comes back as OUTDIR/mrpc.tgz (records, logs, eval histories) and OUTDIR/summary.txt.
 set -u
