@@ -1,15 +1,22 @@
 """Probe: which encoder layers' binary weights cost a task. Runs `run_glue.py` with the layers named in
-FP_LAYERS (0-based, comma-separated) keeping full-precision weights; everything else as configured.
+FP_LAYERS (0-based, comma-separated) keeping full-precision weights, or with WEIGHT_BITS=k (2-8)
+uniform k-bit weights (per row, scale 2·mean|w|/sqrt(2^(k-1)-1), straight-through); everything else
+as configured.
 
-    FP_LAYERS=0,1 PYTHONPATH=. python benchmarks/fp_weight_layers.py --task mrpc ... --runs bit:1-1-32
+    FP_LAYERS=0,1 [WEIGHT_BITS=4] PYTHONPATH=. python benchmarks/fp_weight_layers.py --task mrpc ... --runs bit:1-1-32
 
 A measurement tool only (the packed engine runs 1-bit weights only): it patches
-`QuantConfig.layer_config`, the one place that decides a layer's precision, for this process.
+`QuantConfig.layer_config`, the one place that decides a layer's precision, for this process (and,
+for k bits, the layers it builds). A k-bit run's `final_fp32` is dropped: a saved model reloads
+those layers in full precision.
 """
+import math
 import os
 import runpy
 import sys
 from pathlib import Path
+
+import torch
 
 from bitbert.core.config import QuantConfig
 
@@ -17,12 +24,51 @@ try:
     FP_LAYERS = {int(i) for i in os.environ["FP_LAYERS"].split(",")}
 except (KeyError, ValueError):
     raise SystemExit("error: set FP_LAYERS to the 0-based encoder layers that keep full-precision weights, e.g. 0,1")
+try:
+    WEIGHT_BITS = int(os.environ.get("WEIGHT_BITS", "32"))
+    assert WEIGHT_BITS == 32 or 2 <= WEIGHT_BITS <= 8
+except (ValueError, AssertionError):
+    raise SystemExit("error: WEIGHT_BITS must be 2-8 (uniform k-bit weights) or 32 (full precision)")
+MARK = f"probe-w{WEIGHT_BITS}"  # the layers' configs carry it (preset is informational) to their linears
 _layer_config = QuantConfig.layer_config
 
 
 def layer_config(self: QuantConfig, index: int) -> QuantConfig:
     config = _layer_config(self, index)
-    return config.replace(weight_bits=32) if index in FP_LAYERS and config.weight_bits < 32 else config
+    if index not in FP_LAYERS or config.weight_bits == 32:
+        return config
+    return config.replace(weight_bits=32, preset=MARK if WEIGHT_BITS < 32 else config.preset)
+
+
+def uniform_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """``w`` on 2^bits - 1 symmetric levels per output row; the gradient passes straight through."""
+    qp = 2 ** (bits - 1) - 1
+    scale = (2 * w.detach().abs().mean(dim=1, keepdim=True) / math.sqrt(qp)).clamp_min(1e-8)
+    q = torch.clamp(torch.round(w / scale), -qp, qp) * scale
+    return w + (q - w).detach()
+
+
+def install_k_bit_weights() -> None:
+    """The marked layers' linears become QuantLinears whose weights are `uniform_weight`."""
+    from bitbert.quant import convert, layers
+
+    swap, quantized = convert._swap_linear, layers.QuantLinear.quantized_weight
+
+    def _swap_linear(parent, name, config, quantize, signed_input, inherit=False):
+        swap(parent, name, config, quantize, signed_input, inherit)
+        if quantize and config.preset == MARK:
+            linear = getattr(parent, name)
+            if not isinstance(linear, layers.QuantLinear):
+                linear = layers.QuantLinear.from_linear(linear, config, signed_input)
+                setattr(parent, name, linear)
+            linear.probe_bits = WEIGHT_BITS
+
+    def quantized_weight(self):
+        bits = getattr(self, "probe_bits", 0)
+        return uniform_weight(self.weight, bits) if bits else quantized(self)
+
+    convert._swap_linear = _swap_linear
+    layers.QuantLinear.quantized_weight = quantized_weight
 
 
 def layers_text(layers: set[int]) -> str:
@@ -44,8 +90,11 @@ def mark_records(records_file: Path, command: str) -> None:
     records = json.loads(records_file.read_text())
     for r in records:
         if r["method"] != "fp" and "fp_weight_layers" not in r:
+            at = "in full precision" if WEIGHT_BITS == 32 else f"at {WEIGHT_BITS} bits"
             r.update(fp_weight_layers=sorted(FP_LAYERS), command=command,
-                     precision=f"{r['bits']} (weights of {layers_text(FP_LAYERS)} in full precision)")
+                     precision=f"{r['bits']} (weights of {layers_text(FP_LAYERS)} {at})")
+            if WEIGHT_BITS < 32:
+                r.update(probe_weight_bits=WEIGHT_BITS, final_fp32=None)
     records_file.write_text(json.dumps(records, indent=2))
 
 
@@ -53,8 +102,11 @@ if __name__ == "__main__":
     import shlex
 
     args = sys.argv[1:]
-    command = f"FP_LAYERS={os.environ['FP_LAYERS']} python benchmarks/fp_weight_layers.py " + " ".join(map(shlex.quote, args))
+    bits = f"WEIGHT_BITS={WEIGHT_BITS} " if WEIGHT_BITS < 32 else ""
+    command = f"FP_LAYERS={os.environ['FP_LAYERS']} {bits}python benchmarks/fp_weight_layers.py " + " ".join(map(shlex.quote, args))
     QuantConfig.layer_config = layer_config
+    if WEIGHT_BITS < 32:
+        install_k_bit_weights()
     sys.argv = [str(Path(__file__).with_name("run_glue.py"))] + args
     try:
         runpy.run_path(sys.argv[0], run_name="__main__")

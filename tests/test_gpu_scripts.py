@@ -118,3 +118,42 @@ def test_fp_weight_layers_probe_keeps_only_the_named_layers_weights(monkeypatch)
     monkeypatch.setenv("FP_LAYERS", "first")
     with pytest.raises(SystemExit, match="FP_LAYERS"):
         runpy.run_path(str(ROOT / "benchmarks" / "fp_weight_layers.py"), run_name="probe")
+    monkeypatch.setenv("FP_LAYERS", "0")
+    monkeypatch.setenv("WEIGHT_BITS", "1")
+    with pytest.raises(SystemExit, match="WEIGHT_BITS"):
+        runpy.run_path(str(ROOT / "benchmarks" / "fp_weight_layers.py"), run_name="probe")
+
+
+def test_k_bit_weight_probe_quantizes_only_the_named_layers(monkeypatch):
+    """WEIGHT_BITS=k: the named layers' linears run k-bit weights (2^k - 1 levels a row, straight-through
+    gradient), the other layers stay binary, activations as configured."""
+    import runpy
+
+    import torch
+    from transformers import BertForSequenceClassification
+
+    import bitbert
+    from bitbert.core.config import QuantConfig
+    from bitbert.quant import convert, layers
+    from bitbert.training.distill import stage_configs
+    from conftest import tiny_bert_config
+
+    monkeypatch.setenv("FP_LAYERS", "0")
+    monkeypatch.setenv("WEIGHT_BITS", "3")
+    probe = runpy.run_path(str(ROOT / "benchmarks" / "fp_weight_layers.py"), run_name="probe")
+    w = torch.randn(4, 64, requires_grad=True)
+    q = probe["uniform_weight"](w, 3)
+    assert all(len(torch.unique(row)) <= 7 for row in q.detach())
+    q.sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))  # straight through
+    monkeypatch.setattr(QuantConfig, "layer_config", probe["layer_config"])
+    monkeypatch.setattr(convert, "_swap_linear", convert._swap_linear)  # restored after the test
+    monkeypatch.setattr(layers.QuantLinear, "quantized_weight", layers.QuantLinear.quantized_weight)
+    probe["install_k_bit_weights"]()
+    torch.manual_seed(0)
+    model = bitbert.binarize(BertForSequenceClassification(tiny_bert_config(num_hidden_layers=2)),
+                             stage_configs("bit", "1-1-1", {"early_layers": 1, "early_act_bits": 4})[0])
+    first, second = (model.bert.encoder.layer[i].intermediate.dense for i in (0, 1))
+    assert (first.probe_bits, first.act_quant.bits) == (3, 4) and not hasattr(second, "probe_bits")
+    assert 2 < len(torch.unique(first.quantized_weight()[0].detach())) <= 7
+    assert len(torch.unique(second.quantized_weight()[0].detach())) == 2
