@@ -91,8 +91,9 @@ def mark_records(records_file: Path, command: str) -> None:
     for r in records:
         if r["method"] != "fp" and "fp_weight_layers" not in r:
             at = "in full precision" if WEIGHT_BITS == 32 else f"at {WEIGHT_BITS} bits"
-            r.update(fp_weight_layers=sorted(FP_LAYERS), command=command,
-                     precision=f"{r['bits']} (weights of {layers_text(FP_LAYERS)} {at})")
+            what, base = f"weights of {layers_text(FP_LAYERS)} {at}", r.get("precision") or r["bits"]
+            r.update(fp_weight_layers=sorted(FP_LAYERS), command=command,  # 1-1-1 (first 2 layers A4, weights ...)
+                     precision=f"{base[:-1]}, {what})" if base.endswith(")") else f"{base} ({what})")
             if WEIGHT_BITS < 32:
                 r.update(probe_weight_bits=WEIGHT_BITS, final_fp32=None)
     records_file.write_text(json.dumps(records, indent=2))

@@ -399,8 +399,8 @@ def mrpc_probe_table() -> str:
     recs = _load("mrpc_cpu_probe.json") or []
     if not recs:
         return "_no MRPC probes yet_"
-    rows = ["| run | precision | --quant | lr | training data | steps | F1 best / final | accuracy final | teacher F1 |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | precision | --quant | lr | training data | epochs | steps | F1 best / final | accuracy final | teacher F1 |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         f = r.get("augmented_file")
         data = (f"augmented file, {f['rows']:,} rows" + (f" ({f['subset']})" if f.get("subset") else "")
@@ -408,7 +408,7 @@ def mrpc_probe_table() -> str:
         quant = ",".join(f"{k}={v}" for k, v in (r.get("quant_overrides") or {}).items()) or "–"
         steps = f"{r['stopped_at_step']} of {r['total_steps']}" if r.get("stopped_at_step") else "all"
         acc = (r.get("dev_history") or [{}])[-1].get("accuracy")
-        rows.append(f"| {r['method']} {r['schedule']} | {_precision(r)} | {quant} | {r['lr']:g} | {data} | {steps} | "
+        rows.append(f"| {r['method']} {r['schedule']} | {_precision(r)} | {quant} | {r['lr']:g} | {data} | {r['epochs']:g} | {steps} | "
                     f"{r['best']:.1f} / {r['final']:.1f} | {f'{acc:.1f}' if acc is not None else '–'} | {r['teacher_metric']:.1f} |")
     return "\n".join(rows)
 
