@@ -413,6 +413,33 @@ def mrpc_probe_table() -> str:
     return "\n".join(rows)
 
 
+def _at_best(r: dict) -> tuple[float, float] | None:
+    """F1 and accuracy at the best-F1 evaluation of a record's dev history."""
+    h = r.get("dev_history") or []
+    return (lambda b: (b["f1"], b["accuracy"]))(max(h, key=lambda e: e["f1"])) if h else None
+
+
+def mrpc_gpu_probe_table() -> str:
+    """MRPC probes on the GPU without augmented data (mrpc_gpu_probe.json): each stage of each run,
+    F1 (accuracy) at the best evaluation and at the final step, against its call's teacher."""
+    recs = _load("mrpc_gpu_probe.json") or []
+    if not recs:
+        return "_no GPU MRPC probes yet_"
+    rows = ["| call | seed | schedule | precision | epochs/stage | batch | lr | F1 (acc) best | F1 (acc) final | teacher F1 |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    key = lambda r: (r.get("device_call", 0), r["seed"], METHOD_ORDER.get(r["method"], 9), r["command"], len(r["schedule"]))  # a run's stages together
+    for r in sorted(recs, key=key):
+        best, h = _at_best(r), r.get("dev_history") or [{}]
+        best_text = f"{best[0]:.1f} ({best[1]:.1f})" if best else f"{r['best']:.1f}"
+        fin = f"{r['final']:.1f} ({h[-1]['accuracy']:.1f})" if "accuracy" in h[-1] else f"{r['final']:.1f}"
+        rows.append(f"| {r.get('device_call', '')} | {r['seed']} | {r['method']} {r['schedule'].replace(',', ' → ')} | {_precision(r)} | "
+                    f"{r['epochs']:g} | {r['batch_size']} | {r['lr']:g} | "
+                    f"{best_text} | {fin} | "
+                    f"{r['teacher_metric']:.1f} |")
+    rows += ["", "Always answering \"paraphrase\" gives F1 81.2 (accuracy 68.4). Records: `benchmarks/results/mrpc_gpu_probe.json`."]
+    return "\n".join(rows)
+
+
 def pair_heads_table() -> str:
     """How each pair-control student compares the two texts: per layer, the largest share of attention a
     head gives from a token of the second text to the same token of the first (records that measured it)."""
@@ -733,7 +760,7 @@ def default_job_time() -> str:
 
 SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "runtimes": runtimes_table, "interleaved": interleaved_table, "bipft": bipft_table,
             "engine-accuracy": engine_accuracy_table, "headline": headline_table,
-            "pair-control": pair_control_table, "pair-heads": pair_heads_table, "mrpc-probes": mrpc_probe_table, "glue-augmented": augmented_table, "default-job": default_job_table,
+            "pair-control": pair_control_table, "pair-heads": pair_heads_table, "mrpc-probes": mrpc_probe_table, "mrpc-gpu-probes": mrpc_gpu_probe_table, "glue-augmented": augmented_table, "default-job": default_job_table,
             "default-job-sweep": default_job_sweep_table, "default-job-time": default_job_time, "shipped": shipped_text}
 
 # where each table lives (paths relative to the repository root)
@@ -742,7 +769,7 @@ PAGES = {"README.md": ("default-job-time", "headline", "shipped"),
          "docs/results/glue.md": ("glue-summary", "glue-augmented", "glue-seeds", "glue-settings", "glue", "gap-sources", "glue-cut",
                                   "bibert-ablation"),
          "docs/results/speed.md": ("speed",), "docs/results/engine.md": ("runtimes", "interleaved", "bench", "engine-accuracy"),
-         "docs/results/bipft.md": ("bipft",), "docs/results/pairs.md": ("pair-control", "pair-heads", "mrpc-probes")}
+         "docs/results/bipft.md": ("bipft",), "docs/results/pairs.md": ("pair-control", "pair-heads", "mrpc-probes", "mrpc-gpu-probes")}
 
 
 def fill(text: str, names) -> str:
