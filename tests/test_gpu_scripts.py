@@ -161,3 +161,40 @@ def test_k_bit_weight_probe_quantizes_only_the_named_layers(monkeypatch):
     assert (first.probe_bits, first.act_quant.bits) == (3, 4) and not hasattr(second, "probe_bits")
     assert 2 < len(torch.unique(first.quantized_weight()[0].detach())) <= 7
     assert len(torch.unique(second.quantized_weight()[0].detach())) == 2
+
+
+def test_token_noise_probe_corrupts_only_text_tokens_of_training_batches(monkeypatch):
+    """NOISE=p: a share p of the attended, non-special tokens is replaced ([MASK] or a text token of the
+    same batch); [CLS]/[SEP], padding and the attention mask stay; the evaluation never sees noise."""
+    import runpy
+
+    import torch
+
+    from bitbert.training import distill
+
+    monkeypatch.setenv("NOISE", "0.5")
+    monkeypatch.setenv("NOISE_KIND", "batch")
+    probe = runpy.run_path(str(ROOT / "benchmarks" / "token_noise.py"), run_name="probe")
+    cls, sep, pad, mask_id = 101, 102, 0, 103
+    ids = torch.tensor([[cls] + list(range(1000, 1030)) + [sep] + list(range(2000, 2030)) + [sep] + [pad] * 8] * 16)
+    batch = {"input_ids": ids, "attention_mask": (ids != pad).long()}
+    special = torch.tensor([pad, cls, sep, mask_id])
+    g = torch.Generator().manual_seed(0)
+    out = probe["corrupt"](batch, 0.5, "batch", mask_id, special, g)["input_ids"]
+    changed = out != ids
+    text = batch["attention_mask"].bool() & ~torch.isin(ids, special)
+    assert not changed[~text].any()  # special tokens and padding untouched
+    assert 0.4 < changed[text].float().mean() < 0.6  # about half replaced (960 tokens at rate 0.5)
+    assert torch.isin(out[text], ids[text]).all()  # by the batch's own text tokens
+    masked = probe["corrupt"](batch, 0.5, "mask", mask_id, special, g)["input_ids"]
+    assert set(masked[masked != ids].tolist()) == {mask_id}
+    seen = []
+    monkeypatch.setattr(distill.DistillLoss, "__call__", lambda self, student, b: seen.append(b["input_ids"]))
+    probe["install"](mask_id, [pad, cls, sep, mask_id])
+    student = torch.nn.Linear(1, 1)
+    distill.DistillLoss.__call__(None, student.train(), batch)
+    distill.DistillLoss.__call__(None, student.eval(), batch)
+    assert not torch.equal(seen[0], ids) and torch.equal(seen[1], ids)
+    monkeypatch.setenv("NOISE", "0.9")
+    with pytest.raises(SystemExit, match="NOISE"):
+        runpy.run_path(str(ROOT / "benchmarks" / "token_noise.py"), run_name="probe")

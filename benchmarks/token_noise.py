@@ -1,0 +1,76 @@
+"""Probe: does a student that cannot memorise its training pairs learn a small pair task? Runs
+`run_glue.py` with each distillation batch's text tokens replaced, at rate NOISE (0-0.5), by
+[MASK] (NOISE_KIND=mask) or by a token drawn from the same batch's texts (NOISE_KIND=batch). Teacher
+and student see the same corrupted batch, so the teacher's outputs stay the targets: every epoch is a
+fresh perturbation of the data at no cost. The dev set is never corrupted.
+
+    NOISE=0.15 NOISE_KIND=mask PYTHONPATH=. python benchmarks/token_noise.py --task mrpc ... --runs bit:1-1-1
+
+A measurement tool: it patches `DistillLoss.__call__` for this process and names itself in the records.
+"""
+import json
+import os
+import runpy
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from bitbert.training import distill
+
+try:
+    NOISE = float(os.environ["NOISE"])
+    KIND = os.environ.get("NOISE_KIND", "mask")
+    assert 0 < NOISE <= 0.5 and KIND in ("mask", "batch")
+except (KeyError, ValueError, AssertionError):
+    raise SystemExit("error: set NOISE to a rate in (0, 0.5] and NOISE_KIND to mask or batch")
+
+
+def corrupt(batch: dict, rate: float, kind: str, mask_id: int, special: torch.Tensor,
+            generator: torch.Generator | None = None) -> dict:
+    """``batch`` with a ``rate`` share of its text tokens (attended, not special) replaced."""
+    ids = batch["input_ids"]
+    text = batch["attention_mask"].bool() & ~torch.isin(ids, special.to(ids.device))
+    hit = text & (torch.rand(ids.shape, generator=generator, device="cpu").to(ids.device) < rate)
+    if kind == "mask":
+        new = torch.full_like(ids, mask_id)
+    else:  # a text token of the same batch, so the replacement is a real word of the task's data
+        pool = ids[text]
+        new = pool[torch.randint(len(pool), ids.shape, generator=generator, device="cpu").to(ids.device)]
+    return {**batch, "input_ids": torch.where(hit, new, ids)}
+
+
+def install(mask_id: int, special_ids: list[int]) -> None:
+    call, special = distill.DistillLoss.__call__, torch.tensor(sorted(special_ids))
+
+    def noisy_call(self, student, batch):
+        return call(self, student, corrupt(batch, NOISE, KIND, mask_id, special) if student.training else batch)
+
+    distill.DistillLoss.__call__ = noisy_call
+
+
+def mark_records(records_file: Path, command: str) -> None:
+    if not records_file.is_file():
+        return
+    records = json.loads(records_file.read_text())
+    for r in records:
+        if r["method"] != "fp" and "token_noise" not in r:
+            r.update(token_noise={"rate": NOISE, "kind": KIND}, command=command,
+                     precision=f"{r.get('precision') or r['bits']}, token noise {NOISE:g} ({KIND})")
+    records_file.write_text(json.dumps(records, indent=2))
+
+
+if __name__ == "__main__":
+    from transformers import AutoTokenizer
+
+    args = sys.argv[1:]
+    command = f"NOISE={NOISE:g} NOISE_KIND={KIND} python benchmarks/token_noise.py " + " ".join(map(shlex.quote, args))
+    tok = AutoTokenizer.from_pretrained(args[args.index("--model") + 1])
+    install(tok.mask_token_id, tok.all_special_ids)
+    sys.argv = [str(Path(__file__).with_name("run_glue.py"))] + args
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    finally:
+        out, task = args[args.index("--out") + 1], args[args.index("--task") + 1]
+        mark_records(Path(out) / f"{task}.json", command)
