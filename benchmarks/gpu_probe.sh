@@ -5,7 +5,7 @@
 # TEACHER_EPOCHS (1), EVAL_EVERY (250); END_AT (epoch seconds) caps the variants' time after the teacher.
 # e.g. the stage hand-over: VARIANTS='fresh:|inherit:--inherit-quantizers' RUNS='bit:1-1-2,1-1-1' EPOCHS=3
 # A variant's leading NAME=value words are its environment: 'w4:FP_LAYERS=0,1 WEIGHT_BITS=4' runs it
-# through fp_weight_layers.py (4-bit weights in layers 1-2).
+# through fp_weight_layers.py (4-bit weights in layers 1-2), 'n:NOISE=0.15' through token_noise.py.
 # MODEL=.devdata/minilm-l3-h384-fp16 probes another base model (carry it, with .devdata/glue/SST-2).
 # Resumable on a warm machine (--resume). Also writes OUTDIR/NAME.bitbert (each variant's last model) and
 # OUTDIR/evals.jsonl (its dev metrics: PyTorch fp32 on GPU and CPU, the packed engine; EVALS=0 skips). Back here:
@@ -29,8 +29,9 @@ timeout $T python benchmarks/run_glue.py $common --out $R/$first --runs "" > $R/
 for v in "${variants[@]}"; do
   name=${v%%:*}; read -ra args <<< "${v#*:}"
   envs=(); script=benchmarks/run_glue.py  # leading NAME=value words are the variant's environment;
-  while [ ${#args[@]} -gt 0 ] && [[ ${args[0]} =~ ^[A-Z_]+= ]]; do  # FP_LAYERS makes it a weight probe
-    envs+=("${args[0]}"); [[ ${args[0]} == FP_LAYERS=* ]] && script=benchmarks/fp_weight_layers.py; args=("${args[@]:1}")
+  while [ ${#args[@]} -gt 0 ] && [[ ${args[0]} =~ ^[A-Z_]+= ]]; do  # FP_LAYERS or NOISE make it a probe
+    envs+=("${args[0]}"); args=("${args[@]:1}")
+    case ${envs[-1]} in FP_LAYERS=*) script=benchmarks/fp_weight_layers.py ;; NOISE=*) script=benchmarks/token_noise.py ;; esac
   done
   mkdir -p $R/$name/$TASK
   [ "$name" != "$first" ] && ln -sfn "$(cd $R/$first/$TASK && pwd)/teacher" $R/$name/$TASK/teacher  # one teacher for all

@@ -43,16 +43,18 @@ def test_gpu_probe_runs_every_variant_on_one_teacher(tmp_path):
     model = repo / ".devdata" / "tiny-bert"
     out = tmp_path / "out"
     _run(repo, "gpu_probe.sh", out, MODEL=".devdata/tiny-bert", EPOCHS="1", EVALS="0", GLUE_TIMEOUT="300",
-         VARIANTS="ref:|a32:--runs bit:1-1-32|pool:--quant binarize_pooler=false|w4:FP_LAYERS=0 WEIGHT_BITS=4",
+         VARIANTS="ref:|a32:--runs bit:1-1-32|pool:--quant binarize_pooler=false|w4:FP_LAYERS=0 WEIGHT_BITS=4|n:NOISE=0.2 NOISE_KIND=mask",
          RUNS="bit:1-1-1")
     records = json.loads((out / "records.json").read_text())
     got = {(Path(r["records_file"]).parent.name, r["method"], r["schedule"]) for r in records}
     assert got == {("ref", "fp", "32-32-32"), ("ref", "bit", "1-1-1"), ("a32", "bit", "1-1-32"), ("pool", "bit", "1-1-1"),
-                   ("w4", "bit", "1-1-1")}
+                   ("w4", "bit", "1-1-1"), ("n", "bit", "1-1-1")}
     pool = next(r for r in records if r["records_file"].endswith("pool/sst2.json"))
     assert pool["quant_overrides"] == {"binarize_pooler": False} and str(model.name) in pool["command"]
     w4 = next(r for r in records if r["records_file"].endswith("w4/sst2.json"))  # the environment made it a probe
     assert w4["probe_weight_bits"] == 4 and w4["fp_weight_layers"] == [0] and w4["command"].startswith("FP_LAYERS=0 WEIGHT_BITS=4")
+    noisy = next(r for r in records if r["records_file"].endswith("n/sst2.json"))
+    assert noisy["token_noise"] == {"rate": 0.2, "kind": "mask"}
     teachers = {r["teacher_metric"] for r in records if r["method"] != "fp"}
     assert len(teachers) == 1  # one teacher, fine-tuned once and linked into every variant
     assert (repo / "runs" / "probe" / "a32" / "sst2" / "teacher").is_symlink()
