@@ -31,21 +31,26 @@ def corrupt(batch: dict, rate: float, kind: str, mask_id: int, special: torch.Te
             generator: torch.Generator | None = None) -> dict:
     """``batch`` with a ``rate`` share of its text tokens (attended, not special) replaced."""
     ids = batch["input_ids"]
-    text = batch["attention_mask"].bool() & ~torch.isin(ids, special.to(ids.device))
-    hit = text & (torch.rand(ids.shape, generator=generator, device="cpu").to(ids.device) < rate)
+    text = batch["attention_mask"].bool() & ~torch.isin(ids, special)
+    # drawn on the batch's device: a CPU draw copied over is refused under CUDA-graph capture
+    hit = text & (torch.rand(ids.shape, generator=generator, device=ids.device) < rate)
     if kind == "mask":
         new = torch.full_like(ids, mask_id)
     else:  # a text token of the same batch, so the replacement is a real word of the task's data
         pool = ids[text]
-        new = pool[torch.randint(len(pool), ids.shape, generator=generator, device="cpu").to(ids.device)]
+        new = pool[torch.randint(len(pool), ids.shape, generator=generator, device=ids.device)]
     return {**batch, "input_ids": torch.where(hit, new, ids)}
 
 
 def install(mask_id: int, special_ids: list[int]) -> None:
-    call, special = distill.DistillLoss.__call__, torch.tensor(sorted(special_ids))
+    call, on = distill.DistillLoss.__call__, {}  # the special ids, once per device
 
     def noisy_call(self, student, batch):
-        return call(self, student, corrupt(batch, NOISE, KIND, mask_id, special) if student.training else batch)
+        if not student.training:
+            return call(self, student, batch)
+        device = batch["input_ids"].device
+        special = on.setdefault(device, torch.tensor(sorted(special_ids), device=device))
+        return call(self, student, corrupt(batch, NOISE, KIND, mask_id, special))
 
     distill.DistillLoss.__call__ = noisy_call
 
