@@ -395,12 +395,13 @@ def pair_control_table() -> str:
 
 def mrpc_probe_table() -> str:
     """MRPC probes on the CPU (mrpc_cpu_probe.json): what each run changes against the plain `bit`
-    student, best / final F1 (a run stopped early: its last evaluation), final accuracy."""
+    student, best / final F1 (a run stopped early: its last evaluation), final accuracy, and where
+    measured the final model's accuracy on 800 of its own training pairs (`train_eval`)."""
     recs = _load("mrpc_cpu_probe.json") or []
     if not recs:
         return "_no MRPC probes yet_"
-    rows = ["| run | precision | --quant | lr | training data | epochs | steps | F1 best / final | accuracy final | teacher F1 |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | precision | --quant | lr | training data | epochs | steps | F1 best / final | accuracy final | accuracy on 800 training pairs | teacher F1 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         f = r.get("augmented_file")
         data = (f"augmented file, {f['rows']:,} rows" + (f" ({f['subset']})" if f.get("subset") else "")
@@ -409,7 +410,8 @@ def mrpc_probe_table() -> str:
         steps = f"{r['stopped_at_step']} of {r['total_steps']}" if r.get("stopped_at_step") else "all"
         acc = (r.get("dev_history") or [{}])[-1].get("accuracy")
         rows.append(f"| {r['method']} {r['schedule']} | {_precision(r)} | {quant} | {r['lr']:g} | {data} | {r['epochs']:g} | {steps} | "
-                    f"{r['best']:.1f} / {r['final']:.1f} | {f'{acc:.1f}' if acc is not None else '–'} | {r['teacher_metric']:.1f} |")
+                    f"{r['best']:.1f} / {r['final']:.1f} | {_fmt(acc) or '–'} | "
+                    f"{_fmt((r.get('train_eval') or {}).get('accuracy')) or '–'} | {r['teacher_metric']:.1f} |")
     return "\n".join(rows)
 
 
