@@ -427,15 +427,16 @@ def mrpc_gpu_probe_table() -> str:
     recs = _load("mrpc_gpu_probe.json") or []
     if not recs:
         return "_no GPU MRPC probes yet_"
-    rows = ["| call | seed | schedule | precision | epochs/stage | batch | lr | F1 (acc) best | F1 (acc) final | teacher F1 |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| call | seed | schedule | precision | also | epochs/stage | batch | lr | F1 (acc) best | F1 (acc) final | teacher F1 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     key = lambda r: (r.get("device_call", 0), r["seed"], METHOD_ORDER.get(r["method"], 9), r["command"], len(r["schedule"]))  # a run's stages together
     for r in sorted(recs, key=key):
         best, h = _at_best(r), r.get("dev_history") or [{}]
         best_text = f"{best[0]:.1f} ({best[1]:.1f})" if best else f"{r['best']:.1f}"
         fin = f"{r['final']:.1f} ({h[-1]['accuracy']:.1f})" if "accuracy" in h[-1] else f"{r['final']:.1f}"
+        also = _quant_probe(r).strip(" ()") or "–"
         rows.append(f"| {r.get('device_call', '')} | {r['seed']} | {r['method']} {r['schedule'].replace(',', ' → ')} | {_precision(r)} | "
-                    f"{r['epochs']:g} | {r['batch_size']} | {r['lr']:g} | "
+                    f"{also} | {r['epochs']:g} | {r['batch_size']} | {r['lr']:g} | "
                     f"{best_text} | {fin} | "
                     f"{r['teacher_metric']:.1f} |")
     rows += ["", "Always answering \"paraphrase\" gives F1 81.2 (accuracy 68.4). Records: `benchmarks/results/mrpc_gpu_probe.json`."]
