@@ -5,7 +5,9 @@
 
 Pairs are built from single sentences: ``identity`` labels (s, s) 1 and (s, another sentence) 0;
 ``edit`` labels (s, s) 1 and (s, s with one word swapped for another sentence's word) 0, so the
-student must compare the segments token by token. A full-precision teacher learns either to ~100%;
+student must compare the segments token by token. ``overlap`` is a regression (like STS-B): (s, s with
+k of its n words swapped for other sentences' words, k uniform in 0..n) scores 1 - k/n, Pearson and
+Spearman on dev. A full-precision teacher learns either to ~100%;
 a student that cannot compare segments sits at 50%. Fine-tunes the teacher once (reused by every
 run in ``--out``), distills each ``method:schedule`` run, and writes one JSON record per run to
 ``OUT/records/VARIANT-TAG.json`` (best-on-dev and final-step accuracy, settings, wall time). Resumable.
@@ -34,7 +36,8 @@ from bitbert.training.finetune import finetune  # noqa: E402
 from bitbert.training.train import TrainConfig  # noqa: E402
 from bitbert.quant.schedule import task_overrides  # noqa: E402
 
-VARIANTS = ("identity", "edit")
+VARIANTS = ("identity", "edit", "overlap")
+REGRESSION = ("overlap",)
 
 
 def read_sentences(path: Path) -> list[str]:
@@ -51,16 +54,20 @@ def read_sentences(path: Path) -> list[str]:
     return list(seen)
 
 
-def make_pairs(sentences: list[str], variant: str, n: int, seed: int) -> list[tuple[str, str, int]]:
-    """``n`` balanced (a, b, label) pairs: label 1 when b is a itself, 0 otherwise (module docstring)."""
+def make_pairs(sentences: list[str], variant: str, n: int, seed: int) -> list[tuple[str, str, int | str]]:
+    """``n`` balanced (a, b, label) pairs: label 1 when b is a itself, 0 otherwise; for ``overlap`` the
+    share of a's words b keeps (module docstring)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if len(sentences) < 2:
         raise ValueError("need at least two sentences to build pairs")
     rng = random.Random(seed)
-    pairs = []
+    pairs: list[tuple[str, str, int | str]] = []
     for i in range(n):
         a = rng.choice(sentences)
+        if variant == "overlap":
+            pairs.append(_overlap_pair(a, sentences, rng))
+            continue
         if i % 2 == 0:
             pairs.append((a, a, 1))
             continue
@@ -78,7 +85,17 @@ def make_pairs(sentences: list[str], variant: str, n: int, seed: int) -> list[tu
     return pairs
 
 
-def write_pairs(path: Path, pairs: list[tuple[str, str, int]]) -> None:
+def _overlap_pair(a: str, sentences: list[str], rng: random.Random) -> tuple[str, str, str]:
+    """(a, a with k of its n words replaced by words of other sentences, 1 - k/n), k uniform in 0..n."""
+    words = a.split()
+    k = rng.randint(0, len(words))
+    for j in rng.sample(range(len(words)), k):
+        other = rng.choice(sentences).split()
+        words[j] = rng.choice([w for w in other if w != words[j]] or ["something"])
+    return a, " ".join(words), f"{1 - k / len(a.split()):.3f}"
+
+
+def write_pairs(path: Path, pairs: list[tuple[str, str, int | str]]) -> None:
     def write(p: Path) -> None:
         with p.open("w", encoding="utf-8", newline="") as f:
             w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
@@ -107,7 +124,8 @@ def duplicate_heads(model: torch.nn.Module, tokenizer, dev_file: Path, max_pairs
     same token of the first, over the identical pairs of ``dev_file`` (the duplicate-token heads a
     teacher compares the two texts with). Uniform attention over n tokens gives about 1/n."""
     with dev_file.open(encoding="utf-8", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r["label"] == "1"]
+        rows = [r for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+                if float(r["label"]) == 1 and r["sentence1"] == r["sentence2"]]
     rows = [r for r in rows if 2 * len(tokenizer.tokenize(r["sentence1"])) + 3 <= max_length][:max_pairs]
     if not rows:
         raise ValueError(f"{dev_file}: no identical pair fits {max_length} tokens")
@@ -168,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     train_file, dev_file = build_data(args.sentences, args.out, args.variant, args.train, args.dev, 1234)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     data = load_task_data("pairs", tokenizer, args.max_length, train_file=train_file, dev_file=dev_file,
-                          text_columns=["sentence1", "sentence2"], label_column="label")
+                          text_columns=["sentence1", "sentence2"], label_column="label",
+                          regression=args.variant in REGRESSION)
     base = TrainConfig(batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
                        eval_every=args.eval_every, log_every=10**9)
     teacher_dir = args.out / f"{args.variant}-teacher"

@@ -17,7 +17,21 @@ SENTENCES = [f"the {a} movie was {b} and {c}" for a in ("old", "new", "long") fo
              for c in ("funny", "slow", "loud")]
 
 
-@pytest.mark.parametrize("variant", pair_control.VARIANTS)
+def test_overlap_pairs_score_the_share_of_words_kept():
+    """The regression variant: b is a with k of its n words swapped (k uniform in 0..n), scored 1 - k/n."""
+    pairs = pair_control.make_pairs(SENTENCES, "overlap", 400, seed=3)
+    scores = []
+    for a, b, label in pairs:
+        wa, wb = a.split(), b.split()
+        assert len(wa) == len(wb)
+        kept = sum(x == y for x, y in zip(wa, wb))
+        assert float(label) == pytest.approx(kept / len(wa), abs=1e-3) and (a == b) == (float(label) == 1)
+        scores.append(float(label))
+    assert min(scores) == 0 and max(scores) == 1 and 0.4 < sum(scores) / len(scores) < 0.6  # the whole range
+    assert pairs == pair_control.make_pairs(SENTENCES, "overlap", 400, seed=3)
+
+
+@pytest.mark.parametrize("variant", [v for v in pair_control.VARIANTS if v not in pair_control.REGRESSION])
 def test_pairs_are_balanced_and_labelled_by_identity(variant):
     pairs = pair_control.make_pairs(SENTENCES, variant, 200, seed=3)
     assert len(pairs) == 200 and sum(label for _, _, label in pairs) == 100
