@@ -12,9 +12,6 @@ those layers in full precision.
 """
 import math
 import os
-import runpy
-import sys
-from pathlib import Path
 
 import torch
 
@@ -81,36 +78,22 @@ def layers_text(layers: set[int]) -> str:
     return "layers " + ",".join(map(str, ones))
 
 
-def mark_records(records_file: Path, command: str) -> None:
-    """The run's records name this probe, its layers and its own command (run_glue.py records its own)."""
-    import json
-
-    if not records_file.is_file():
-        return
-    records = json.loads(records_file.read_text())
-    for r in records:
-        if r["method"] != "fp" and "fp_weight_layers" not in r:
-            at = "in full precision" if WEIGHT_BITS == 32 else f"at {WEIGHT_BITS} bits"
-            what, base = f"weights of {layers_text(FP_LAYERS)} {at}", r.get("precision") or r["bits"]
-            r.update(fp_weight_layers=sorted(FP_LAYERS), command=command,  # 1-1-1 (first 2 layers A4, weights ...)
-                     precision=f"{base[:-1]}, {what})" if base.endswith(")") else f"{base} ({what})")
-            if WEIGHT_BITS < 32:
-                r.update(probe_weight_bits=WEIGHT_BITS, final_fp32=None)
-    records_file.write_text(json.dumps(records, indent=2))
+def mark(record: dict, command: str) -> dict:
+    """A student record names this probe, its layers and its own command (run_glue.py records its own)."""
+    at = "in full precision" if WEIGHT_BITS == 32 else f"at {WEIGHT_BITS} bits"
+    what, base = f"weights of {layers_text(FP_LAYERS)} {at}", record.get("precision") or record["bits"]
+    changes = dict(fp_weight_layers=sorted(FP_LAYERS), command=command,  # 1-1-1 (first 2 layers A4, weights ...)
+                   precision=f"{base[:-1]}, {what})" if base.endswith(")") else f"{base} ({what})")
+    if WEIGHT_BITS < 32:
+        changes.update(probe_weight_bits=WEIGHT_BITS, final_fp32=None)
+    return changes
 
 
 if __name__ == "__main__":
-    import shlex
+    from glue_probe import run_glue
 
-    args = sys.argv[1:]
-    bits = f"WEIGHT_BITS={WEIGHT_BITS} " if WEIGHT_BITS < 32 else ""
-    command = f"FP_LAYERS={os.environ['FP_LAYERS']} {bits}python benchmarks/fp_weight_layers.py " + " ".join(map(shlex.quote, args))
     QuantConfig.layer_config = layer_config
     if WEIGHT_BITS < 32:
         install_k_bit_weights()
-    sys.argv = [str(Path(__file__).with_name("run_glue.py"))] + args
-    try:
-        runpy.run_path(sys.argv[0], run_name="__main__")
-    finally:
-        out, task = args[args.index("--out") + 1], args[args.index("--task") + 1]
-        mark_records(Path(out) / f"{task}.json", command)
+    bits = f" WEIGHT_BITS={WEIGHT_BITS}" if WEIGHT_BITS < 32 else ""
+    run_glue(f"FP_LAYERS={os.environ['FP_LAYERS']}{bits}", "fp_weight_layers.py", "fp_weight_layers", mark)

@@ -8,12 +8,8 @@ fresh perturbation of the data at no cost. The dev set is never corrupted.
 
 A measurement tool: it patches `DistillLoss.__call__` for this process and names itself in the records.
 """
-import json
 import os
-import runpy
-import shlex
 import sys
-from pathlib import Path
 
 import torch
 
@@ -55,27 +51,16 @@ def install(mask_id: int, special_ids: list[int]) -> None:
     distill.DistillLoss.__call__ = noisy_call
 
 
-def mark_records(records_file: Path, command: str) -> None:
-    if not records_file.is_file():
-        return
-    records = json.loads(records_file.read_text())
-    for r in records:
-        if r["method"] != "fp" and "token_noise" not in r:
-            r.update(token_noise={"rate": NOISE, "kind": KIND}, command=command,
-                     precision=f"{r.get('precision') or r['bits']}, token noise {NOISE:g} ({KIND})")
-    records_file.write_text(json.dumps(records, indent=2))
+def mark(record: dict, command: str) -> dict:
+    return dict(token_noise={"rate": NOISE, "kind": KIND}, command=command,
+                precision=f"{record.get('precision') or record['bits']}, token noise {NOISE:g} ({KIND})")
 
 
 if __name__ == "__main__":
     from transformers import AutoTokenizer
 
-    args = sys.argv[1:]
-    command = f"NOISE={NOISE:g} NOISE_KIND={KIND} python benchmarks/token_noise.py " + " ".join(map(shlex.quote, args))
-    tok = AutoTokenizer.from_pretrained(args[args.index("--model") + 1])
+    from glue_probe import run_glue
+
+    tok = AutoTokenizer.from_pretrained(sys.argv[sys.argv.index("--model") + 1])
     install(tok.mask_token_id, tok.all_special_ids)
-    sys.argv = [str(Path(__file__).with_name("run_glue.py"))] + args
-    try:
-        runpy.run_path(sys.argv[0], run_name="__main__")
-    finally:
-        out, task = args[args.index("--out") + 1], args[args.index("--task") + 1]
-        mark_records(Path(out) / f"{task}.json", command)
+    run_glue(f"NOISE={NOISE:g} NOISE_KIND={KIND}", "token_noise.py", "token_noise", mark)
