@@ -3,6 +3,7 @@ process's arguments after the probe has patched the library, then mark its stude
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import shlex
 import sys
@@ -26,9 +27,10 @@ def run_glue(env: str, script: str, key: str, mark: Callable[[dict, str], dict])
     being this probe's own (``env`` + ``python benchmarks/SCRIPT`` + the arguments)."""
     args = sys.argv[1:]
     command = f"{env} python benchmarks/{script} " + " ".join(map(shlex.quote, args))
-    sys.argv = [str(Path(__file__).with_name("run_glue.py"))] + args
+    script = Path(__file__).with_name("run_glue.py")
+    sys.argv = [os.path.relpath(script)] + args  # run_glue.py records its command from these: keep it relative
     try:
-        runpy.run_path(sys.argv[0], run_name="__main__")
+        runpy.run_path(str(script), run_name="__main__")
     finally:
         out, task = args[args.index("--out") + 1], args[args.index("--task") + 1]
         mark_students(Path(out) / f"{task}.json", key, lambda r: mark(r, command))
