@@ -56,21 +56,24 @@ SST2 = SHARED / "data" / "glue" / "SST-2" / "train.tsv"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("schedule,epochs,floor", [("1-1-32", 3, 95.0), ("1-1-1", 5, 85.0)])
-def test_binary_student_compares_two_texts(tmp_path, schedule, epochs, floor):
+@pytest.mark.parametrize("variant,schedule,epochs,floor", [("identity", "1-1-32", 3, 95.0), ("identity", "1-1-1", 5, 85.0),
+                                                           ("overlap", "1-1-1", 5, 70.0)])
+def test_binary_student_compares_two_texts(tmp_path, variant, schedule, epochs, floor):
     """Teacher ~100%; a student that cannot compare the segments sits at 50%. The setting of
     benchmarks/results/pair_control.json (2,000 pairs, batch 8): binary weights and embeddings keep
     the comparison (98.8-99.8 there in 3 epochs); a 1-1-1 student with the pair tasks' default 4-bit
-    first two layers learns it back (88.8-91.0 there in 5 epochs; fully binary: 69.6 in 3, 75-79 in 10+)."""
+    first two layers learns it back (88.8-91.0 there in 5 epochs; fully binary: 69.6 in 3, 75-79 in 10+).
+    On the regression pairs (Pearson/Spearman) the same student scores 82.1 in 5 epochs (fully binary: 39.1)."""
     if not MINILM.is_dir() or not SST2.is_file():
         pytest.fail(f"the slow pair test needs {MINILM} and {SST2} (../shared)")
     pair_control.main(["--model", str(MINILM), "--sentences", str(SST2), "--out", str(tmp_path), "--train", "2000",
-                       "--dev", "500", "--epochs", str(epochs), "--runs", f"bit:{schedule}"])
+                       "--dev", "500", "--epochs", str(epochs), "--variant", variant, "--runs", f"bit:{schedule}"])
     import json
 
     record = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
-    assert record["teacher_best"]["accuracy"] >= 95
-    assert record["best"]["accuracy"] >= floor, record
+    metric = "pearson_spearman" if variant in pair_control.REGRESSION else "accuracy"
+    assert record["teacher_best"][metric] >= 90
+    assert record["best"][metric] >= floor, record
     heads = record["duplicate_heads"]  # how the teacher compares: heads looking at the same token
     assert max(heads["teacher"]) >= 0.4 and max(heads["student_at_start"]) < 0.2, heads
     assert max(heads["student"]) >= 0.2, heads  # the student learns them back
@@ -128,6 +131,26 @@ def _token_pairs(n: int, seed: int, words: int = 12, length: int = 4):
     return TokenizedSplit(ids, types, np.array(labels, np.int64), f"pairs{seed}")
 
 
+def _overlap_token_pairs(n: int, seed: int, words: int = 12, length: int = 4):
+    """The regression pairs in miniature: b is a with k of its tokens changed (k uniform in 0..length),
+    scored 1 - k/length (a two-text regression, like STS-B)."""
+    import numpy as np
+
+    from bitbert.tasks.batching import TokenizedSplit
+
+    rng = np.random.default_rng(seed)
+    ids, types, labels = [], [], []
+    for _ in range(n):
+        a = rng.integers(5, 5 + words, length)
+        b, k = a.copy(), rng.integers(0, length + 1)
+        for j in rng.choice(length, k, replace=False):
+            b[j] = 5 + (b[j] - 5 + rng.integers(1, words)) % words  # another token
+        ids.append(np.concatenate([[2], a, [3], b, [3]]).astype(np.int32))
+        types.append(np.array([0] * (length + 2) + [1] * (length + 1), np.int32))
+        labels.append(1 - k / length)
+    return TokenizedSplit(ids, types, np.array(labels, np.float32), f"overlap{seed}")
+
+
 def test_tiny_pair_control_binary_students_compare_two_segments(tmp_path, tiny_config):
     """The pair control in miniature (a tiny teacher trained from scratch): binary weights keep the
     comparison, and a 1-1-1 student stays clearly above the 50% of a student that cannot compare."""
@@ -180,3 +203,32 @@ def test_tiny_pair_control_wider_first_layers_let_a_1_1_1_student_compare(tmp_pa
                            quant_overrides=overrides)
         best[name] = res.stages[-1].report.best["accuracy"]
     assert best["default"] >= 85 and best["default"] >= best["fully binary"] + 8, best
+
+
+def test_tiny_pair_regression_learns_with_the_pair_default(tmp_path):
+    """A two-text regression (the overlap pairs in miniature, scored by Pearson/Spearman): the pair
+    default's 1-1-1 student keeps most of its teacher, a fully binary one does not (61.6 teacher,
+    52.4 against 15.1 when written; on MiniLM-L6 and real sentences 82.1 against 39.1)."""
+    from transformers import BertForSequenceClassification
+
+    import bitbert
+    from bitbert.tasks import get_task
+    from bitbert.training.distill import run_schedule
+    from bitbert.training.finetune import finetune
+    from bitbert.training.task_data import TaskData
+    from bitbert.training.train import TrainConfig
+
+    from conftest import tiny_bert_config
+
+    data = TaskData(get_task("stsb"), _overlap_token_pairs(600, 0), {"dev": _overlap_token_pairs(200, 1)}, 0)
+    cfg = TrainConfig(epochs=40, lr=2e-3, batch_size=16, eval_every=0, log_every=10**9, seed=0)
+    teacher_report = finetune(BertForSequenceClassification(tiny_bert_config(num_hidden_layers=4, num_labels=1)),
+                              data, cfg, tmp_path / "teacher")
+    assert teacher_report.best["pearson_spearman"] >= 50
+    teacher = bitbert.load(tmp_path / "teacher" / "model")
+    best = {}
+    for name, overrides in (("default", None), ("fully binary", {"early_layers": 0})):
+        res = run_schedule(teacher, data, "bit", "1-1-1", cfg.replace(epochs=20), tmp_path / name,
+                           quant_overrides=overrides)
+        best[name] = res.stages[-1].report.best["pearson_spearman"]
+    assert best["default"] >= 40 and best["default"] >= best["fully binary"] + 20, best
