@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Paired probe on one GPU call: one teacher (SST-2 unless TASK=mrpc|cola), then the same runs under each
+# Paired probe on one GPU call: one teacher (SST-2 unless TASK=mrpc|cola|qnli), then the same runs under each
 # variant's extra run_glue.py arguments, in parallel, so the variants differ only in what is being probed.
 #   VARIANTS='name:ARGS|name:ARGS' RUNS='bit:1-1-1' EPOCHS=2 PROBE_DIR=runs/probe bash benchmarks/gpu_probe.sh OUTDIR
 # TEACHER_EPOCHS (1), EVAL_EVERY (250); END_AT (epoch seconds) caps the variants' time after the teacher.
@@ -12,7 +12,8 @@
 #   python benchmarks/merge_results.py OUTDIR/records.json --call N --note "..."  (--cut for cut runs)
 set -u
 TASK=${TASK:-sst2}
-case $TASK in sst2) D=SST-2 ;; mrpc) D=MRPC ;; cola) D=CoLA ;; *) echo "TASK must be sst2, mrpc or cola, got $TASK" >&2; exit 2 ;; esac
+case $TASK in sst2) D=SST-2 ;; mrpc) D=MRPC ;; cola) D=CoLA ;; qnli) D=QNLI ;;  # qnli: benchmarks/squad_pairs.py's
+  *) echo "TASK must be sst2, mrpc, cola or qnli, got $TASK" >&2; exit 2 ;; esac
 NEED=.devdata/glue/$D/dev.tsv source benchmarks/require_devdata.sh
 OUT=${1:-runs/gpu}
 mkdir -p "$OUT" runs

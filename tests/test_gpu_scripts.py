@@ -200,3 +200,32 @@ def test_token_noise_probe_corrupts_only_text_tokens_of_training_batches(monkeyp
     monkeypatch.setenv("NOISE", "0.9")
     with pytest.raises(SystemExit, match="NOISE"):
         runpy.run_path(str(ROOT / "benchmarks" / "token_noise.py"), run_name="probe")
+
+
+def test_gpu_mrpc_runs_seeded_probes_on_squad_pairs_too(tmp_path):
+    """TASK=qnli: the same per-seed probes on the pairs benchmarks/squad_pairs.py builds."""
+    import runpy
+    repo = _fake_repo(tmp_path, "minilm-l6-h384-fp16")
+    data = []
+    for i in range(8):
+        context = f"The film {i} was made in {1950 + i}. It was {'good' if i % 2 else 'bad'}. It ran long."
+        qas = [{"question": f"When was film {i} made?", "answers": [{"answer_start": context.index(str(1950 + i)),
+                                                                     "text": str(1950 + i)}]},
+               {"question": f"How was film {i}?", "answers": [{"answer_start": context.index("It was") + 7,
+                                                               "text": "good" if i % 2 else "bad"}]}]
+        data.append({"title": str(i), "paragraphs": [{"context": context, "qas": qas}]})
+    (tmp_path / "squad.json").write_text(json.dumps({"version": "1.1", "data": data}))
+    build = runpy.run_path(str(ROOT / "benchmarks" / "squad_pairs.py"), run_name="squad_pairs")["build"]
+    assert build(tmp_path / "squad.json", repo / ".devdata" / "glue" / "QNLI", dev_every=4) == {"train": 24, "dev": 8}
+    out = tmp_path / "out"
+    proc = _run(repo, "gpu_mrpc.sh", out, TASK="qnli", SEEDS="42", EPOCHS="1", DEADLINE="400",
+                VARIANTS="pd:|fb:--quant early_layers=0", RUNS="bit:1-1-1")
+    lines = (out / "summary.txt").read_text().splitlines()
+    assert {(line.split()[0], line.split()[1]) for line in lines} == {
+        ("probe-qnli-s42/pd", "fp"), ("probe-qnli-s42/pd", "bit"), ("probe-qnli-s42/fb", "bit")}, proc.stdout
+    precision = {v: json.loads((repo / "runs" / "probe-qnli-s42" / v / "qnli.json").read_text())[-1]["precision"]
+                 for v in ("pd", "fb")}
+    assert precision == {"pd": "1-1-1 (first 2 layers A4)", "fb": "1-1-1"}
+    assert not (repo / "runs" / "mrpc-aug-out").exists()  # no augmented MRPC runs beside another task
+    with tarfile.open(out / "qnli.tgz") as tar:
+        assert any(n.endswith("probe-qnli-s42/fb.log") for n in tar.getnames())
