@@ -121,8 +121,31 @@ def articles_pairs(squad: Any, source: str) -> Iterator[tuple[int, list[Pair]]]:
         yield i, pairs
 
 
-def build(squad_path: Path, out_dir: Path, dev_every: int = 5, force: bool = False) -> dict[str, int]:
-    """Write ``out_dir``/train.tsv and dev.tsv; returns the row counts."""
+def _overlap(question: str, sentence: str) -> float:
+    q = _words(question)
+    return len(q & _words(sentence)) / max(1, len(q))
+
+
+def overlap_baseline(train: list[Pair], dev: list[Pair]) -> dict[str, float]:
+    """What word matching alone gets: answer ``entailment`` when at least a threshold share of the
+    question's words are in the sentence, the threshold fit on ``train``. A student that compares the
+    two texts must beat it, not just chance (50%)."""
+    def accuracy(pairs: list[Pair], t: float) -> float:
+        return 100.0 * sum((_overlap(p.question, p.sentence) >= t) == (p.label == "entailment") for p in pairs) / len(pairs)
+    scored = sorted((_overlap(p.question, p.sentence), p.label == "entailment") for p in train)
+    # sweep the thresholds upwards: rows below one are answered "not_entailment"
+    right, best, threshold, k = sum(y for _, y in scored), -1, 0.0, 0
+    for t in sorted({x for x, _ in scored}):
+        while k < len(scored) and scored[k][0] < t:
+            right += -1 if scored[k][1] else 1
+            k += 1
+        if right > best:
+            best, threshold = right, t
+    return {"threshold": threshold, "train_accuracy": accuracy(train, threshold), "dev_accuracy": accuracy(dev, threshold)}
+
+
+def build(squad_path: Path, out_dir: Path, dev_every: int = 5, force: bool = False) -> dict[str, Any]:
+    """Write ``out_dir``/train.tsv and dev.tsv; returns the row counts and the word-overlap baseline."""
     if dev_every < 2:
         raise ValueError(f"--dev-every must be >= 2 (every N-th article goes to dev), got {dev_every}")
     targets = {name: out_dir / f"{name}.tsv" for name in ("train", "dev")}
@@ -146,7 +169,7 @@ def build(squad_path: Path, out_dir: Path, dev_every: int = 5, force: bool = Fal
         lines = ["\t".join(HEADER)] + [f"{n}\t{p.question}\t{p.sentence}\t{p.label}"
                                         for n, p in enumerate(rows[name])]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return {name: len(r) for name, r in rows.items()}
+    return {**{name: len(r) for name, r in rows.items()}, "overlap_baseline": overlap_baseline(rows["train"], rows["dev"])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SquadFormatError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.out}: train {counts['train']} rows, dev {counts['dev']} rows (half entailment)")
+    base = counts["overlap_baseline"]
+    print(f"{args.out}: train {counts['train']} rows, dev {counts['dev']} rows (half entailment); word overlap "
+          f">= {base['threshold']:.3f} of the question answers {base['dev_accuracy']:.1f}% of dev right")
     return 0
 
 

@@ -63,7 +63,8 @@ def test_build_writes_glue_qnli_split_by_article(tmp_path):
     src = tmp_path / "squad.json"
     src.write_text(json.dumps(_squad(6)))
     out = tmp_path / "QNLI"
-    assert sp["build"](src, out, dev_every=3) == {"train": 8, "dev": 4}
+    counts = sp["build"](src, out, dev_every=3)
+    assert (counts["train"], counts["dev"]) == (8, 4)
     dev = load_glue("qnli", out, "dev")
     train = load_glue("qnli", out, "train")
     assert dev.texts_a == ["Who is the mayor of Town2?"] * 2 + ["Who is the mayor of Town5?"] * 2
@@ -72,7 +73,7 @@ def test_build_writes_glue_qnli_split_by_article(tmp_path):
     assert all("\t" not in t for t in train.texts_b)  # the context's tab became a space
     with pytest.raises(FileExistsError, match="--force"):
         sp["build"](src, out)
-    assert sp["build"](src, out, dev_every=2, force=True) == {"train": 6, "dev": 6}
+    assert sp["build"](src, out, dev_every=2, force=True)["dev"] == 6
 
 
 @pytest.mark.parametrize("doc, fragment", [
@@ -105,7 +106,19 @@ def test_bad_arguments_are_named(tmp_path, capsys):
 def test_real_squad_dev_gives_a_balanced_pair_task(tmp_path):
     out = tmp_path / "QNLI"
     counts = sp["build"](SHARED / "data" / "squad" / "dev-v1.1.json", out)
-    assert counts == {"train": 16346, "dev": 3804}  # 10,075 of 10,570 questions, two rows each
+    assert (counts["train"], counts["dev"]) == (16346, 3804)  # 10,075 of 10,570 questions, two rows each
+    assert 70 < counts["overlap_baseline"]["dev_accuracy"] < 73  # word matching alone: well above chance
     dev = load_glue("qnli", out, "dev")
     assert dev.labels.mean() == 0.5
     assert not set(dev.texts_a) & set(load_glue("qnli", out, "train").texts_a)
+
+
+def test_overlap_baseline_fits_its_threshold_on_train():
+    P = sp["Pair"]
+    train = [P("a b c d", "a b c x", "entailment"), P("a b c d", "a x y z", "not_entailment"),
+             P("a b c d", "a b x y", "entailment"), P("a b c d", "a b y z", "not_entailment")]
+    dev = [P("a b", "a b", "entailment"), P("a b", "a", "not_entailment"), P("a b", "z", "not_entailment")]
+    got = sp["overlap_baseline"](train, dev)
+    # shares 0.75, 0.25, 0.5, 0.5: threshold 0.5 gets 3 of 4, 0.75 also 3 of 4; the lower one is kept
+    assert got["threshold"] == 0.5 and got["train_accuracy"] == 75.0
+    assert got["dev_accuracy"] == 100.0 * 2 / 3  # 'a' shares 0.5 of 'a b': answered entailment, wrong
