@@ -178,12 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path, help="folder for train.tsv and dev.tsv (GLUE QNLI columns)")
     ap.add_argument("--dev-every", type=int, default=5, help="every N-th article goes to dev (5: a fifth)")
     ap.add_argument("--force", action="store_true", help="replace train.tsv/dev.tsv already in OUT")
+    ap.add_argument("--record", type=Path, default=None,
+                    help="also write the counts and the word-overlap baseline here as JSON (the results tables read it)")
     args = ap.parse_args(argv)
     try:
         counts = build(args.squad, args.out, args.dev_every, args.force)
     except (SquadFormatError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.record is not None:
+        command = " ".join(["python benchmarks/squad_pairs.py", *(argv if argv is not None else sys.argv[1:])])
+        args.record.write_text(json.dumps({"command": command, "dev_every": args.dev_every, **counts}, indent=1) + "\n")
     base = counts["overlap_baseline"]
     print(f"{args.out}: train {counts['train']} rows, dev {counts['dev']} rows (half entailment); word overlap "
           f">= {base['threshold']:.3f} of the question answers {base['dev_accuracy']:.1f}% of dev right")

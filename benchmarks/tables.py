@@ -450,6 +450,42 @@ def mrpc_gpu_probe_table() -> str:
     return "\n".join(rows)
 
 
+def squad_pairs_table() -> str:
+    """Students on the QNLI-style pairs built from SQuAD (squad_pairs.json, from benchmarks/squad_pairs.py)
+    beside a single-sentence task at the same number of steps: the means over seeds of each setting's
+    best and final accuracy and its gap to its own teacher, then every run."""
+    recs = [r for r in _load("squad_pairs.json") or [] if r["method"] != "fp"]
+    data = _load("squad_pairs_data.json")
+    if not recs:
+        return "_no runs on the SQuAD pairs yet_"
+    steps = lambda r: (r.get("dev_history") or [{}])[-1].get("step", 0)  # the last evaluation is at the final step
+    key = lambda r: (r["task"] != "qnli", r["schedule"].count(","), "first" not in _precision(r), _precision(r), steps(r))
+    groups: dict[tuple, list[dict]] = {}
+    for r in sorted(recs, key=key):
+        groups.setdefault((r["task"], r["method"], r["schedule"], _precision(r), steps(r)), []).append(r)
+    mean = lambda xs: sum(xs) / len(xs)
+    rows = ["| task | student | precision | steps/stage | seeds | best / final | best − teacher |", "|---|---|---|---|---|---|---|"]
+    for (task, method, schedule, precision, n), rs in groups.items():
+        rows.append(f"| {task} | {method} {schedule.replace(',', ' → ')} | {precision} | {n} | {len(rs)} | "
+                    f"{mean([r['best'] for r in rs]):.1f} / {mean([r['final'] for r in rs]):.1f} | "
+                    f"{mean([r['best'] - r['teacher_metric'] for r in rs]):+.1f} |")
+    if data:
+        base = data["overlap_baseline"]
+        rows += ["", f"qnli here: {data['train']:,} train / {data['dev']:,} dev pairs, half of them answers; chance is 50.0, "
+                     f"and word overlap alone (a threshold fit on train) gets {base['dev_accuracy']:.1f} on dev. "
+                     f"Built by `{data['command']}`."]
+    rows += ["", "Every run (accuracy; each seed has its own teacher):", "",
+             "| task | hardware | call | seed | student | precision | steps/stage | best / final | teacher |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(recs, key=lambda r: (r["task"] != "qnli", r.get("device_call", 0), r["seed"], *key(r)[2:4], r["schedule"])):
+        hardware = r.get("hardware", "").replace("NVIDIA ", "").split(" ")[0]
+        rows.append(f"| {r['task']} | {hardware} | {r.get('device_call', '–')} | {r['seed']} | "
+                    f"{r['method']} {r['schedule'].replace(',', ' → ')} | {_precision(r)} | {steps(r)} | "
+                    f"{r['best']:.1f} / {r['final']:.1f} | {r['teacher_metric']:.1f} |")
+    rows += ["", "Records: `benchmarks/results/squad_pairs.json`."]
+    return "\n".join(rows)
+
+
 def pair_heads_table() -> str:
     """How each pair-control student compares the two texts: per layer, the largest share of attention a
     head gives from a token of the second text to the same token of the first (records that measured it)."""
@@ -771,7 +807,7 @@ def default_job_time() -> str:
 
 SECTIONS = {"glue-summary": glue_summary, "glue-seeds": glue_seeds, "glue-settings": glue_settings, "glue": glue_table, "glue-cut": glue_cut_table, "gap-sources": gap_sources_table, "bibert-ablation": bibert_ablation_table, "speed": speed_table, "bench": bench_table, "runtimes": runtimes_table, "interleaved": interleaved_table, "bipft": bipft_table,
             "engine-accuracy": engine_accuracy_table, "headline": headline_table,
-            "pair-control": pair_control_table, "pair-heads": pair_heads_table, "mrpc-probes": mrpc_probe_table, "mrpc-gpu-probes": mrpc_gpu_probe_table, "glue-augmented": augmented_table, "default-job": default_job_table,
+            "pair-control": pair_control_table, "pair-heads": pair_heads_table, "mrpc-probes": mrpc_probe_table, "mrpc-gpu-probes": mrpc_gpu_probe_table, "squad-pairs": squad_pairs_table, "glue-augmented": augmented_table, "default-job": default_job_table,
             "default-job-sweep": default_job_sweep_table, "default-job-time": default_job_time, "shipped": shipped_text}
 
 # where each table lives (paths relative to the repository root)
@@ -780,7 +816,7 @@ PAGES = {"README.md": ("default-job-time", "headline", "shipped"),
          "docs/results/glue.md": ("glue-summary", "glue-augmented", "glue-seeds", "glue-settings", "glue", "gap-sources", "glue-cut",
                                   "bibert-ablation"),
          "docs/results/speed.md": ("speed",), "docs/results/engine.md": ("runtimes", "interleaved", "bench", "engine-accuracy"),
-         "docs/results/bipft.md": ("bipft",), "docs/results/pairs.md": ("pair-control", "pair-heads", "mrpc-probes", "mrpc-gpu-probes")}
+         "docs/results/bipft.md": ("bipft",), "docs/results/pairs.md": ("pair-control", "pair-heads", "mrpc-probes", "mrpc-gpu-probes", "squad-pairs")}
 
 
 def fill(text: str, names) -> str:

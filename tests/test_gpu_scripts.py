@@ -216,7 +216,8 @@ def test_gpu_mrpc_runs_seeded_probes_on_squad_pairs_too(tmp_path):
         data.append({"title": str(i), "paragraphs": [{"context": context, "qas": qas}]})
     (tmp_path / "squad.json").write_text(json.dumps({"version": "1.1", "data": data}))
     build = runpy.run_path(str(ROOT / "benchmarks" / "squad_pairs.py"), run_name="squad_pairs")["build"]
-    assert build(tmp_path / "squad.json", repo / ".devdata" / "glue" / "QNLI", dev_every=4) == {"train": 24, "dev": 8}
+    counts = build(tmp_path / "squad.json", repo / ".devdata" / "glue" / "QNLI", dev_every=4)
+    assert (counts["train"], counts["dev"]) == (24, 8)
     out = tmp_path / "out"
     proc = _run(repo, "gpu_mrpc.sh", out, TASK="qnli", SEEDS="42", EPOCHS="1", DEADLINE="400",
                 VARIANTS="pd:|fb:--quant early_layers=0", RUNS="bit:1-1-1")

@@ -48,6 +48,20 @@ def test_glue_records_have_the_issue_format():
             assert r["command"].startswith("python benchmarks/run_glue.py"), r["command"]
 
 
+def test_squad_pair_records_say_how_they_were_made():
+    """Every run on the SQuAD pairs carries the issue's fields and its device call's full command; the
+    data record is the builder's output, so the table's word-overlap line is measured, not typed."""
+    recs = json.loads((ROOT / "benchmarks" / "results" / "squad_pairs.json").read_text())
+    assert {r["task"] for r in recs} == {"qnli", "sst2"}  # the pair task and its same-steps single-sentence reference
+    for r in recs:
+        assert REQUIRED <= set(r), sorted(REQUIRED - set(r))
+        assert re.search(r"(python|FP_LAYERS=\S+ WEIGHT_BITS=\d python) benchmarks/(run_glue|fp_weight_layers)\.py", r["command"])
+        assert "bash benchmarks/gpu_mrpc.sh" in r["note"] and r["dev_history"][-1]["step"] > 0
+    data = json.loads((ROOT / "benchmarks" / "results" / "squad_pairs_data.json").read_text())
+    assert data["command"].startswith("python benchmarks/squad_pairs.py ") and data["train"] > data["dev"] > 0
+    assert 50 < data["overlap_baseline"]["dev_accuracy"] < 100
+
+
 def test_result_pages_are_generated_from_the_results():
     """Every table of the README and docs/results/ sits between its markers as tables.py writes it
     now, and each table has exactly one page."""
