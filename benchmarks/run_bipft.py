@@ -8,6 +8,7 @@ Three subcommands; `benchmarks/gpu_bipft.sh` runs them in parallel processes und
     # fine-tune a variant on a task without a teacher: R/{variant}/{task}/ (no-pretrain: the same
     # 1-1-1 student binarized straight from M)
     python benchmarks/run_bipft.py finetune --variant bipft-b --task mrpc --data-dir GLUE/MRPC --model M --runs R --epochs 5
+    # a model for two-text tasks: --early-layers 2 on pretrain (use its own R; gpu_bipft.sh: PT_EXTRA=...)
     # scaling: the same pretraining on 1 and on N processes, fixed steps: R/scaling-{N}gpu/
     accelerate launch --num_processes 2 benchmarks/run_bipft.py pretrain --variant scaling --max-steps 400 ...
     # every run so far as records (a fine-tuning run cut short by a timeout gives its evaluations so far)
@@ -60,7 +61,8 @@ def cmd_pretrain(args) -> None:
                                      max_seconds=args.max_seconds, eval_every=args.eval_every,
                                      holdout_every=args.holdout_every, heldout_sequences=args.heldout_sequences,
                                      log_every=args.log_every, compile=args.compile,
-                                     num_workers=args.num_workers).items() if v is not None}
+                                     num_workers=args.num_workers, early_layers=args.early_layers,
+                                     early_act_bits=args.early_act_bits).items() if v is not None}
     cfg = dataclasses.replace(PretrainConfig(), **changes)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     out = Path(args.runs) / (f"scaling-{world}gpu" if args.variant == "scaling" else args.variant) / "pretrain"
@@ -185,7 +187,8 @@ def main() -> None:
     p.add_argument("--residual-rank", type=int, default=None, help="default: 0 for bipft-a, 1 for bipft-b/scaling")
     for flag, typ in (("--batch-size", int), ("--seq-len", int), ("--max-tokens", int), ("--max-steps", int),
                       ("--max-seconds", float), ("--eval-every", int), ("--holdout-every", int),
-                      ("--heldout-sequences", int), ("--log-every", int), ("--num-workers", int), ("--compile", str)):
+                      ("--heldout-sequences", int), ("--log-every", int), ("--num-workers", int), ("--compile", str),
+                      ("--early-layers", int), ("--early-act-bits", int)):  # early: the pair tasks' wider first layers
         p.add_argument(flag, type=typ, default=None, help="PretrainConfig field (default: its default)")
     p.add_argument("--resume", action="store_true")
     p.set_defaults(fn=cmd_pretrain)

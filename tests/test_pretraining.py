@@ -4,6 +4,7 @@ import dataclasses
 import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -269,3 +270,29 @@ def test_pretrain_with_wider_first_layers_for_pair_tasks(files, tmp_path, monkey
         warned = "pretrain with --early-layers 2" in printed.out + printed.err
         assert warned == (name == "flat"), name
     assert bitbert.load(tmp_path / "ft-wide" / "model").bitbert_config == wide.bitbert_config
+
+
+def test_bipft_script_passes_the_pair_layers_to_pretraining(tmp_path, monkeypatch):
+    """benchmarks/run_bipft.py pretrain --early-layers 2: the PretrainConfig it runs has the wider first
+    layers (what gpu_bipft.sh's PT_EXTRA needs to pretrain a model for two-text tasks)."""
+    import runpy
+    import sys
+
+    import bitbert.training.pretraining as pretraining
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    seen = {}
+
+    def fake_pretrain(model, corpus, out, cfg, resume=False):
+        seen["cfg"] = cfg
+        return {"stopped_by": "max_steps", "steps": 0, "tokens_seen": 0, "tokens_per_s": 0.0, "final": {}}
+
+    monkeypatch.setattr(pretraining, "pretrain", fake_pretrain)
+    monkeypatch.setattr("run_glue.hardware", lambda: "test", raising=False)
+    base = ["run_bipft.py", "pretrain", "--variant", "bipft-a", "--model", "m", "--corpus", "c", "--runs", str(tmp_path)]
+    for extra, want in (([], (0, 4)), (["--early-layers", "2", "--early-act-bits", "8"], (2, 8))):
+        monkeypatch.setattr(sys, "argv", base + extra)
+        runpy.run_path(str(root / "benchmarks" / "run_bipft.py"), run_name="__main__")
+        assert (seen["cfg"].early_layers, seen["cfg"].early_act_bits) == want
+        assert seen["cfg"].residual_rank == 0  # bipft-a
